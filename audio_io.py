@@ -1,0 +1,129 @@
+"""Audio in and out with soundfile (libsndfile is bundled in its wheel: WAV, FLAC, OGG and
+MP3 without FFmpeg), and the reference clipping f5-tts does with pydub, in numpy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from errors import AudioError
+
+#: output_format -> (soundfile format, subtype, content type)
+FORMATS = {
+    "wav": ("WAV", "PCM_16", "audio/wav"),
+    "flac": ("FLAC", "PCM_16", "audio/flac"),
+    "mp3": ("MP3", "MPEG_LAYER_III", "audio/mpeg"),
+    "ogg": ("OGG", "VORBIS", "audio/ogg"),
+}
+VOICE_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
+
+_WINDOW_S = 0.01  # loudness is judged over 10 ms windows
+
+
+def read_audio(path: Path, max_seconds: float) -> tuple[np.ndarray, int]:
+    """Decode a file to mono float32 at its own rate; refuse what is not audio or too long."""
+    try:
+        info = sf.info(str(path))
+    except Exception:
+        raise AudioError("The voice is not a readable audio file (WAV, FLAC, OGG or MP3 expected).") from None
+    if info.samplerate <= 0 or info.frames <= 0:
+        raise AudioError("The voice audio is empty.")
+    if info.frames / info.samplerate > max_seconds:
+        raise AudioError(
+            f"The voice is {info.frames / info.samplerate:.0f} s long; at most {max_seconds:.0f} s is accepted "
+            "(only the first ~12 s are used)."
+        )
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception:
+        raise AudioError("The voice audio is truncated or corrupt and could not be decoded.") from None
+    if data.size == 0:
+        raise AudioError("The voice audio is empty.")
+    audio = data.mean(axis=1)
+    if not np.isfinite(audio).all():
+        raise AudioError("The voice audio contains invalid samples.")
+    return audio, rate
+
+
+def resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
+    if rate == target:
+        return audio
+    import torch
+    import torchaudio.functional as AF
+
+    return AF.resample(torch.from_numpy(audio), rate, target).numpy()
+
+
+def _window_db(audio: np.ndarray, rate: int) -> np.ndarray:
+    """Loudness in dBFS of each 10 ms window."""
+    n = max(1, int(rate * _WINDOW_S))
+    usable = len(audio) // n * n
+    if usable == 0:
+        return np.full(1, -120.0)
+    power = np.mean(np.square(audio[:usable].reshape(-1, n), dtype=np.float64), axis=1)
+    return 10 * np.log10(np.maximum(power, 1e-12))
+
+
+def _silent_runs(db: np.ndarray, threshold: float, min_windows: int) -> list[tuple[int, int]]:
+    """(start, end) window indices of silent runs at least `min_windows` long."""
+    silent = np.concatenate(([False], db < threshold, [False]))
+    edges = np.flatnonzero(np.diff(silent.astype(np.int8)))
+    return [(s, e) for s, e in zip(edges[::2], edges[1::2]) if e - s >= min_windows]
+
+
+def trim_silence(audio: np.ndarray, rate: int, threshold: float = -42.0) -> np.ndarray:
+    loud = np.flatnonzero(_window_db(audio, rate) >= threshold)
+    if loud.size == 0:
+        return audio[:0]
+    n = int(rate * _WINDOW_S)
+    return audio[loud[0] * n : (loud[-1] + 1) * n]
+
+
+def prepare_reference(audio: np.ndarray, rate: int, target_rate: int, clip_seconds: float,
+                      min_seconds: float) -> np.ndarray:
+    """The reference the model sees: mono at `target_rate`, at most `clip_seconds` long, cut at
+    a pause where there is one (f5-tts clips at about 12 s), edges trimmed, 50 ms of silence
+    appended."""
+    audio = resample(audio.astype(np.float32, copy=False), rate, target_rate)
+    limit = int(clip_seconds * target_rate)
+    if len(audio) > limit:
+        db = _window_db(audio, target_rate)
+        n = int(target_rate * _WINDOW_S)
+        earliest = min(6.0, clip_seconds / 2) * target_rate
+        cut = limit
+        for threshold, min_windows in ((-50.0, 100), (-40.0, 10)):  # long pauses first, as f5-tts
+            cuts = [(s + e) // 2 * n for s, e in _silent_runs(db, threshold, min_windows)]
+            cuts = [c for c in cuts if earliest <= c <= limit]
+            if cuts:
+                cut = cuts[-1]
+                break
+        audio = audio[:cut]
+    audio = trim_silence(audio, target_rate)
+    seconds = len(audio) / target_rate
+    if seconds < min_seconds:
+        raise AudioError(
+            f"The voice has {seconds:.1f} s of sound; at least {min_seconds:.1f} s is needed "
+            "(5 to 12 s of clear speech works best)."
+        )
+    return np.concatenate([audio, np.zeros(int(0.05 * target_rate), dtype=np.float32)])
+
+
+def shorten_silences(audio: np.ndarray, rate: int, threshold: float = -50.0, max_silence: float = 1.0) -> np.ndarray:
+    """Shorten every pause longer than `max_silence` to `max_silence` (f5-tts's remove_silence)."""
+    n = int(rate * _WINDOW_S)
+    keep = int(max_silence / _WINDOW_S) // 2
+    pieces, last = [], 0
+    for start, end in _silent_runs(_window_db(audio, rate), threshold, 2 * keep + 1):
+        pieces.append(audio[last : (start + keep) * n])
+        last = (end - keep) * n
+    pieces.append(audio[last:])
+    return np.concatenate(pieces)
+
+
+def encode_audio(audio: np.ndarray, rate: int, fmt: str, path: Path) -> str:
+    """Write `audio` to `path` in `fmt`; returns the content type."""
+    container, subtype, content_type = FORMATS[fmt]
+    sf.write(str(path), np.clip(audio, -1.0, 1.0), rate, format=container, subtype=subtype)
+    return content_type

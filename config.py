@@ -1,0 +1,196 @@
+"""Every setting of the worker, read once from the environment into one validated object.
+
+Nothing here imports torch, huggingface_hub or f5_tts: `model_cache` reads these settings to
+point every cache at the volume *before* those libraries are imported.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal, Mapping, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+log = logging.getLogger("f5worker.config")
+
+#: Architectures f5-tts ships configs for, plus the tiny random-weight test model.
+MODEL_NAMES = ("F5TTS_v1_Base", "F5TTS_Base", "E2TTS_Base", "F5TTS_v1_Small", "F5TTS_Small", "E2TTS_Small", "tiny")
+
+
+class ConfigError(RuntimeError):
+    """A setting is invalid; the message names the environment variable."""
+
+
+def _blank_to_none(value):
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+class Settings(BaseModel):
+    """Field aliases are the environment variable names (see the README's settings table)."""
+
+    model_config = ConfigDict(populate_by_name=True, frozen=True, extra="ignore")
+
+    # --- storage -----------------------------------------------------------------------
+    runpod_volume: Path = Field(Path("/runpod-volume"), alias="RUNPOD_VOLUME")
+    models_dir_override: Optional[Path] = Field(None, alias="MODELS_DIR")
+    require_volume: bool = Field(False, alias="REQUIRE_VOLUME")
+    #: Filled in by the validator: where models and caches live, and whether that is the volume.
+    models_dir: Path = Field(Path("models"), exclude=True)
+    on_volume: bool = Field(False, exclude=True)
+
+    # --- model -------------------------------------------------------------------------
+    f5_model: str = Field("F5TTS_v1_Base", alias="F5_MODEL")
+    f5_ckpt_file: Optional[Path] = Field(None, alias="F5_CKPT_FILE")
+    f5_vocab_file: Optional[Path] = Field(None, alias="F5_VOCAB_FILE")
+    device: str = Field("auto", alias="DEVICE")
+    #: Download what is missing from the hub at load time. False: only the volume is used.
+    allow_model_download: bool = Field(True, alias="ALLOW_MODEL_DOWNLOAD")
+    #: Padded mel frames (batch x longest chunk) per batched sampling call: the memory budget.
+    max_batch_frames: int = Field(24_000, ge=1_000, le=1_000_000, alias="MAX_BATCH_FRAMES")
+    warmup: bool = Field(False, alias="WARMUP")
+
+    # --- jobs --------------------------------------------------------------------------
+    job_tmp_dir: Path = Field(Path("/tmp"), alias="JOB_TMP_DIR")
+    min_free_disk_mb: int = Field(200, ge=0, alias="MIN_FREE_DISK_MB")
+    output_dir: Path = Field(Path("output"), alias="OUTPUT_DIR")
+    write_local_output: Optional[bool] = Field(None, alias="WRITE_LOCAL_OUTPUT")
+    max_text_chars: int = Field(20_000, ge=1, le=1_000_000, alias="MAX_TEXT_CHARS")
+    max_voice_bytes: int = Field(50 * 1024 * 1024, ge=1024, alias="MAX_VOICE_BYTES")
+    max_voice_seconds: float = Field(600.0, gt=0, alias="MAX_VOICE_SECONDS")
+    min_voice_seconds: float = Field(1.0, ge=0.1, alias="MIN_VOICE_SECONDS")
+    ref_clip_seconds: float = Field(12.0, ge=2.0, le=30.0, alias="REF_CLIP_SECONDS")
+    max_output_seconds: float = Field(1800.0, gt=0, alias="MAX_OUTPUT_SECONDS")
+    #: Raw audio bytes that may be returned inline (base64 adds a third; /run caps at 10 MB).
+    max_inline_bytes: int = Field(7 * 1024 * 1024, ge=1024, alias="MAX_INLINE_BYTES")
+    voice_url_timeout_s: float = Field(20.0, gt=0, le=300, alias="VOICE_URL_TIMEOUT")
+    allow_http_urls: bool = Field(False, alias="ALLOW_HTTP_URLS")
+    #: Lifts the private/loopback address guard on voice_url: for local tests only.
+    allow_private_urls: bool = Field(False, alias="ALLOW_PRIVATE_URLS")
+
+    # --- S3 ----------------------------------------------------------------------------
+    s3_bucket: Optional[str] = Field(None, alias="S3_BUCKET")
+    s3_endpoint_url: Optional[str] = Field(None, alias="S3_ENDPOINT_URL")
+    s3_region: Optional[str] = Field(None, alias="S3_REGION")
+    s3_access_key_id: Optional[str] = Field(None, alias="S3_ACCESS_KEY_ID", repr=False)
+    s3_secret_access_key: Optional[str] = Field(None, alias="S3_SECRET_ACCESS_KEY", repr=False)
+    s3_voices_prefix: str = Field("voices/", alias="S3_VOICES_PREFIX")
+    s3_output_prefix: str = Field("output/", alias="S3_OUTPUT_PREFIX")
+    s3_presign_expires: int = Field(3600, ge=1, le=7 * 24 * 3600, alias="S3_PRESIGN_EXPIRES")
+    s3_max_attempts: int = Field(5, ge=1, le=20, alias="S3_MAX_ATTEMPTS")
+    s3_connect_timeout: float = Field(5.0, gt=0, alias="S3_CONNECT_TIMEOUT")
+    s3_read_timeout: float = Field(30.0, gt=0, alias="S3_READ_TIMEOUT")
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="LOG_LEVEL")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value):
+        return _blank_to_none(value)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value):
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("f5_model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        if value not in MODEL_NAMES:
+            raise ValueError(f"must be one of {', '.join(MODEL_NAMES)}")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
+            return value
+        raise ValueError("must be auto, cpu, cuda or cuda:N")
+
+    @field_validator("s3_voices_prefix", "s3_output_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        value = value.lstrip("/")
+        if ".." in value.split("/"):
+            raise ValueError("must not contain '..'")
+        return value if not value or value.endswith("/") else value + "/"
+
+    @model_validator(mode="after")
+    def _derive(self) -> "Settings":
+        if self.models_dir_override is not None:
+            models_dir, on_volume = self.models_dir_override, _is_within(self.models_dir_override, self.runpod_volume)
+        elif self.runpod_volume.is_dir():
+            models_dir, on_volume = self.runpod_volume / "models", True
+        elif self.require_volume:
+            raise ValueError(
+                f"REQUIRE_VOLUME is set but the network volume {self.runpod_volume} is not mounted "
+                "(set RUNPOD_VOLUME to where it is mounted)"
+            )
+        else:
+            models_dir, on_volume = Path("models"), False
+        object.__setattr__(self, "models_dir", models_dir.absolute())
+        object.__setattr__(self, "on_volume", on_volume)
+        return self
+
+    # --- derived -----------------------------------------------------------------------
+    @property
+    def s3_enabled(self) -> bool:
+        return bool(self.s3_bucket)
+
+    @property
+    def local_output_enabled(self) -> bool:
+        """Write results to OUTPUT_DIR too; default on outside RunPod (no endpoint id)."""
+        if self.write_local_output is not None:
+            return self.write_local_output
+        return "RUNPOD_ENDPOINT_ID" not in os.environ
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> "Settings":
+        data = dict(environ)
+        # RunPod's own workers name the bucket settings BUCKET_*: accept those too.
+        for ours, theirs in (
+            ("S3_ENDPOINT_URL", "BUCKET_ENDPOINT_URL"),
+            ("S3_ACCESS_KEY_ID", "BUCKET_ACCESS_KEY_ID"),
+            ("S3_SECRET_ACCESS_KEY", "BUCKET_SECRET_ACCESS_KEY"),
+        ):
+            if not data.get(ours) and data.get(theirs):
+                data[ours] = data[theirs]
+        names = {f.alias for f in cls.model_fields.values() if f.alias}
+        try:
+            return cls.model_validate({k: v for k, v in data.items() if k in names})
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc)) from None
+
+
+def _is_within(path: Path, parent: Path) -> bool:
+    try:
+        path.absolute().relative_to(parent.absolute())
+        return True
+    except ValueError:
+        return False
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        name = ".".join(str(p) for p in err["loc"]) or "settings"
+        parts.append(f"{name}: {err['msg'].removeprefix('Value error, ')}")
+    return "invalid setting(s): " + "; ".join(parts)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from the environment on first use and never again."""
+    settings = Settings.from_env(os.environ)
+    if not settings.on_volume and settings.models_dir_override is None:
+        log.warning(
+            "Network volume %s is not mounted: models and caches go to %s on local disk. "
+            "Every cold start will download the models again. Attach a network volume "
+            "(or set REQUIRE_VOLUME=true to make this an error).",
+            settings.runpod_volume,
+            settings.models_dir,
+        )
+    return settings

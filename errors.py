@@ -1,0 +1,96 @@
+"""Typed errors raised along a job's path, and the one place they become RunPod's error shape.
+
+Every message is a sentence meant for the caller: it never carries credentials, presigned
+URLs, base64 payloads or a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger("f5worker.errors")
+
+
+class JobError(Exception):
+    """A job failed for a reason the caller should read. `refresh_worker` asks RunPod for a
+    fresh worker after the job (the process may be in a broken state)."""
+
+    refresh_worker = False
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(JobError):
+    """The job's input does not follow the contract."""
+
+
+class VoiceNotFound(JobError):
+    """No voice object under the given name."""
+
+
+class VoiceFetchError(JobError):
+    """The voice could not be fetched (URL refused, unreachable, too large)."""
+
+
+class AudioError(JobError):
+    """The voice is not usable audio (unreadable, too short, too long, silent)."""
+
+
+class LimitExceeded(JobError):
+    """A request or its result exceeds a configured limit."""
+
+
+class StorageError(JobError):
+    """S3 could not be read or written after retries."""
+
+
+class DiskSpaceError(JobError):
+    """Too little free space for the job's scratch directory."""
+
+
+class ModelLoadError(JobError):
+    """The model could not be found or loaded; the worker is useless until fixed."""
+
+    refresh_worker = True
+
+
+class GpuError(JobError):
+    """A CUDA error during synthesis: the CUDA context may be poisoned."""
+
+    refresh_worker = True
+
+
+def _is_gpu_failure(exc: BaseException) -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        return False
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    accelerator_error = getattr(torch, "AcceleratorError", ())  # torch >= 2.8 raises this for CUDA faults
+    if accelerator_error and isinstance(exc, accelerator_error):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("CUDA" in text or "cuDNN" in text or "CUBLAS" in text)
+
+
+def to_runpod_result(exc: BaseException, job_id: str) -> dict:
+    """Turn any exception into RunPod's failed-job shape: {"error": str, "refresh_worker"?: True}."""
+    if not isinstance(exc, JobError):
+        if _is_gpu_failure(exc):
+            log.error("job %s: GPU failure (%s); asking for a fresh worker", job_id, type(exc).__name__)
+            exc = GpuError(
+                "The GPU failed during synthesis (out of memory or a device error); "
+                "the worker will restart, retry the job."
+            )
+        else:
+            log.exception("job %s: unexpected %s", job_id, type(exc).__name__, exc_info=exc)
+            exc = JobError(f"Internal error ({type(exc).__name__}); the job was not completed.")
+    else:
+        log.warning("job %s failed: %s: %s", job_id, type(exc).__name__, exc.message)
+    result = {"error": exc.message}
+    if exc.refresh_worker:
+        result["refresh_worker"] = True
+    return result

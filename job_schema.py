@@ -1,0 +1,75 @@
+"""The job contract: what `job["input"]` may hold, validated strictly (unknown fields, wrong
+types, NaN and out-of-range numbers are refused), with one clear sentence on failure."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from config import Settings
+from errors import InvalidInput, LimitExceeded
+
+MAX_SEED = 2**31 - 1
+
+
+class JobInput(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, str_strip_whitespace=True)
+
+    text: str = Field(min_length=1)
+    voice_name: Optional[str] = Field(None, min_length=1, max_length=200)
+    voice_url: Optional[str] = Field(None, min_length=1, max_length=4096)
+    voice_base64: Optional[str] = Field(None, min_length=1)
+    ref_text: Optional[str] = Field(None, max_length=2000)
+
+    speed: float = Field(1.0, ge=0.3, le=3.0)
+    nfe_step: int = Field(32, ge=4, le=128)
+    cfg_strength: float = Field(2.0, ge=0.0, le=10.0)
+    sway_sampling_coef: float = Field(-1.0, ge=-1.0, le=1.0)
+    cross_fade_duration: float = Field(0.15, ge=0.0, le=2.0)
+    target_rms: float = Field(0.1, gt=0.0, le=1.0)
+    seed: Optional[int] = Field(None, ge=0, le=MAX_SEED)
+    remove_silence: bool = False
+
+    output_format: Literal["wav", "flac", "mp3", "ogg"] = "wav"
+    return_base64: bool = False
+
+    @model_validator(mode="after")
+    def _one_voice(self) -> "JobInput":
+        given = [n for n in ("voice_name", "voice_url", "voice_base64") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of voice_name, voice_url, voice_base64"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        if not any(ch.isalnum() for ch in self.text):
+            raise ValueError("text has nothing to speak (no letters or digits)")
+        return self
+
+    def resolved_seed(self) -> int:
+        return self.seed if self.seed is not None else secrets.randbelow(MAX_SEED + 1)
+
+
+def _sentence(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        field = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "is not a known field"
+        parts.append(f"{field} {msg[0].lower() + msg[1:]}" if field else msg)
+    more = len(exc.errors()) - 5
+    return "Invalid input: " + "; ".join(parts) + (f" (and {more} more)" if more > 0 else "") + "."
+
+
+def parse_job_input(raw, settings: Settings) -> JobInput:
+    if not isinstance(raw, dict):
+        raise InvalidInput("Invalid input: the job's input must be a JSON object.")
+    try:
+        job = JobInput.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidInput(_sentence(exc)) from None
+    if len(job.text) > settings.max_text_chars:
+        raise LimitExceeded(f"text is {len(job.text)} characters; at most {settings.max_text_chars} are accepted.")
+    return job

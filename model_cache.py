@@ -1,0 +1,539 @@
+"""Model storage on the network volume: cache locations, local-first resolution, safe download,
+and the one lazily loaded model of this process.
+
+Import this module before anything that imports torch, huggingface_hub, transformers or f5_tts:
+importing it points every cache those libraries use at `<models>/` on the volume (they read
+these variables once, at their own import).
+
+    python model_cache.py prefetch         # fill the volume with everything the worker needs
+    python model_cache.py status           # what is present where, with sizes
+    python model_cache.py make-test-model  # a tiny random-weight model for offline tests (F5_MODEL=tiny)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import logging
+import os
+import re
+import shutil
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from config import Settings, get_settings
+from errors import ModelLoadError
+
+log = logging.getLogger("f5worker.model_cache")
+
+#: Folders under the models directory; see the README's storage section.
+LAYOUT = ("hub", "transformers", "torch", "f5-tts", "checkpoints")
+
+
+def cache_environment(models_dir: Path) -> dict[str, str]:
+    """The environment that sends every library's downloads and caches into `models_dir`."""
+    m = Path(models_dir)
+    return {
+        "HF_HOME": str(m),
+        "HF_HUB_CACHE": str(m / "hub"),
+        "HUGGINGFACE_HUB_CACHE": str(m / "hub"),  # older name, still read by some libraries
+        "TRANSFORMERS_CACHE": str(m / "transformers"),
+        "TORCH_HOME": str(m / "torch"),
+        "TORCHINDUCTOR_CACHE_DIR": str(m / "torch" / "inductor"),
+        "TRITON_CACHE_DIR": str(m / "torch" / "triton"),
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+    }
+
+
+def _configure_process() -> Settings:
+    settings = get_settings()
+    env = cache_environment(settings.models_dir)
+    already = [name for name in ("huggingface_hub", "transformers", "torch", "f5_tts") if name in sys.modules]
+    if already:
+        # Their cache paths were fixed when they were imported; ours would be ignored.
+        log.warning("%s imported before model_cache: their caches may not be on the volume", ", ".join(already))
+    os.environ.update(env)
+    return settings
+
+
+SETTINGS = _configure_process()
+MODELS_DIR = SETTINGS.models_dir
+HUB_DIR = MODELS_DIR / "hub"
+ARTIFACTS_DIR = MODELS_DIR / "f5-tts"
+CHECKPOINTS_DIR = MODELS_DIR / "checkpoints"
+
+
+def ensure_layout(models_dir: Path = MODELS_DIR) -> None:
+    for name in LAYOUT:
+        (models_dir / name).mkdir(parents=True, exist_ok=True)
+
+
+# --------------------------------------------------------------------------------------
+# What each model needs
+# --------------------------------------------------------------------------------------
+
+VOCOS_REPO = "charactr/vocos-mel-24khz"
+VOCOS_FILES = ("config.yaml", "pytorch_model.bin")
+
+#: Published checkpoints: model name -> (hub repo, file in the repo). CC-BY-NC weights.
+HUB_CHECKPOINTS = {
+    "F5TTS_v1_Base": ("SWivid/F5-TTS", "F5TTS_v1_Base/model_1250000.safetensors"),
+    "F5TTS_Base": ("SWivid/F5-TTS", "F5TTS_Base/model_1200000.safetensors"),
+    "E2TTS_Base": ("SWivid/E2-TTS", "E2TTS_Base/model_1200000.safetensors"),
+}
+
+#: The tiny test model: the real DiT class at a size that runs a full sample() on a CPU in
+#: well under a second.
+TINY_ARCH = dict(dim=64, depth=2, heads=2, dim_head=32, ff_mult=2, text_dim=32, conv_layers=1, text_mask_padding=True)
+TINY_VOCOS = dict(dim=64, intermediate_dim=128, num_layers=2)
+TINY_DIR = ARTIFACTS_DIR / "tiny"
+
+#: Mel settings shared by every supported model and Vocos (24 kHz, 100 mels, hop 256).
+SAMPLE_RATE = 24_000
+HOP_LENGTH = 256
+MEL_KWARGS = dict(
+    n_fft=1024, hop_length=HOP_LENGTH, win_length=1024, n_mel_channels=100, target_sample_rate=SAMPLE_RATE,
+    mel_spec_type="vocos",
+)
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """Where a model's files are, once resolved on local disk."""
+
+    name: str
+    backbone: str
+    arch: dict = field(hash=False)
+    checkpoint: Path
+    vocab: Path
+    vocoder_dir: Path
+
+
+def f5_package_dir() -> Path:
+    spec = importlib.util.find_spec("f5_tts")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError("The f5-tts package is not installed.")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def model_config(name: str) -> tuple[str, dict]:
+    """(backbone class name, architecture kwargs) for a model name, from f5-tts's own configs."""
+    if name == "tiny":
+        return "DiT", dict(TINY_ARCH)
+    import yaml
+
+    path = f5_package_dir() / "configs" / f"{name}.yaml"
+    with open(path, encoding="utf-8") as fh:
+        cfg = yaml.safe_load(fh)["model"]
+    if cfg["mel_spec"]["mel_spec_type"] != "vocos":
+        raise ModelLoadError(f"{name} needs the {cfg['mel_spec']['mel_spec_type']} vocoder; only vocos is supported.")
+    return cfg["backbone"], dict(cfg["arch"])
+
+
+def _custom_path(path: Path) -> Path:
+    """Relative custom checkpoint paths are taken under <models>/checkpoints/."""
+    return path if path.is_absolute() else CHECKPOINTS_DIR / path
+
+
+# --------------------------------------------------------------------------------------
+# Resolution: local first, download only what is missing
+# --------------------------------------------------------------------------------------
+
+
+def hub_file(repo_id: str, filename: str, *, download: bool, force: bool = False) -> Path:
+    """The local path of a hub file in <models>/hub, downloading it only when it is missing.
+
+    A file already in the cache is found without any network call, so a cold start does not
+    depend on the hub being up. huggingface_hub downloads to `<blob>.incomplete` under a file
+    lock and renames when complete, so workers starting together on an empty volume wait for
+    one download instead of writing the same file at once.
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    if not force:
+        try:
+            return Path(hf_hub_download(repo_id, filename, cache_dir=HUB_DIR, local_files_only=True))
+        except LocalEntryNotFoundError:
+            if not download:
+                raise ModelLoadError(
+                    f"{repo_id}/{filename} is not in {HUB_DIR} and downloads are off "
+                    "(ALLOW_MODEL_DOWNLOAD=false); run `python model_cache.py prefetch`."
+                ) from None
+    log.info("downloading %s/%s into %s", repo_id, filename, HUB_DIR)
+    try:
+        return Path(hf_hub_download(repo_id, filename, cache_dir=HUB_DIR, force_download=force))
+    except Exception as exc:  # network, auth, disk: all mean the model is not available
+        raise ModelLoadError(f"Could not download {repo_id}/{filename}: {type(exc).__name__}: {exc}") from exc
+
+
+def resolve_model_files(settings: Settings = SETTINGS, *, download: bool | None = None) -> ModelFiles:
+    """Find (and, if allowed, fetch) everything the configured model needs."""
+    download = settings.allow_model_download if download is None else download
+    name = settings.f5_model
+    backbone, arch = model_config(name)
+
+    if name == "tiny":
+        checkpoint, vocab, vocoder_dir = TINY_DIR / "model.safetensors", TINY_DIR / "vocab.txt", TINY_DIR / "vocos"
+        if not checkpoint.is_file():
+            raise ModelLoadError(f"The tiny test model is not in {TINY_DIR}; run `python model_cache.py make-test-model`.")
+    else:
+        if settings.f5_ckpt_file is not None:
+            checkpoint = _custom_path(settings.f5_ckpt_file)
+            if not checkpoint.is_file():
+                raise ModelLoadError(f"F5_CKPT_FILE {checkpoint} does not exist.")
+        elif name in HUB_CHECKPOINTS:
+            checkpoint = hub_file(*HUB_CHECKPOINTS[name], download=download)
+        else:
+            raise ModelLoadError(f"{name} has no published checkpoint; set F5_CKPT_FILE to yours.")
+        vocab = f5_package_dir() / "infer" / "examples" / "vocab.txt"
+        config_path = None
+        for filename in VOCOS_FILES:
+            config_path = hub_file(VOCOS_REPO, filename, download=download)
+        vocoder_dir = config_path.parent
+
+    if settings.f5_vocab_file is not None:
+        vocab = _custom_path(settings.f5_vocab_file)
+        if not vocab.is_file():
+            raise ModelLoadError(f"F5_VOCAB_FILE {vocab} does not exist.")
+    return ModelFiles(name, backbone, arch, checkpoint, vocab, vocoder_dir)
+
+
+def verify_hub_file(path: Path) -> bool:
+    """True when a cached hub file is intact. LFS blobs are named by their sha256, so the
+    content can be checked against the name; small git files (configs) only need to exist."""
+    blob = Path(os.path.realpath(path))
+    if not blob.is_file():
+        return False
+    if not re.fullmatch(r"[0-9a-f]{64}", blob.name):
+        return blob.stat().st_size > 0
+    digest = hashlib.sha256()
+    with open(blob, "rb") as fh:
+        for block in iter(lambda: fh.read(8 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest() == blob.name
+
+
+# --------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------
+
+
+def import_f5_model():
+    """Import f5-tts's inference classes without running `f5_tts/model/__init__.py`.
+
+    That file imports the trainer, which pulls wandb, accelerate and datasets: seconds of cold
+    start for code synthesis never runs. The package module is registered with lazy attributes,
+    so `from f5_tts.model import CFM` (and the trainer, for whoever wants it) still works.
+    """
+    if "f5_tts.model" not in sys.modules:
+        spec = importlib.util.find_spec("f5_tts.model")
+        if spec is None:
+            raise ModelLoadError("The f5-tts package is not installed.")
+        package = importlib.util.module_from_spec(spec)
+        lazy = {
+            "CFM": "f5_tts.model.cfm",
+            "DiT": "f5_tts.model.backbones.dit",
+            "MMDiT": "f5_tts.model.backbones.mmdit",
+            "UNetT": "f5_tts.model.backbones.unett",
+            "Trainer": "f5_tts.model.trainer",
+        }
+
+        def __getattr__(attr):
+            if attr in lazy:
+                return getattr(importlib.import_module(lazy[attr]), attr)
+            raise AttributeError(f"module 'f5_tts.model' has no attribute {attr!r}")
+
+        package.__getattr__ = __getattr__
+        sys.modules["f5_tts.model"] = package
+    return importlib.import_module("f5_tts.model")
+
+
+def resolve_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"DEVICE={requested} but no CUDA device is available.")
+    return requested
+
+
+def inference_dtype(device: str):
+    """fp16 on CUDA GPUs of compute capability 7 or more (as f5-tts does), else fp32."""
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.get_device_properties(device).major >= 7:
+        return torch.float16
+    return torch.float32
+
+
+def build_cfm(files: ModelFiles):
+    """The CFM model of `files`' architecture, with untrained weights."""
+    f5 = import_f5_model()
+    from f5_tts.model.utils import get_tokenizer
+
+    vocab_char_map, vocab_size = get_tokenizer(str(files.vocab), "custom")
+    backbone = getattr(f5, files.backbone)
+    return f5.CFM(
+        transformer=backbone(**files.arch, text_num_embeds=vocab_size, mel_dim=MEL_KWARGS["n_mel_channels"]),
+        mel_spec_kwargs=MEL_KWARGS,
+        odeint_kwargs=dict(method="euler"),
+        vocab_char_map=vocab_char_map,
+    )
+
+
+def read_checkpoint(path: Path, device: str = "cpu") -> dict:
+    """The CFM state dict of a checkpoint in either published format: `.safetensors` with
+    `ema_model.`-prefixed keys, or `.pt` with an `ema_model_state_dict` (or `model_state_dict`)."""
+    import torch
+
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            raw = load_file(str(path), device=device)
+        else:
+            raw = torch.load(str(path), map_location=device, weights_only=True)
+            raw = raw.get("ema_model_state_dict") or raw.get("model_state_dict") or raw
+    except Exception as exc:
+        raise ModelLoadError(
+            f"The checkpoint {path} is unreadable ({type(exc).__name__}: {exc}); it may be truncated "
+            "or corrupt: run `python model_cache.py prefetch` to repair it."
+        ) from exc
+    skip = {"initted", "step", "mel_spec.mel_stft.mel_scale.fb", "mel_spec.mel_stft.spectrogram.window"}
+    state = {}
+    for key, value in raw.items():
+        key = key.removeprefix("ema_model.")
+        if key not in skip:
+            state[key] = value
+    return state
+
+
+def load_vocoder(vocoder_dir: Path, device: str):
+    import torch
+    from vocos import Vocos
+
+    try:
+        vocoder = Vocos.from_hparams(str(vocoder_dir / "config.yaml"))
+        state = torch.load(str(vocoder_dir / "pytorch_model.bin"), map_location="cpu", weights_only=True)
+        vocoder.load_state_dict(state)
+    except Exception as exc:
+        raise ModelLoadError(f"The vocoder in {vocoder_dir} could not be loaded: {type(exc).__name__}: {exc}") from exc
+    return vocoder.eval().to(device)
+
+
+@dataclass
+class LoadedModel:
+    """The model of this process: the CFM (DiT) and the Vocos vocoder, on their device."""
+
+    cfm: object
+    vocoder: object
+    files: ModelFiles
+    device: str
+    dtype: object
+    load_seconds: float
+    sample_rate: int = SAMPLE_RATE
+    hop_length: int = HOP_LENGTH
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+def load_model(settings: Settings = SETTINGS) -> LoadedModel:
+    started = time.perf_counter()
+    ensure_layout()
+    files = resolve_model_files(settings)
+    import torch
+
+    device = resolve_device(settings.device)
+    dtype = inference_dtype(device)
+    with torch.device(device):  # initialise the weights where they will live: no host copy
+        cfm = build_cfm(files)
+    state = read_checkpoint(files.checkpoint, device)
+    try:
+        cfm.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ModelLoadError(
+            f"The checkpoint {files.checkpoint} does not fit {files.name}: {str(exc).splitlines()[0]}"
+        ) from exc
+    del state
+    cfm = cfm.to(dtype).eval()
+    vocoder = load_vocoder(files.vocoder_dir, device)
+    seconds = time.perf_counter() - started
+    log.info("loaded %s from %s on %s (%s) in %.2f s", files.name, files.checkpoint, device, dtype, seconds)
+    return LoadedModel(cfm, vocoder, files, device, dtype, seconds)
+
+
+_model: LoadedModel | None = None
+_model_lock = threading.Lock()
+
+
+def get_model() -> LoadedModel:
+    """The process's model, loaded on first use (thread-safe) and returned at no cost after."""
+    global _model
+    model = _model
+    if model is None:
+        with _model_lock:
+            if _model is None:
+                _model = load_model(SETTINGS)
+            model = _model
+    return model
+
+
+# --------------------------------------------------------------------------------------
+# The tiny random-weight test model
+# --------------------------------------------------------------------------------------
+
+
+def make_test_model(target: Path = TINY_DIR, seed: int = 0) -> Path:
+    """Write a tiny F5-TTS (real DiT/CFM classes) and Vocos with random weights, in the
+    published formats, so the whole worker runs offline. Its speech is noise."""
+    import torch
+    import yaml
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(f5_package_dir() / "infer" / "examples" / "vocab.txt", target / "vocab.txt")
+    files = ModelFiles("tiny", "DiT", dict(TINY_ARCH), target / "model.safetensors", target / "vocab.txt", target / "vocos")
+    cfm = build_cfm(files)
+    with torch.no_grad():
+        # DiT.initialize_weights zeroes the output projection and AdaLN layers: the output would
+        # not depend on the weights at all, and a test could not tell the model ran.
+        for param in cfm.transformer.parameters():
+            if not param.any():
+                param.normal_(0.0, 0.05)
+    state = {f"ema_model.{k}": v.contiguous() for k, v in cfm.state_dict().items()}
+    state["ema_model.initted"] = torch.tensor(True)
+    state["ema_model.step"] = torch.tensor(0)
+    _write_atomic(files.checkpoint, lambda tmp: save_file(state, str(tmp)))
+
+    vocos_cfg = {
+        "feature_extractor": {
+            "class_path": "vocos.feature_extractors.MelSpectrogramFeatures",
+            "init_args": {"sample_rate": SAMPLE_RATE, "n_fft": 1024, "hop_length": HOP_LENGTH, "n_mels": 100,
+                          "padding": "center"},
+        },
+        "backbone": {
+            "class_path": "vocos.models.VocosBackbone",
+            "init_args": {"input_channels": 100, **TINY_VOCOS},
+        },
+        "head": {
+            "class_path": "vocos.heads.ISTFTHead",
+            "init_args": {"dim": TINY_VOCOS["dim"], "n_fft": 1024, "hop_length": HOP_LENGTH, "padding": "same"},
+        },
+    }
+    files.vocoder_dir.mkdir(exist_ok=True)
+    (files.vocoder_dir / "config.yaml").write_text(yaml.safe_dump(vocos_cfg), encoding="utf-8")
+    from vocos import Vocos
+
+    vocoder = Vocos.from_hparams(str(files.vocoder_dir / "config.yaml"))
+    _write_atomic(files.vocoder_dir / "pytorch_model.bin", lambda tmp: torch.save(vocoder.state_dict(), str(tmp)))
+    return target
+
+
+def _write_atomic(path: Path, write) -> None:
+    """Write through a temp name in the same folder, then rename: readers on the shared volume
+    never see a half-written file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------
+
+
+def _size(path: Path) -> str:
+    size = os.path.getsize(os.path.realpath(path))
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+
+
+def required_hub_files(settings: Settings = SETTINGS) -> list[tuple[str, str]]:
+    files = [(VOCOS_REPO, name) for name in VOCOS_FILES]
+    if settings.f5_model in HUB_CHECKPOINTS and settings.f5_ckpt_file is None:
+        files.insert(0, HUB_CHECKPOINTS[settings.f5_model])
+    return files
+
+
+def prefetch(settings: Settings = SETTINGS, verify: bool = True) -> int:
+    """Download what is missing, check what is present, repair what is corrupt. Idempotent."""
+    ensure_layout()
+    if settings.f5_model == "tiny":
+        print(f"F5_MODEL=tiny: writing the tiny test model into {TINY_DIR}")
+        make_test_model()
+        return 0
+    for repo_id, filename in required_hub_files(settings):
+        path = hub_file(repo_id, filename, download=True)
+        if verify and not verify_hub_file(path):
+            print(f"CORRUPT  {repo_id}/{filename} at {os.path.realpath(path)}: downloading it again")
+            path = hub_file(repo_id, filename, download=True, force=True)
+            if not verify_hub_file(path):
+                print(f"FAILED   {repo_id}/{filename} is still corrupt after a fresh download")
+                return 1
+        print(f"ok       {repo_id}/{filename}  {_size(path)}  {path}")
+    files = resolve_model_files(settings, download=False)
+    print(f"model {files.name} ready under {MODELS_DIR}")
+    return 0
+
+
+def status(settings: Settings = SETTINGS) -> int:
+    print(f"models dir   {MODELS_DIR}  ({'network volume' if settings.on_volume else 'NOT on the network volume'})")
+    for name, value in cache_environment(MODELS_DIR).items():
+        print(f"  {name}={value}")
+    for name in LAYOUT:
+        folder = MODELS_DIR / name
+        total = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink()) if folder.is_dir() else 0
+        print(f"  {name + '/':<14} {'present' if folder.is_dir() else 'missing':<8} {total / 2**20:10.1f} MB")
+    print(f"model        {settings.f5_model}")
+    missing = 0
+    try:
+        files = resolve_model_files(settings, download=False)
+    except ModelLoadError as exc:
+        print(f"  MISSING: {exc.message}")
+        return 1
+    for label, path in (("checkpoint", files.checkpoint), ("vocab", files.vocab),
+                        ("vocoder", files.vocoder_dir / "pytorch_model.bin")):
+        ok = path.is_file()
+        missing += not ok
+        print(f"  {label:<11} {'ok' if ok else 'MISSING':<8} {_size(path) if ok else '':>9}  {path}")
+    return 1 if missing else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="model_cache.py", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("prefetch", help="download what is missing into the models dir and verify it")
+    p.add_argument("--no-verify", action="store_true", help="skip the sha256 check of present files")
+    sub.add_parser("status", help="show what is present where, with sizes")
+    sub.add_parser("make-test-model", help="write the tiny random-weight model (F5_MODEL=tiny)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=SETTINGS.log_level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "prefetch":
+            return prefetch(verify=not args.no_verify)
+        if args.command == "status":
+            return status()
+        path = make_test_model()
+        print(f"wrote the tiny random-weight test model to {path}")
+        print("its speech is noise: it exists so the worker runs end to end offline; select it with F5_MODEL=tiny")
+        return 0
+    except ModelLoadError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

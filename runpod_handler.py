@@ -1,0 +1,200 @@
+"""RunPod serverless worker: text + a reference voice in, speech in that voice out.
+
+    python runpod_handler.py                      # serve (on RunPod), or run ./test_input.json locally
+    python runpod_handler.py --test_input '{...}'  # one local job
+    python runpod_handler.py --rp_serve_api        # local HTTP API: POST /runsync, /run
+
+The path of a job: validate -> job directory -> stage the voice -> prepare the reference ->
+synthesize -> encode -> deliver (S3 or inline) -> remove the job directory.
+"""
+
+import model_cache  # noqa: I001 - first: points every cache at the volume before torch/HF are imported
+
+import base64
+import logging
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from contextlib import contextmanager
+from functools import cached_property
+from pathlib import Path
+
+import audio_io
+import voices
+from config import Settings
+from errors import DiskSpaceError, InvalidInput, LimitExceeded, to_runpod_result
+from job_schema import JobInput, parse_job_input
+from synthesis import SynthesisParams, synthesize
+
+log = logging.getLogger("f5worker.handler")
+
+JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+@contextmanager
+def job_directory(root: Path, job_id: str, min_free_mb: int):
+    """A scratch directory of this job's own, removed when the job ends, whatever happens."""
+    root.mkdir(parents=True, exist_ok=True)
+    free_mb = shutil.disk_usage(root).free / 2**20
+    if free_mb < min_free_mb:
+        raise DiskSpaceError(f"Only {free_mb:.0f} MB free in {root}; the job needs {min_free_mb} MB of scratch space.")
+    path = Path(tempfile.mkdtemp(prefix=f"f5job-{job_id}-", dir=root))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class Worker:
+    """Runs jobs against one set of settings; `storage` is None when no bucket is configured."""
+
+    def __init__(self, settings: Settings, storage=None):
+        self.settings = settings
+        if storage is not None:
+            self.__dict__["storage"] = storage
+
+    @cached_property
+    def storage(self):
+        if not self.settings.s3_enabled:
+            return None
+        from s3_utils import S3Storage
+
+        return S3Storage(self.settings)
+
+    def __call__(self, job: dict) -> dict:
+        job_id = str(job.get("id", "")) if isinstance(job, dict) else ""
+        if not JOB_ID.fullmatch(job_id):
+            job_id = uuid.uuid4().hex
+        try:
+            return self.run(job_id, job.get("input") if isinstance(job, dict) else None)
+        except Exception as exc:  # every failure leaves through here, as RunPod's error shape
+            return to_runpod_result(exc, job_id)
+
+    def run(self, job_id: str, raw_input) -> dict:
+        started = time.perf_counter()
+        s = self.settings
+        job = parse_job_input(raw_input, s)
+        seed = job.resolved_seed()
+        log.info("job %s: %d characters, voice from %s", job_id, len(job.text),
+                 "name" if job.voice_name else "url" if job.voice_url else "base64")
+        timings = {}
+        with job_directory(s.job_tmp_dir, job_id, s.min_free_disk_mb) as job_dir:
+            t = time.perf_counter()
+            voice = self.stage_voice(job, job_dir)
+            ref_text, ref_text_source = self.transcript(job, voice)
+            timings["download"] = time.perf_counter() - t
+
+            audio, rate = audio_io.read_audio(voice.path, s.max_voice_seconds)
+            t = time.perf_counter()
+            model = model_cache.get_model()
+            timings["model"] = time.perf_counter() - t
+            reference = audio_io.prepare_reference(audio, rate, model.sample_rate, s.ref_clip_seconds,
+                                                   s.min_voice_seconds)
+
+            t = time.perf_counter()
+            params = SynthesisParams(
+                nfe_step=job.nfe_step, cfg_strength=job.cfg_strength, sway_sampling_coef=job.sway_sampling_coef,
+                speed=job.speed, cross_fade_duration=job.cross_fade_duration, target_rms=job.target_rms, seed=seed,
+            )
+            result = synthesize(model, reference, ref_text, job.text, params, s.max_batch_frames,
+                                s.max_output_seconds)
+            wave = result.audio
+            if job.remove_silence:
+                wave = audio_io.shorten_silences(wave, result.sample_rate)
+            timings["synthesis"] = time.perf_counter() - t
+
+            t = time.perf_counter()
+            out_path = job_dir / f"{job_id}.{job.output_format}"
+            content_type = audio_io.encode_audio(wave, result.sample_rate, job.output_format, out_path)
+            timings["encode"] = time.perf_counter() - t
+
+            t = time.perf_counter()
+            output = self.deliver(job, job_id, out_path, content_type)
+            timings["upload"] = time.perf_counter() - t
+
+        duration = len(wave) / result.sample_rate
+        timings["total"] = time.perf_counter() - started
+        output.update(
+            duration_s=round(duration, 3),
+            sample_rate=result.sample_rate,
+            format=job.output_format,
+            seed=seed,
+            model=model.files.name,
+            ref_text=ref_text,
+            ref_text_source=ref_text_source,
+            chunks=result.chunks,
+            batches=result.batches,
+            timings={k: round(v, 3) for k, v in timings.items()},
+            rtf=round(timings["synthesis"] / duration, 4) if duration else None,
+        )
+        log.info("job %s: %.1f s of audio in %.2f s (synthesis %.2f s, %d chunks in %d batches)",
+                 job_id, duration, timings["total"], timings["synthesis"], result.chunks, result.batches)
+        return output
+
+    def stage_voice(self, job: JobInput, job_dir: Path) -> voices.StagedVoice:
+        if job.voice_name is not None:
+            return voices.from_s3(self.storage, self.settings, job.voice_name, job_dir)
+        if job.voice_url is not None:
+            return voices.from_url(job.voice_url, self.settings, job_dir)
+        return voices.from_base64(job.voice_base64, self.settings, job_dir)
+
+    def transcript(self, job: JobInput, voice: voices.StagedVoice) -> tuple[str, str]:
+        """The reference's transcript and where it came from: the request, then the voice's sidecar."""
+        if job.ref_text:
+            return job.ref_text, "request"
+        if voice.sidecar_key and self.storage is not None:
+            text = self.storage.read_text(voice.sidecar_key)
+            if text and text.strip():
+                return text.strip(), "sidecar"
+        raise InvalidInput(
+            "ref_text is required: give the transcript of the reference audio, or store it beside a "
+            "named voice as <voice>.txt."
+        )
+
+    def deliver(self, job: JobInput, job_id: str, path: Path, content_type: str) -> dict:
+        s, output = self.settings, {}
+        if self.storage is not None:
+            key = f"{s.s3_output_prefix}{job_id}.{job.output_format}"
+            self.storage.upload(path, key, content_type)
+            output.update(s3_key=key, audio_url=self.storage.presign(key, s.s3_presign_expires))
+        if self.storage is None or job.return_base64:
+            size = path.stat().st_size
+            if size > s.max_inline_bytes:
+                raise LimitExceeded(
+                    f"The audio is {size / 2**20:.1f} MB, over the {s.max_inline_bytes / 2**20:.1f} MB that can be "
+                    "returned inline (RunPod refuses large payloads): configure S3_BUCKET, or ask for "
+                    "output_format mp3 or a shorter text."
+                )
+            output["audio_base64"] = base64.b64encode(path.read_bytes()).decode("ascii")
+        if s.local_output_enabled:
+            s.output_dir.mkdir(parents=True, exist_ok=True)
+            local = s.output_dir / path.name
+            shutil.copyfile(path, local)
+            output["local_path"] = str(local.absolute())
+        return output
+
+
+_worker: Worker | None = None
+
+
+def handler(job: dict) -> dict:
+    """RunPod's entry point."""
+    global _worker
+    if _worker is None:
+        _worker = Worker(model_cache.SETTINGS)
+    return _worker(job)
+
+
+def main() -> None:
+    import runpod
+
+    logging.basicConfig(level=model_cache.SETTINGS.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if model_cache.SETTINGS.warmup:
+        model_cache.get_model()
+    runpod.serverless.start({"handler": handler})
+
+
+if __name__ == "__main__":
+    main()
