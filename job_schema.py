@@ -6,10 +6,11 @@ from __future__ import annotations
 import secrets
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from config import Settings
 from errors import InvalidInput, LimitExceeded
+from voices import check_voice_name
 
 MAX_SEED = 2**31 - 1
 
@@ -35,6 +36,16 @@ class JobInput(BaseModel):
     output_format: Literal["wav", "flac", "mp3", "ogg"] = "wav"
     return_base64: bool = False
 
+    @field_validator("voice_name")
+    @classmethod
+    def _plain_name(cls, value):
+        if value is not None:
+            try:
+                check_voice_name(value)
+            except InvalidInput as exc:
+                raise ValueError(exc.message.removeprefix("voice_name ")) from None
+        return value
+
     @model_validator(mode="after")
     def _one_voice(self) -> "JobInput":
         given = [n for n in ("voice_name", "voice_url", "voice_base64") if getattr(self, n) is not None]
@@ -55,10 +66,9 @@ def _sentence(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
         field = ".".join(str(p) for p in err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "is not a known field"
-        parts.append(f"{field} {msg[0].lower() + msg[1:]}" if field else msg)
+        msg = "is not a known field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+        msg = msg[0].lower() + msg[1:].rstrip(".")
+        parts.append(f"{field}: {msg}" if field else msg)
     more = len(exc.errors()) - 5
     return "Invalid input: " + "; ".join(parts) + (f" (and {more} more)" if more > 0 else "") + "."
 

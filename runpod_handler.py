@@ -12,6 +12,7 @@ import model_cache  # noqa: I001 - first: points every cache at the volume befor
 
 import base64
 import logging
+import os
 import re
 import shutil
 import tempfile
@@ -173,6 +174,7 @@ class Worker:
             local = s.output_dir / path.name
             shutil.copyfile(path, local)
             output["local_path"] = str(local.absolute())
+            log.info("job %s: wrote %s", job_id, output["local_path"])
         return output
 
 
@@ -188,6 +190,9 @@ def handler(job: dict) -> dict:
 
 
 def main() -> None:
+    # The SDK logs every job's input and output at DEBUG (its default): base64 voices and
+    # presigned URLs would end up in the logs.
+    os.environ.setdefault("RUNPOD_LOG_LEVEL", "INFO")
     import runpod
 
     logging.basicConfig(level=model_cache.SETTINGS.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -1,0 +1,114 @@
+"""Test environment: everything offline, on 127.0.0.1.
+
+The worker reads its settings once, at import, so they are set here before any project
+module is imported: a models dir of this session with the tiny random-weight model, S3 on a
+moto server, and HF_ENDPOINT on a closed port so that any hub request fails loudly.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+SESSION_DIR = Path(tempfile.mkdtemp(prefix="f5w-tests-"))
+S3_PORT = free_port()
+CLOSED_PORT = free_port()  # nothing listens here
+BUCKET = "voices-test"
+
+TEST_ENV = {
+    "RUNPOD_VOLUME": str(SESSION_DIR / "no-volume"),
+    "MODELS_DIR": str(SESSION_DIR / "models"),
+    "F5_MODEL": "tiny",
+    "DEVICE": "cpu",
+    "JOB_TMP_DIR": str(SESSION_DIR / "jobs"),
+    "OUTPUT_DIR": str(SESSION_DIR / "output"),
+    "HF_ENDPOINT": f"http://127.0.0.1:{CLOSED_PORT}",
+    "S3_BUCKET": BUCKET,
+    "S3_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}",
+    "S3_REGION": "us-east-1",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "S3_MAX_ATTEMPTS": "2",
+    "LOG_LEVEL": "INFO",
+}
+os.environ.update(TEST_ENV)
+for name in ("WRITE_LOCAL_OUTPUT", "RUNPOD_ENDPOINT_ID", "REQUIRE_VOLUME", "F5_CKPT_FILE", "F5_VOCAB_FILE"):
+    os.environ.pop(name, None)
+
+import model_cache  # noqa: E402  (after the environment above)
+
+REF_WAV = model_cache.f5_package_dir() / "infer" / "examples" / "basic" / "basic_ref_en.wav"
+REF_TEXT = "Some call me nature, others call me mother nature."
+
+
+def subprocess_env(**overrides) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env.update(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    for key, value in overrides.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = str(value)
+    return env
+
+
+def run_py(args, *, env=None, cwd=ROOT, timeout=240, input=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], env=env or subprocess_env(), cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, input=input)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tiny_model():
+    """The tiny random-weight model in the session's models dir, written once."""
+    model_cache.ensure_layout()
+    model_cache.make_test_model()
+    yield model_cache.TINY_DIR
+    shutil.rmtree(SESSION_DIR, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=S3_PORT, verbose=False)
+    server.start()
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=TEST_ENV["S3_ENDPOINT_URL"], region_name="us-east-1")
+    client.create_bucket(Bucket=BUCKET)
+    yield client
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server):
+    """A bucket with nothing in it at the start of each test."""
+    for obj in s3_server.list_objects_v2(Bucket=BUCKET).get("Contents", []):
+        s3_server.delete_object(Bucket=BUCKET, Key=obj["Key"])
+    return s3_server
+
+
+@pytest.fixture
+def ref_wav_bytes() -> bytes:
+    return REF_WAV.read_bytes()
+
+
+def job_dirs() -> list:
+    root = Path(TEST_ENV["JOB_TMP_DIR"])
+    return sorted(root.glob("f5job-*")) if root.exists() else []

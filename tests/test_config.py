@@ -1,0 +1,80 @@
+import logging
+from pathlib import Path
+
+import pytest
+
+from config import ConfigError, Settings, get_settings
+
+
+def test_defaults_on_a_mounted_volume(tmp_path):
+    s = Settings.from_env({"RUNPOD_VOLUME": str(tmp_path)})
+    assert s.models_dir == tmp_path / "models"
+    assert s.on_volume
+    assert s.f5_model == "F5TTS_v1_Base"
+    assert s.device == "auto"
+    assert s.job_tmp_dir == Path("/tmp")
+    assert s.max_text_chars == 20_000
+    assert s.s3_voices_prefix == "voices/" and s.s3_output_prefix == "output/"
+    assert s.s3_presign_expires == 3600
+    assert not s.s3_enabled
+
+
+def test_missing_volume_falls_back_to_local_models_with_a_warning(tmp_path, caplog, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("os.environ", {"RUNPOD_VOLUME": str(tmp_path / "absent")})
+    get_settings.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="f5worker.config"):
+            s = get_settings()
+    finally:
+        get_settings.cache_clear()
+    assert s.models_dir == tmp_path / "models"
+    assert not s.on_volume
+    assert "not mounted" in caplog.text and str(tmp_path / "models") in caplog.text
+
+
+def test_require_volume_makes_a_missing_volume_a_start_up_error(tmp_path):
+    with pytest.raises(ConfigError, match="REQUIRE_VOLUME"):
+        Settings.from_env({"RUNPOD_VOLUME": str(tmp_path / "absent"), "REQUIRE_VOLUME": "true"})
+    # ...and is satisfied by a mounted volume
+    assert Settings.from_env({"RUNPOD_VOLUME": str(tmp_path), "REQUIRE_VOLUME": "true"}).on_volume
+
+
+def test_models_dir_override(tmp_path):
+    s = Settings.from_env({"RUNPOD_VOLUME": str(tmp_path), "MODELS_DIR": str(tmp_path / "elsewhere")})
+    assert s.models_dir == tmp_path / "elsewhere" and s.on_volume
+    s = Settings.from_env({"RUNPOD_VOLUME": str(tmp_path / "v"), "MODELS_DIR": str(tmp_path / "m")})
+    assert not s.on_volume
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("MAX_TEXT_CHARS", "lots"),
+        ("MAX_TEXT_CHARS", "0"),
+        ("F5_MODEL", "F5TTS_Huge"),
+        ("DEVICE", "tpu"),
+        ("REQUIRE_VOLUME", "perhaps"),
+        ("S3_PRESIGN_EXPIRES", "-5"),
+        ("S3_OUTPUT_PREFIX", "out/../../etc/"),
+        ("LOG_LEVEL", "LOUD"),
+    ],
+)
+def test_a_bad_value_names_its_variable(tmp_path, name, value):
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({"RUNPOD_VOLUME": str(tmp_path), name: value})
+    assert name in str(err.value)
+
+
+def test_runpod_bucket_variables_are_accepted(tmp_path):
+    s = Settings.from_env({
+        "RUNPOD_VOLUME": str(tmp_path), "S3_BUCKET": "b",
+        "BUCKET_ENDPOINT_URL": "https://r2.example", "BUCKET_ACCESS_KEY_ID": "AK", "BUCKET_SECRET_ACCESS_KEY": "SK",
+    })
+    assert (s.s3_endpoint_url, s.s3_access_key_id, s.s3_secret_access_key) == ("https://r2.example", "AK", "SK")
+    assert "SK" not in repr(s) and "AK" not in repr(s)
+
+
+def test_blank_values_mean_unset_and_prefixes_are_normalised(tmp_path):
+    s = Settings.from_env({"RUNPOD_VOLUME": str(tmp_path), "S3_BUCKET": "  ", "S3_VOICES_PREFIX": "/my/voices"})
+    assert s.s3_bucket is None and s.s3_voices_prefix == "my/voices/"

@@ -1,0 +1,214 @@
+"""The handler end to end: voices in from S3 (moto over real HTTP), URLs and base64; speech out
+to S3 or inline; errors as one clear string; the job directory always removed."""
+
+import base64
+import io
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+from conftest import BUCKET, REF_TEXT, job_dirs
+
+import model_cache
+from runpod_handler import Worker
+
+TEXT = "Hello there. This is a short test of the worker."
+
+
+def job(**fields):
+    base = {"text": TEXT, "nfe_step": 4, "seed": 3}
+    base.update(fields)
+    return {"id": "job-" + str(abs(hash(str(sorted(fields.items())))) % 10**8), "input": base}
+
+
+@pytest.fixture
+def worker(s3):
+    return Worker(model_cache.SETTINGS)
+
+
+@pytest.fixture
+def inline_worker():
+    return Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None}))
+
+
+def s3_audio(s3, key):
+    data = s3.get_object(Bucket=BUCKET, Key=key)
+    return data, sf.read(io.BytesIO(data["Body"].read()), dtype="float32")
+
+
+def assert_clean():
+    assert job_dirs() == []
+
+
+def test_voice_by_name_with_sidecar_transcript(worker, s3, ref_wav_bytes):
+    s3.put_object(Bucket=BUCKET, Key="voices/alice.wav", Body=ref_wav_bytes)
+    s3.put_object(Bucket=BUCKET, Key="voices/alice.txt", Body=REF_TEXT.encode())
+    out = worker(job(voice_name="alice.wav"))
+    assert "error" not in out, out
+    assert out["ref_text"] == REF_TEXT and out["ref_text_source"] == "sidecar"
+    assert out["s3_key"] == f"output/{job(voice_name='alice.wav')['id']}.wav"
+    assert BUCKET in out["audio_url"] and "Signature" in out["audio_url"]
+    obj, (audio, rate) = s3_audio(s3, out["s3_key"])
+    assert obj["ContentType"] == "audio/wav"
+    assert rate == out["sample_rate"] == 24_000
+    assert len(audio) / rate == pytest.approx(out["duration_s"], abs=0.01)
+    assert set(out["timings"]) >= {"download", "synthesis", "encode", "upload", "total"}
+    assert out["rtf"] > 0 and out["model"] == "tiny" and out["seed"] == 3
+    assert "audio_base64" not in out
+    assert_clean()
+
+
+def test_voice_by_name_without_extension_finds_the_file(worker, s3, ref_wav_bytes):
+    s3.put_object(Bucket=BUCKET, Key="voices/bob.flac", Body=_to_flac(ref_wav_bytes))
+    out = worker(job(voice_name="bob", ref_text=REF_TEXT))
+    assert "error" not in out, out
+    assert out["ref_text_source"] == "request"
+    assert_clean()
+
+
+def test_request_transcript_wins_over_sidecar(worker, s3, ref_wav_bytes):
+    s3.put_object(Bucket=BUCKET, Key="voices/carol.wav", Body=ref_wav_bytes)
+    s3.put_object(Bucket=BUCKET, Key="voices/carol.txt", Body=b"Something else entirely.")
+    out = worker(job(voice_name="carol", ref_text=REF_TEXT))
+    assert out["ref_text"] == REF_TEXT and out["ref_text_source"] == "request"
+
+
+def test_unknown_voice_and_missing_transcript_are_clear_errors(worker, s3, ref_wav_bytes):
+    out = worker(job(voice_name="nobody"))
+    assert out == {"error": "No voice named 'nobody' under 'voices/' in the bucket."}
+    s3.put_object(Bucket=BUCKET, Key="voices/dave.wav", Body=ref_wav_bytes)
+    out = worker(job(voice_name="dave"))
+    assert "ref_text is required" in out["error"]
+    assert_clean()
+
+
+@pytest.mark.parametrize("fmt", ["wav", "flac", "mp3", "ogg"])
+def test_every_output_format_decodes_to_the_reported_duration(worker, s3, ref_wav_bytes, fmt):
+    out = worker(job(voice_base64=base64.b64encode(ref_wav_bytes).decode(), ref_text=REF_TEXT, output_format=fmt))
+    assert "error" not in out, out
+    assert out["s3_key"].endswith(f".{fmt}") and out["format"] == fmt
+    obj, (audio, rate) = s3_audio(s3, out["s3_key"])
+    assert obj["ContentType"] == {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg", "ogg": "audio/ogg"}[fmt]
+    assert len(audio) / rate == pytest.approx(out["duration_s"], abs=0.08)
+    assert_clean()
+
+
+def test_inline_audio_without_s3_and_local_copy(inline_worker, ref_wav_bytes):
+    out = inline_worker(job(voice_base64=base64.b64encode(ref_wav_bytes).decode(), ref_text=REF_TEXT))
+    assert "error" not in out, out
+    assert "s3_key" not in out and "audio_url" not in out
+    audio, rate = sf.read(io.BytesIO(base64.b64decode(out["audio_base64"])))
+    assert len(audio) / rate == pytest.approx(out["duration_s"], abs=0.01)
+    assert Path(out["local_path"]).read_bytes() == base64.b64decode(out["audio_base64"])
+    assert_clean()
+
+
+def test_inline_audio_over_the_limit_is_an_error_not_a_loss(ref_wav_bytes):
+    small = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None, "max_inline_bytes": 10_000}))
+    out = small(job(voice_base64=base64.b64encode(ref_wav_bytes).decode(), ref_text=REF_TEXT))
+    assert "configure S3_BUCKET" in out["error"]
+    assert_clean()
+
+
+def test_return_base64_with_s3_gives_both(worker, ref_wav_bytes):
+    out = worker(job(voice_base64=base64.b64encode(ref_wav_bytes).decode(), ref_text=REF_TEXT, return_base64=True))
+    assert out["s3_key"] and base64.b64decode(out["audio_base64"])[:4] == b"RIFF"
+
+
+class _VoiceServer:
+    def __init__(self, routes):
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                status, headers, body = routes.get(self.path, (404, {}, b""))
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def voice_server(ref_wav_bytes):
+    server = _VoiceServer({
+        "/voice.wav": (200, {"Content-Type": "audio/wav"}, ref_wav_bytes),
+        "/moved": (302, {"Location": "/voice.wav"}, b""),
+    })
+    yield server
+    server.close()
+
+
+def test_voice_by_url(s3, voice_server):
+    relaxed = Worker(model_cache.SETTINGS.model_copy(update={"allow_http_urls": True, "allow_private_urls": True}))
+    out = relaxed(job(voice_url=voice_server.url + "/voice.wav", ref_text=REF_TEXT))
+    assert "error" not in out, out
+    out = relaxed(job(voice_url=voice_server.url + "/moved", ref_text=REF_TEXT))
+    assert "error" not in out, out
+    assert_clean()
+
+
+def test_url_guards_hold_by_default(worker, voice_server):
+    out = worker(job(voice_url=voice_server.url + "/voice.wav", ref_text=REF_TEXT))
+    assert out["error"] == "voice_url must be an https URL."
+    https_only = Worker(model_cache.SETTINGS.model_copy(update={"allow_http_urls": True}))
+    out = https_only(job(voice_url=voice_server.url + "/voice.wav", ref_text=REF_TEXT))
+    assert "private, loopback" in out["error"]
+    assert_clean()
+
+
+def test_bad_input_then_a_good_job_succeeds(worker, ref_wav_bytes):
+    for bad in ({"text": ""}, {"text": "hi", "voice_name": "../etc/passwd", "ref_text": "x"},
+                {"text": "hi", "voice_base64": "!!notbase64!!", "ref_text": "x"},
+                {"text": "hi", "voice_base64": base64.b64encode(b"not audio at all" * 50).decode(), "ref_text": "x"}):
+        out = worker({"id": "bad", "input": bad})
+        assert isinstance(out["error"], str) and out["error"], bad
+        assert "Traceback" not in out["error"]
+        assert_clean()
+    out = worker(job(voice_base64=base64.b64encode(ref_wav_bytes).decode(), ref_text=REF_TEXT))
+    assert "error" not in out
+
+
+def test_job_directory_is_removed_when_synthesis_fails(worker, ref_wav_bytes, monkeypatch):
+    seen = []
+
+    def boom(*args, **kwargs):
+        seen.extend(p.name for d in job_dirs() for p in d.iterdir())
+        raise RuntimeError("simulated failure")
+
+    monkeypatch.setattr("runpod_handler.synthesize", boom)
+    out = worker(job(voice_base64=base64.b64encode(ref_wav_bytes).decode(), ref_text=REF_TEXT))
+    assert out["error"].startswith("Internal error (RuntimeError)")
+    assert seen == ["voice"]  # the staged voice was in the job directory during the job...
+    assert_clean()  # ...which is gone after
+
+
+def test_cuda_failure_asks_for_a_fresh_worker(worker, ref_wav_bytes, monkeypatch):
+    import torch
+
+    def oom(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr("runpod_handler.synthesize", oom)
+    out = worker(job(voice_base64=base64.b64encode(ref_wav_bytes).decode(), ref_text=REF_TEXT))
+    assert out["refresh_worker"] is True and "GPU" in out["error"]
+    assert "audio_base64" not in out and "s3_key" not in out
+
+
+def _to_flac(wav_bytes: bytes) -> bytes:
+    audio, rate = sf.read(io.BytesIO(wav_bytes))
+    buf = io.BytesIO()
+    sf.write(buf, audio, rate, format="FLAC")
+    return buf.getvalue()

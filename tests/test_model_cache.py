@@ -1,0 +1,275 @@
+"""The storage architecture: caches on the volume, local-first resolution, downloads through
+huggingface_hub against a local hub stand-in, and one model per process."""
+
+import hashlib
+import io
+import json
+import os
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TEST_ENV, run_py, subprocess_env
+from fake_hub import COMMIT, FakeHub
+
+import model_cache
+from errors import ModelLoadError
+
+
+def test_cache_variables_are_set_before_libraries_read_them(tmp_path):
+    """A fresh process that imports the handler sees every cache under <models>."""
+    code = (
+        "import json, runpod_handler, huggingface_hub.constants as c, torch.hub, os\n"
+        "print(json.dumps({'hub': c.HF_HUB_CACHE, 'home': c.HF_HOME, 'torch': torch.hub.get_dir(),"
+        " 'env': {k: os.environ[k] for k in ('TRANSFORMERS_CACHE', 'TORCHINDUCTOR_CACHE_DIR', 'TRITON_CACHE_DIR')}}))"
+    )
+    env = subprocess_env(RUNPOD_VOLUME=tmp_path, MODELS_DIR=None, HF_HOME="/somewhere/else", HF_HUB_CACHE=None)
+    result = run_py(["-c", code], env=env)
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    models = tmp_path / "models"
+    assert seen["hub"] == str(models / "hub")
+    assert seen["home"] == str(models)
+    assert seen["torch"] == str(models / "torch" / "hub")
+    assert seen["env"] == {
+        "TRANSFORMERS_CACHE": str(models / "transformers"),
+        "TORCHINDUCTOR_CACHE_DIR": str(models / "torch" / "inductor"),
+        "TRITON_CACHE_DIR": str(models / "torch" / "triton"),
+    }
+
+
+def test_layout_is_created(tmp_path):
+    model_cache.ensure_layout(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(model_cache.LAYOUT)
+
+
+# --- real-format checkpoints, found where a real F5TTS_v1_Base would be ---------------------
+
+
+def tiny_checkpoint_state() -> dict:
+    state = model_cache.read_checkpoint(model_cache.TINY_DIR / "model.safetensors")
+    return {f"ema_model.{k}": v for k, v in state.items()}
+
+
+def place_in_hub_cache(hub: Path, repo_id: str, filename: str, data: bytes) -> Path:
+    """Write a file the way huggingface_hub lays out its cache: blob, snapshot link, ref."""
+    repo_dir = hub / f"models--{repo_id.replace('/', '--')}"
+    digest = hashlib.sha256(data).hexdigest()
+    (repo_dir / "blobs").mkdir(parents=True, exist_ok=True)
+    (repo_dir / "blobs" / digest).write_bytes(data)
+    (repo_dir / "refs").mkdir(exist_ok=True)
+    (repo_dir / "refs" / "main").write_text(COMMIT)
+    link = repo_dir / "snapshots" / COMMIT / filename
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(os.path.relpath(repo_dir / "blobs" / digest, link.parent))
+    return link
+
+
+def safetensors_bytes(state: dict) -> bytes:
+    from safetensors.torch import save
+
+    return save({k: v.contiguous() for k, v in state.items()})
+
+
+def vocos_files() -> dict:
+    return {name: (model_cache.TINY_DIR / "vocos" / name).read_bytes() for name in model_cache.VOCOS_FILES}
+
+
+@pytest.fixture
+def v1_base_in_hub_cache():
+    """A tiny-architecture checkpoint stored under the real F5TTS_v1_Base repo and file name."""
+    hub = model_cache.HUB_DIR
+    repo, name = model_cache.HUB_CHECKPOINTS["F5TTS_v1_Base"]
+    path = place_in_hub_cache(hub, repo, name, safetensors_bytes(tiny_checkpoint_state()))
+    for filename, data in vocos_files().items():
+        place_in_hub_cache(hub, model_cache.VOCOS_REPO, filename, data)
+    yield path
+    for repo_id in (repo, model_cache.VOCOS_REPO):
+        import shutil
+
+        shutil.rmtree(hub / f"models--{repo_id.replace('/', '--')}", ignore_errors=True)
+
+
+def test_published_checkpoint_is_found_on_the_volume_without_network(v1_base_in_hub_cache):
+    # HF_ENDPOINT points at a closed port: any request would raise.
+    settings = model_cache.SETTINGS.model_copy(update={"f5_model": "F5TTS_v1_Base"})
+    files = model_cache.resolve_model_files(settings)
+    assert files.checkpoint == v1_base_in_hub_cache
+    vocos_snapshot = model_cache.HUB_DIR / "models--charactr--vocos-mel-24khz" / "snapshots" / COMMIT
+    assert files.vocoder_dir == vocos_snapshot
+    assert files.arch["depth"] == 22  # the real architecture from f5-tts's config
+
+    # The tiny weights stored there load through the same reader into the real classes.
+    tiny = model_cache.ModelFiles("tiny", "DiT", dict(model_cache.TINY_ARCH), files.checkpoint, files.vocab,
+                                  files.vocoder_dir)
+    cfm = model_cache.build_cfm(tiny)
+    cfm.load_state_dict(model_cache.read_checkpoint(files.checkpoint))
+    model_cache.load_vocoder(files.vocoder_dir, "cpu")
+
+
+def test_missing_model_with_downloads_off_says_what_to_run():
+    settings = model_cache.SETTINGS.model_copy(update={"f5_model": "E2TTS_Base", "allow_model_download": False})
+    with pytest.raises(ModelLoadError, match="prefetch"):
+        model_cache.resolve_model_files(settings)
+
+
+def test_pt_checkpoint_format_loads(tmp_path):
+    state = tiny_checkpoint_state()
+    path = tmp_path / "model.pt"
+    torch.save({"ema_model_state_dict": state}, path)
+    cfm = model_cache.build_cfm(model_cache.ModelFiles("tiny", "DiT", dict(model_cache.TINY_ARCH), path,
+                                                       model_cache.TINY_DIR / "vocab.txt", tmp_path))
+    cfm.load_state_dict(model_cache.read_checkpoint(path))
+    reference = model_cache.read_checkpoint(model_cache.TINY_DIR / "model.safetensors")
+    for key, value in cfm.state_dict().items():
+        if key in reference:
+            assert torch.equal(value, reference[key])
+
+
+def test_truncated_checkpoint_is_reported_with_its_path(tmp_path):
+    data = (model_cache.TINY_DIR / "model.safetensors").read_bytes()
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelLoadError) as err:
+        model_cache.read_checkpoint(path)
+    assert str(path) in err.value.message and "prefetch" in err.value.message
+
+
+def test_custom_checkpoint_of_the_wrong_architecture_is_a_clear_error(v1_base_in_hub_cache):
+    settings = model_cache.SETTINGS.model_copy(update={
+        "f5_model": "F5TTS_v1_Small", "f5_ckpt_file": model_cache.TINY_DIR / "model.safetensors"})
+    files = model_cache.resolve_model_files(settings)
+    assert files.checkpoint == model_cache.TINY_DIR / "model.safetensors"
+    with pytest.raises(ModelLoadError, match="does not fit F5TTS_v1_Small"):
+        model_cache.load_model(settings)
+
+
+# --- the download path, against a local stand-in for the hub ------------------------------
+
+
+def hub_files() -> dict:
+    repo, name = model_cache.HUB_CHECKPOINTS["F5TTS_v1_Base"]
+    files = {(repo, name): safetensors_bytes(tiny_checkpoint_state())}
+    files.update({(model_cache.VOCOS_REPO, n): data for n, data in vocos_files().items()})
+    return files
+
+
+def prefetch_env(models: Path, hub: FakeHub):
+    return subprocess_env(MODELS_DIR=models, F5_MODEL="F5TTS_v1_Base", HF_ENDPOINT=hub.url)
+
+
+def test_prefetch_downloads_into_the_volume_once_and_is_idempotent(tmp_path):
+    models = tmp_path / "models"
+    with FakeHub(hub_files()) as hub:
+        first = run_py(["model_cache.py", "prefetch"], env=prefetch_env(models, hub))
+        assert first.returncode == 0, first.stderr
+        assert len(hub.downloads()) == 3  # checkpoint, vocos config, vocos weights
+        blobs = sorted(p.name for p in models.glob("hub/models--*/blobs/*"))
+        assert len(blobs) == 3 and not any(b.endswith(".incomplete") for b in blobs)
+
+        hub.requests.clear()
+        second = run_py(["model_cache.py", "prefetch"], env=prefetch_env(models, hub))
+        assert second.returncode == 0, second.stderr
+        assert hub.requests == []  # local first: not even a metadata request
+
+        status = run_py(["model_cache.py", "status"], env=prefetch_env(models, hub))
+        assert status.returncode == 0 and "checkpoint  ok" in status.stdout, status.stdout
+
+
+def test_prefetch_repairs_a_corrupt_checkpoint(tmp_path):
+    models = tmp_path / "models"
+    with FakeHub(hub_files()) as hub:
+        assert run_py(["model_cache.py", "prefetch"], env=prefetch_env(models, hub)).returncode == 0
+        blob = max(models.glob("hub/models--SWivid--F5-TTS/blobs/*"), key=lambda p: p.stat().st_size)
+        good = blob.read_bytes()
+        blob.write_bytes(good[: len(good) // 3])  # a torn write on the volume
+
+        # the worker notices at load, naming the file
+        load = run_py(["-c", "import model_cache; model_cache.get_model()"], env=prefetch_env(models, hub))
+        assert load.returncode != 0 and "unreadable" in load.stderr and "model_1250000.safetensors" in load.stderr
+
+        repair = run_py(["model_cache.py", "prefetch"], env=prefetch_env(models, hub))
+        assert repair.returncode == 0, repair.stderr
+        assert "CORRUPT" in repair.stdout
+        assert blob.read_bytes() == good
+
+
+def test_workers_starting_together_on_an_empty_volume_share_one_download(tmp_path):
+    models = tmp_path / "models"
+    # Each process resolves (downloading what is missing) exactly as the worker does, then loads
+    # the weights, which are tiny-sized, into the tiny architecture.
+    code = (
+        "import model_cache as mc\n"
+        "f = mc.resolve_model_files()\n"
+        "t = mc.ModelFiles('tiny', 'DiT', dict(mc.TINY_ARCH), f.checkpoint, f.vocab, f.vocoder_dir)\n"
+        "mc.build_cfm(t).load_state_dict(mc.read_checkpoint(f.checkpoint))\n"
+        "mc.load_vocoder(f.vocoder_dir, 'cpu')\n"
+        "print('loaded', f.checkpoint)"
+    )
+    import subprocess
+    import sys
+
+    with FakeHub(hub_files()) as hub:
+        env = prefetch_env(models, hub)
+        procs = [subprocess.Popen([sys.executable, "-c", code], env=env, cwd=str(Path(__file__).parent.parent),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        outs = [p.communicate(timeout=240) for p in procs]
+        assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+        assert all("loaded" in o[0] for o in outs)
+        blobs = list(models.glob("hub/models--*/blobs/*"))
+        assert len(blobs) == 3 and not any(".incomplete" in b.name for b in blobs)
+        for blob in blobs:
+            assert model_cache.verify_hub_file(blob)
+
+
+# --- one model per process -----------------------------------------------------------------
+
+
+def test_get_model_from_many_threads_loads_once(monkeypatch):
+    calls = []
+    real = model_cache.load_model
+
+    def counting(settings):
+        calls.append(threading.get_ident())
+        return real(settings)
+
+    monkeypatch.setattr(model_cache, "_model", None)
+    monkeypatch.setattr(model_cache, "load_model", counting)
+    barrier = threading.Barrier(8)
+    results = []
+
+    def worker():
+        barrier.wait()
+        results.append(model_cache.get_model())
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1
+    assert len(results) == 8 and all(r is results[0] for r in results)
+    assert results[0].load_seconds > 0 and results[0].device == "cpu"
+    assert model_cache.get_model() is results[0]
+
+
+def test_make_test_model_cli_says_the_speech_is_noise(tmp_path):
+    result = run_py(["model_cache.py", "make-test-model"], env=subprocess_env(MODELS_DIR=tmp_path / "m"))
+    assert result.returncode == 0, result.stderr
+    assert "noise" in result.stdout
+    assert (tmp_path / "m" / "f5-tts" / "tiny" / "model.safetensors").is_file()
+    assert (tmp_path / "m" / "f5-tts" / "tiny" / "vocos" / "config.yaml").is_file()
+
+
+def test_tiny_model_output_depends_on_its_weights():
+    """The re-randomised output layers matter: zeroing them changes the prediction."""
+    model = model_cache.get_model()
+    dit = model.cfm.transformer
+    x = torch.randn(1, 50, 100)
+    text = torch.randint(0, 100, (1, 20))
+    with torch.inference_mode():
+        out = dit(x=x, cond=torch.zeros_like(x), text=text, time=torch.tensor(0.5))
+    assert out.abs().mean() > 1e-3

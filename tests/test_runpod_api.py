@@ -1,0 +1,82 @@
+"""The worker as RunPod runs it: the SDK's local API over HTTP, and `--test_input`."""
+
+import base64
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+from conftest import BUCKET, REF_TEXT, ROOT, free_port, run_py, subprocess_env
+
+
+@pytest.fixture(scope="module")
+def api(s3_server):
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "runpod_handler.py", "--rp_serve_api", "--rp_api_host", "127.0.0.1",
+         "--rp_api_port", str(port), "--rp_log_level", "ERROR"],
+        cwd=ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            requests.get(url + "/docs", timeout=2)
+            break
+        except requests.ConnectionError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail("the RunPod API server did not start: " + proc.stderr.read()[-3000:])
+            time.sleep(0.5)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_runsync_good_and_bad_jobs_over_http(api, s3_server, ref_wav_bytes):
+    voice = base64.b64encode(ref_wav_bytes).decode()
+    good = {"input": {"text": "Hello over HTTP.", "voice_base64": voice, "ref_text": REF_TEXT, "nfe_step": 4}}
+    bad = {"input": {"text": "Hello", "voice_name": "../../secret", "ref_text": REF_TEXT}}
+
+    response = requests.post(api + "/runsync", json=bad, timeout=120).json()
+    assert response["status"] == "FAILED"
+    assert response["error"].startswith("Invalid input: voice_name: must be a plain file name")
+
+    response = requests.post(api + "/runsync", json=good, timeout=120).json()
+    assert response["status"] == "COMPLETED", response
+    key = response["output"]["s3_key"]
+    assert key == f"output/{response['id']}.wav"
+    assert s3_server.head_object(Bucket=BUCKET, Key=key)["ContentLength"] > 1000
+
+    response = requests.post(api + "/runsync", json={"input": {"text": 5}}, timeout=60).json()
+    assert response["status"] == "FAILED" and "text" in response["error"]
+
+
+def test_test_input_cli_exits_0_and_leaves_the_output_in_s3(s3_server, ref_wav_bytes):
+    # A named voice keeps the command line short; the transcript comes from its sidecar.
+    s3_server.put_object(Bucket=BUCKET, Key="voices/cli-voice.wav", Body=ref_wav_bytes)
+    s3_server.put_object(Bucket=BUCKET, Key="voices/cli-voice.txt", Body=REF_TEXT.encode())
+    job = {"id": "cli-job-1", "input": {"text": "Hello from the command line.", "voice_name": "cli-voice",
+                                       "nfe_step": 4}}
+    result = run_py(["runpod_handler.py", "--test_input", json.dumps(job)])
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert s3_server.head_object(Bucket=BUCKET, Key="output/cli-job-1.wav")["ContentType"] == "audio/wav"
+
+
+def test_test_input_cli_exits_1_on_a_bad_job(s3_server):
+    result = run_py(["runpod_handler.py", "--test_input", json.dumps({"input": {"text": "hi"}})])
+    assert result.returncode == 1
+    assert "give exactly one of voice_name, voice_url, voice_base64" in result.stdout + result.stderr
+
+
+def test_repository_test_input_runs_without_s3(tmp_path):
+    """The README's main command: the handler on test_input.json, no bucket, audio inline and on disk."""
+    env = subprocess_env(S3_BUCKET=None, S3_ENDPOINT_URL=None, OUTPUT_DIR=tmp_path / "out", RUNPOD_DEBUG_LEVEL="ERROR")
+    job = json.loads((ROOT / "test_input.json").read_text())
+    assert "voice_base64" in job["input"]  # self-contained: no network needed
+    result = run_py(["runpod_handler.py"], env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    written = list((tmp_path / "out").glob("*.wav"))
+    assert [p.name for p in written] == ["local_test.wav"] and written[0].stat().st_size > 10_000

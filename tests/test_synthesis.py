@@ -1,0 +1,122 @@
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import REF_TEXT, REF_WAV
+
+import model_cache
+import synthesis
+from errors import LimitExceeded
+from synthesis import Chunk, SynthesisParams
+
+LONG_TEXT = (
+    "The quick brown fox jumps over the lazy dog. " * 6
+    + "Pack my box with five dozen liquor jugs! How vexingly quick daft zebras jump. "
+    + "Sphinx of black quartz, judge my vow. " * 5
+    + "The end."
+)
+
+#: Relative L2 distance allowed between a chunk sampled in a batch and the same chunk sampled
+#: alone with the same seed. f5-tts's attention does not mask batch padding, so a row that is
+#: shorter than its batch's longest sees a few padded frames; with rows at least 80% full
+#: (MIN_BATCH_FILL) the measured difference on the tiny model is about 0.4%.
+BATCH_TOLERANCE = 0.02
+
+
+@pytest.fixture(scope="module")
+def model():
+    return model_cache.get_model()
+
+
+@pytest.fixture(scope="module")
+def reference():
+    audio, rate = sf.read(REF_WAV, dtype="float32")
+    assert rate == 24_000
+    return audio
+
+
+def test_chunk_text_splits_at_punctuation_within_the_limit():
+    text = "One two three. Four five six, seven eight nine! Ten? Eleven twelve thirteen fourteen."
+    chunks = synthesis.chunk_text(text, max_chars=30)
+    # f5-tts's rule: sentences are packed while they fit; one longer than the limit stays whole
+    assert chunks == ["One two three. Four five six,", "seven eight nine! Ten?", "Eleven twelve thirteen fourteen."]
+    assert synthesis.chunk_text("你好。世界！", max_chars=6) == ["你好。", "世界！"]
+
+
+def test_plan_batches_respects_budget_and_fill():
+    chunks = [Chunk(i, "x", frames) for i, frames in enumerate([1000, 990, 980, 400, 950, 1000])]
+    batches = synthesis.plan_batches(chunks, max_batch_frames=3000)
+    assert sorted(c.index for b in batches for c in b) == list(range(6))
+    for batch in batches:
+        longest = max(c.frames for c in batch)
+        assert len(batch) * longest <= 3000 or len(batch) == 1
+        assert all(c.frames >= synthesis.MIN_BATCH_FILL * longest for c in batch)
+    assert [c.index for c in batches[-1]] == [3]  # the short one is not padded to 1000
+
+
+def test_cross_fade_lengths_and_join():
+    a, b = np.ones(1000, np.float32), np.zeros(800, np.float32)
+    out = synthesis.cross_fade([a, b], 100)
+    assert len(out) == 1000 + 800 - 100
+    assert out[899] == 1.0 and out[1000] == 0.0 and 0 < out[950] < 1
+    assert len(synthesis.cross_fade([a, b], 0)) == 1800
+
+
+def test_batched_equals_chunk_by_chunk(model, reference):
+    params = SynthesisParams(nfe_step=6, seed=1234)
+    batched = synthesis.synthesize(model, reference, REF_TEXT, LONG_TEXT, params, max_batch_frames=10**6)
+    single = synthesis.synthesize(model, reference, REF_TEXT, LONG_TEXT, params, max_batch_frames=1_000)
+    assert batched.chunks == single.chunks >= 3
+    assert batched.batches < batched.chunks and single.batches == single.chunks
+    assert len(batched.audio) == len(single.audio)
+    diff = np.linalg.norm(batched.audio - single.audio) / np.linalg.norm(single.audio)
+    assert diff < BATCH_TOLERANCE, diff
+
+
+def test_memory_budget_splits_large_requests(model, reference):
+    params = SynthesisParams(nfe_step=4, seed=7)
+    chunks = synthesis.plan_chunks(synthesis.normalise_ref_text(REF_TEXT), len(reference), LONG_TEXT, 1.0,
+                                   24_000, 256)
+    longest = max(c.frames for c in chunks)
+    budget = 2 * longest  # two rows per batch at most
+    calls = []
+    real_sample = model.cfm.sample
+
+    def spy(**kwargs):
+        calls.append(int(kwargs["duration"].numel()) * int(kwargs["duration"].max()))
+        return real_sample(**kwargs)
+
+    model.cfm.sample = spy
+    try:
+        result = synthesis.synthesize(model, reference, REF_TEXT, LONG_TEXT, params, max_batch_frames=budget)
+    finally:
+        del model.cfm.sample
+    assert result.batches == len(calls) >= len(chunks) / 2
+    assert max(calls) <= budget
+
+
+def test_same_seed_same_audio_other_seed_other_audio(model, reference):
+    p = SynthesisParams(nfe_step=4, seed=5)
+    a = synthesis.synthesize(model, reference, REF_TEXT, "Hello world, this is a test.", p, 24_000).audio
+    b = synthesis.synthesize(model, reference, REF_TEXT, "Hello world, this is a test.", p, 24_000).audio
+    c = synthesis.synthesize(model, reference, REF_TEXT, "Hello world, this is a test.",
+                             SynthesisParams(nfe_step=4, seed=6), 24_000).audio
+    assert np.array_equal(a, b)
+    assert not np.allclose(a, c)
+    # duration follows f5-tts's rule: the reference's speaking rate applied to the new text
+    expected_frames = int(len(reference) // 256 / len(synthesis.normalise_ref_text(REF_TEXT) + " ")
+                          * len("Hello world, this is a test."))
+    assert abs(len(a) - expected_frames * 256) <= 2 * 256
+
+
+def test_speed_shortens_the_audio(model, reference):
+    slow = synthesis.synthesize(model, reference, REF_TEXT, "A sentence of moderate length to speak.",
+                                SynthesisParams(nfe_step=4, speed=0.8), 24_000)
+    fast = synthesis.synthesize(model, reference, REF_TEXT, "A sentence of moderate length to speak.",
+                                SynthesisParams(nfe_step=4, speed=1.6), 24_000)
+    assert len(fast.audio) < 0.6 * len(slow.audio)
+
+
+def test_output_length_cap(model, reference):
+    with pytest.raises(LimitExceeded, match="MAX_OUTPUT_SECONDS"):
+        synthesis.synthesize(model, reference, REF_TEXT, LONG_TEXT, SynthesisParams(nfe_step=4), 24_000,
+                             max_output_seconds=5)
