@@ -23,6 +23,7 @@ class JobInput(BaseModel):
     voice_url: Optional[str] = Field(None, min_length=1, max_length=4096)
     voice_base64: Optional[str] = Field(None, min_length=1)
     ref_text: Optional[str] = Field(None, max_length=2000)
+    language: Optional[str] = Field(None, pattern=r"^[A-Za-z][A-Za-z ]{1,31}$")
 
     speed: float = Field(1.0, ge=0.3, le=3.0)
     nfe_step: int = Field(32, ge=4, le=128)

@@ -171,6 +171,32 @@ def hub_file(repo_id: str, filename: str, *, download: bool, force: bool = False
         raise ModelLoadError(f"Could not download {repo_id}/{filename}: {type(exc).__name__}: {exc}") from exc
 
 
+#: What a transformers model repository needs locally (weights as safetensors only).
+SNAPSHOT_PATTERNS = ("*.json", "*.safetensors", "*.txt")
+
+
+def hub_snapshot(repo_id: str, *, download: bool) -> Path:
+    """The local folder of a whole model repository in <models>/hub, local first like
+    `hub_file`; downloads only what is missing."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, cache_dir=HUB_DIR, allow_patterns=list(SNAPSHOT_PATTERNS),
+                                      local_files_only=True))
+    except LocalEntryNotFoundError:
+        if not download:
+            raise ModelLoadError(
+                f"{repo_id} is not in {HUB_DIR} and downloads are off (ALLOW_MODEL_DOWNLOAD=false); "
+                "run `python model_cache.py prefetch`."
+            ) from None
+    log.info("downloading %s into %s", repo_id, HUB_DIR)
+    try:
+        return Path(snapshot_download(repo_id, cache_dir=HUB_DIR, allow_patterns=list(SNAPSHOT_PATTERNS)))
+    except Exception as exc:
+        raise ModelLoadError(f"Could not download {repo_id}: {type(exc).__name__}: {exc}") from exc
+
+
 def resolve_model_files(settings: Settings = SETTINGS, *, download: bool | None = None) -> ModelFiles:
     """Find (and, if allowed, fetch) everything the configured model needs."""
     download = settings.allow_model_download if download is None else download
@@ -484,6 +510,16 @@ def prefetch(settings: Settings = SETTINGS, verify: bool = True) -> int:
         print(f"ok       {repo_id}/{filename}  {_size(path)}  {path}")
     files = resolve_model_files(settings, download=False)
     print(f"model {files.name} ready under {MODELS_DIR}")
+    if settings.prefetch_asr:
+        snapshot = hub_snapshot(settings.asr_model, download=True)
+        corrupt = [p for p in snapshot.rglob("*") if p.is_file() and verify and not verify_hub_file(p)]
+        if corrupt:
+            print(f"CORRUPT  {settings.asr_model}: {', '.join(p.name for p in corrupt)}: downloading again")
+            for path in corrupt:
+                hub_file(settings.asr_model, str(path.relative_to(snapshot)), download=True, force=True)
+        print(f"ok       {settings.asr_model} (ASR, for references without a transcript)  {snapshot}")
+    else:
+        print("ASR model not prefetched (PREFETCH_ASR=false): a job without ref_text will download it")
     return 0
 
 

@@ -11,6 +11,7 @@ synthesize -> encode -> deliver (S3 or inline) -> remove the job directory.
 import model_cache  # noqa: I001 - first: points every cache at the volume before torch/HF are imported
 
 import base64
+import hashlib
 import logging
 import os
 import re
@@ -22,10 +23,11 @@ from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 
+import asr
 import audio_io
 import voices
 from config import Settings
-from errors import DiskSpaceError, InvalidInput, LimitExceeded, to_runpod_result
+from errors import DiskSpaceError, LimitExceeded, StorageError, to_runpod_result
 from job_schema import JobInput, parse_job_input
 from synthesis import SynthesisParams, synthesize
 
@@ -55,6 +57,7 @@ class Worker:
         self.settings = settings
         if storage is not None:
             self.__dict__["storage"] = storage
+        self.transcripts = asr.TranscriptCache()
 
     @cached_property
     def storage(self):
@@ -84,7 +87,6 @@ class Worker:
         with job_directory(s.job_tmp_dir, job_id, s.min_free_disk_mb) as job_dir:
             t = time.perf_counter()
             voice = self.stage_voice(job, job_dir)
-            ref_text, ref_text_source = self.transcript(job, voice)
             timings["download"] = time.perf_counter() - t
 
             audio, rate = audio_io.read_audio(voice.path, s.max_voice_seconds)
@@ -93,6 +95,9 @@ class Worker:
             timings["model"] = time.perf_counter() - t
             reference = audio_io.prepare_reference(audio, rate, model.sample_rate, s.ref_clip_seconds,
                                                    s.min_voice_seconds)
+            t = time.perf_counter()
+            ref_text, ref_text_source = self.transcript(job, voice, reference, model.sample_rate)
+            timings["transcript"] = time.perf_counter() - t
 
             t = time.perf_counter()
             params = SynthesisParams(
@@ -141,18 +146,28 @@ class Worker:
             return voices.from_url(job.voice_url, self.settings, job_dir)
         return voices.from_base64(job.voice_base64, self.settings, job_dir)
 
-    def transcript(self, job: JobInput, voice: voices.StagedVoice) -> tuple[str, str]:
-        """The reference's transcript and where it came from: the request, then the voice's sidecar."""
+    def transcript(self, job: JobInput, voice: voices.StagedVoice, reference, rate: int) -> tuple[str, str]:
+        """The reference's transcript and where it came from: the request, the named voice's
+        sidecar in S3, or Whisper on the clipped reference (the audio the model sees). A
+        Whisper transcript is written back as the sidecar, or kept in memory by content hash
+        for URL and base64 voices, so the next job with that voice skips ASR."""
         if job.ref_text:
             return job.ref_text, "request"
         if voice.sidecar_key and self.storage is not None:
             text = self.storage.read_text(voice.sidecar_key)
             if text and text.strip():
                 return text.strip(), "sidecar"
-        raise InvalidInput(
-            "ref_text is required: give the transcript of the reference audio, or store it beside a "
-            "named voice as <voice>.txt."
-        )
+        digest = hashlib.sha256(voice.path.read_bytes()).hexdigest()
+        text = self.transcripts.get(digest)
+        if text is None:
+            text = asr.transcribe(reference, rate, job.language, self.settings)
+            if voice.sidecar_key and self.storage is not None:
+                try:
+                    self.storage.write_text(voice.sidecar_key, text)
+                except StorageError as exc:  # the job still has its transcript
+                    log.warning("could not store the transcript sidecar: %s", exc.message)
+            self.transcripts.put(digest, text)
+        return text, "asr"
 
     def deliver(self, job: JobInput, job_id: str, path: Path, content_type: str) -> dict:
         s, output = self.settings, {}

@@ -30,6 +30,7 @@ SESSION_DIR = Path(tempfile.mkdtemp(prefix="f5w-tests-"))
 S3_PORT = free_port()
 CLOSED_PORT = free_port()  # nothing listens here
 BUCKET = "voices-test"
+ASR_REPO = "test/whisper-tiny"
 
 TEST_ENV = {
     "RUNPOD_VOLUME": str(SESSION_DIR / "no-volume"),
@@ -46,6 +47,7 @@ TEST_ENV = {
     "AWS_SECRET_ACCESS_KEY": "testing",
     "S3_MAX_ATTEMPTS": "2",
     "LOG_LEVEL": "INFO",
+    "ASR_MODEL": ASR_REPO,
 }
 os.environ.update(TEST_ENV)
 for name in ("WRITE_LOCAL_OUTPUT", "RUNPOD_ENDPOINT_ID", "REQUIRE_VOLUME", "F5_CKPT_FILE", "F5_VOCAB_FILE"):
@@ -75,9 +77,14 @@ def run_py(args, *, env=None, cwd=ROOT, timeout=240, input=None) -> subprocess.C
 
 @pytest.fixture(scope="session", autouse=True)
 def tiny_model():
-    """The tiny random-weight model in the session's models dir, written once."""
+    """The tiny random-weight F5-TTS in the session's models dir, and a tiny random Whisper in
+    its hub cache as the repository ASR_REPO, written once."""
+    from fake_hub import place_folder_in_hub_cache
+    from tiny_whisper import make_tiny_whisper
+
     model_cache.ensure_layout()
     model_cache.make_test_model()
+    place_folder_in_hub_cache(model_cache.HUB_DIR, ASR_REPO, make_tiny_whisper(SESSION_DIR / "whisper-src"))
     yield model_cache.TINY_DIR
     shutil.rmtree(SESSION_DIR, ignore_errors=True)
 

@@ -1,17 +1,14 @@
 """The storage architecture: caches on the volume, local-first resolution, downloads through
 huggingface_hub against a local hub stand-in, and one model per process."""
 
-import hashlib
-import io
 import json
-import os
 import threading
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import TEST_ENV, run_py, subprocess_env
-from fake_hub import COMMIT, FakeHub
+from fake_hub import COMMIT, FakeHub, place_in_hub_cache
 
 import model_cache
 from errors import ModelLoadError
@@ -50,22 +47,6 @@ def test_layout_is_created(tmp_path):
 def tiny_checkpoint_state() -> dict:
     state = model_cache.read_checkpoint(model_cache.TINY_DIR / "model.safetensors")
     return {f"ema_model.{k}": v for k, v in state.items()}
-
-
-def place_in_hub_cache(hub: Path, repo_id: str, filename: str, data: bytes) -> Path:
-    """Write a file the way huggingface_hub lays out its cache: blob, snapshot link, ref."""
-    repo_dir = hub / f"models--{repo_id.replace('/', '--')}"
-    digest = hashlib.sha256(data).hexdigest()
-    (repo_dir / "blobs").mkdir(parents=True, exist_ok=True)
-    (repo_dir / "blobs" / digest).write_bytes(data)
-    (repo_dir / "refs").mkdir(exist_ok=True)
-    (repo_dir / "refs" / "main").write_text(COMMIT)
-    link = repo_dir / "snapshots" / COMMIT / filename
-    link.parent.mkdir(parents=True, exist_ok=True)
-    if link.is_symlink() or link.exists():
-        link.unlink()
-    link.symlink_to(os.path.relpath(repo_dir / "blobs" / digest, link.parent))
-    return link
 
 
 def safetensors_bytes(state: dict) -> bytes:
@@ -157,8 +138,9 @@ def hub_files() -> dict:
     return files
 
 
-def prefetch_env(models: Path, hub: FakeHub):
-    return subprocess_env(MODELS_DIR=models, F5_MODEL="F5TTS_v1_Base", HF_ENDPOINT=hub.url)
+def prefetch_env(models: Path, hub: FakeHub, prefetch_asr: bool = False):
+    return subprocess_env(MODELS_DIR=models, F5_MODEL="F5TTS_v1_Base", HF_ENDPOINT=hub.url,
+                          PREFETCH_ASR=str(prefetch_asr).lower())
 
 
 def test_prefetch_downloads_into_the_volume_once_and_is_idempotent(tmp_path):

@@ -1,0 +1,143 @@
+"""A reference transcript when the caller gives none: Whisper (a tiny random one built by the
+tests, real transformers classes) loaded lazily from the volume's hub cache."""
+
+import base64
+import json
+
+import pytest
+from conftest import ASR_REPO, BUCKET, REF_TEXT, job_dirs, run_py
+from fake_hub import FakeHub
+from test_model_cache import hub_files, prefetch_env
+
+import asr
+import model_cache
+from runpod_handler import Worker
+
+TEXT = "A few words to speak."
+
+
+@pytest.fixture
+def asr_calls(monkeypatch):
+    calls = []
+    real = asr.Transcriber.__call__
+
+    def counting(self, audio, language):
+        calls.append(language)
+        return real(self, audio, language)
+
+    monkeypatch.setattr(asr.Transcriber, "__call__", counting)
+    return calls
+
+
+@pytest.fixture
+def worker(s3):
+    return Worker(model_cache.SETTINGS)
+
+
+def job(**fields):
+    return {"id": "asr-job", "input": {"text": TEXT, "nfe_step": 4, "seed": 1, **fields}}
+
+
+def test_blank_transcript_runs_asr_once_and_writes_the_sidecar(worker, s3, ref_wav_bytes, asr_calls):
+    s3.put_object(Bucket=BUCKET, Key="voices/erin.wav", Body=ref_wav_bytes)
+    first = worker(job(voice_name="erin", ref_text=""))
+    assert "error" not in first, first
+    assert first["ref_text_source"] == "asr" and first["ref_text"]
+    assert len(asr_calls) == 1
+    sidecar = s3.get_object(Bucket=BUCKET, Key="voices/erin.txt")["Body"].read().decode()
+    assert sidecar == first["ref_text"]
+
+    fresh = Worker(model_cache.SETTINGS)  # another worker: no in-memory cache to lean on
+    second = fresh(job(voice_name="erin"))
+    assert second["ref_text_source"] == "sidecar" and second["ref_text"] == first["ref_text"]
+    assert len(asr_calls) == 1
+    assert job_dirs() == []
+
+
+def test_callers_transcript_wins_and_is_never_written(worker, s3, ref_wav_bytes, asr_calls):
+    s3.put_object(Bucket=BUCKET, Key="voices/finn.wav", Body=ref_wav_bytes)
+    s3.put_object(Bucket=BUCKET, Key="voices/finn.txt", Body=b"The stored transcript.")
+    out = worker(job(voice_name="finn", ref_text=REF_TEXT))
+    assert out["ref_text"] == REF_TEXT and out["ref_text_source"] == "request"
+    assert s3.get_object(Bucket=BUCKET, Key="voices/finn.txt")["Body"].read() == b"The stored transcript."
+    s3.delete_object(Bucket=BUCKET, Key="voices/finn.txt")
+    worker(job(voice_name="finn", ref_text=REF_TEXT))
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="voices/finn.txt")
+    assert asr_calls == []
+
+
+def test_base64_voices_are_transcribed_once_by_content(worker, ref_wav_bytes, asr_calls):
+    voice = base64.b64encode(ref_wav_bytes).decode()
+    first = worker(job(voice_base64=voice))
+    second = worker(job(voice_base64=voice))
+    assert first["ref_text_source"] == second["ref_text_source"] == "asr"
+    assert first["ref_text"] == second["ref_text"]
+    assert len(asr_calls) == 1
+
+
+def test_language_passes_through_to_whisper(worker, ref_wav_bytes, monkeypatch):
+    seen = {}
+    transcriber = asr.get_transcriber(model_cache.SETTINGS)
+    real = transcriber.model.generate
+
+    def spy(features, **kwargs):
+        seen.update(kwargs)
+        return real(features, **kwargs)
+
+    monkeypatch.setattr(transcriber.model, "generate", spy)
+    other = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None}))
+    out = other(job(voice_base64=base64.b64encode(ref_wav_bytes).decode(), language="german"))
+    assert "error" not in out, out
+    assert seen["language"] == "german" and seen["task"] == "transcribe"
+
+
+def test_bad_language_is_a_clear_error(ref_wav_bytes):
+    other = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None}))
+    voice = base64.b64encode(ref_wav_bytes).decode()
+    assert other(job(voice_base64=voice, language="klingon"))["error"] == \
+        "language 'klingon' is not supported by the ASR model."
+    assert other(job(voice_base64=voice, language="en; rm -rf /"))["error"].startswith("Invalid input: language")
+
+
+def test_asr_is_not_on_the_synthesis_path():
+    """A job with a transcript neither imports transformers nor loads Whisper."""
+    code = (
+        "import sys, json, base64, runpod_handler, model_cache, asr\n"
+        "w = runpod_handler.Worker(model_cache.SETTINGS.model_copy(update={'s3_bucket': None}))\n"
+        f"voice = base64.b64encode(open({str(model_cache.f5_package_dir() / 'infer/examples/basic/basic_ref_en.wav')!r}, 'rb').read()).decode()\n"
+        f"out = w({{'id': 'x', 'input': {{'text': 'Hi there.', 'voice_base64': voice, 'ref_text': {REF_TEXT!r}, 'nfe_step': 4}}}})\n"
+        "print(json.dumps({'ok': 'error' not in out, 'transformers': 'transformers' in sys.modules,"
+        " 'asr_loaded': asr._transcriber is not None}))"
+    )
+    result = run_py(["-c", code])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"ok": True, "transformers": False, "asr_loaded": False}
+
+
+def test_transcript_cache_is_bounded():
+    cache = asr.TranscriptCache(size=3)
+    for i in range(10):
+        cache.put(str(i), f"text {i}")
+    assert len(cache) == 3 and cache.get("0") is None and cache.get("9") == "text 9"
+
+
+def asr_hub_files() -> dict:
+    folder = model_cache.hub_snapshot(ASR_REPO, download=False)
+    return {(ASR_REPO, str(p.relative_to(folder))): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_prefetch_includes_the_asr_model_unless_told_not_to(tmp_path):
+    files = {**hub_files(), **asr_hub_files()}
+    with FakeHub(files) as hub:
+        skipped = run_py(["model_cache.py", "prefetch"], env=prefetch_env(tmp_path / "a", hub))
+        assert skipped.returncode == 0, skipped.stderr
+        assert not list((tmp_path / "a").glob("hub/models--test--whisper-tiny"))
+
+        fetched = run_py(["model_cache.py", "prefetch"], env=prefetch_env(tmp_path / "b", hub, prefetch_asr=True))
+        assert fetched.returncode == 0, fetched.stderr
+        snapshot = next((tmp_path / "b").glob("hub/models--test--whisper-tiny/snapshots/*"))
+        assert {p.name for p in snapshot.iterdir()} >= {"config.json", "model.safetensors", "vocab.json"}
+
+        hub.requests.clear()
+        again = run_py(["model_cache.py", "prefetch"], env=prefetch_env(tmp_path / "b", hub, prefetch_asr=True))
+        assert again.returncode == 0 and hub.requests == []
