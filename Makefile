@@ -21,7 +21,7 @@ run: setup
 ifeq ($(F5_MODEL),tiny)
 	F5_MODEL=tiny $(BIN)/python model_cache.py make-test-model
 endif
-	F5_MODEL=$(F5_MODEL) RUNPOD_LOG_LEVEL=WARN $(BIN)/python runpod_handler.py
+	F5_MODEL=$(F5_MODEL) $(BIN)/python runpod_handler.py
 
 test: setup
 	$(BIN)/python -m pytest

@@ -22,21 +22,25 @@ VOICE_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
 _WINDOW_S = 0.01  # loudness is judged over 10 ms windows
 
 
-def read_audio(path: Path, max_seconds: float) -> tuple[np.ndarray, int]:
-    """Decode a file to mono float32 at its own rate; refuse what is not audio or too long."""
+def read_audio(path: Path, max_seconds: float, keep_seconds: float) -> tuple[np.ndarray, int]:
+    """Decode a file to mono float32 at its own rate; refuse what is not audio or too long.
+    Only the first `keep_seconds` are decoded (the reference is clipped shorter anyway), so a
+    long or high-rate file cannot take much memory."""
     try:
         info = sf.info(str(path))
     except Exception:
         raise AudioError("The voice is not a readable audio file (WAV, FLAC, OGG or MP3 expected).") from None
-    if info.samplerate <= 0 or info.frames <= 0:
+    if info.samplerate <= 0 or info.frames <= 0 or info.channels <= 0:
         raise AudioError("The voice audio is empty.")
+    if info.samplerate > 384_000 or info.channels > 16:
+        raise AudioError(f"The voice has {info.channels} channels at {info.samplerate} Hz; that is not a voice recording.")
     if info.frames / info.samplerate > max_seconds:
         raise AudioError(
             f"The voice is {info.frames / info.samplerate:.0f} s long; at most {max_seconds:.0f} s is accepted "
             "(only the first ~12 s are used)."
         )
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        data, rate = sf.read(str(path), frames=int(keep_seconds * info.samplerate), dtype="float32", always_2d=True)
     except Exception:
         raise AudioError("The voice audio is truncated or corrupt and could not be decoded.") from None
     if data.size == 0:

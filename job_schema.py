@@ -13,6 +13,7 @@ from errors import InvalidInput, LimitExceeded
 from voices import check_voice_name
 
 MAX_SEED = 2**31 - 1
+MAX_TRANSCRIPT_CHARS = 2000
 
 
 class JobInput(BaseModel):
@@ -22,7 +23,7 @@ class JobInput(BaseModel):
     voice_name: Optional[str] = Field(None, min_length=1, max_length=200)
     voice_url: Optional[str] = Field(None, min_length=1, max_length=4096)
     voice_base64: Optional[str] = Field(None, min_length=1)
-    ref_text: Optional[str] = Field(None, max_length=2000)
+    ref_text: Optional[str] = Field(None, max_length=MAX_TRANSCRIPT_CHARS)
     language: Optional[str] = Field(None, pattern=r"^[A-Za-z][A-Za-z ]{1,31}$")
 
     speed: float = Field(1.0, ge=0.3, le=3.0)

@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 import uuid
@@ -28,7 +29,7 @@ import audio_io
 import voices
 from config import Settings
 from errors import DiskSpaceError, LimitExceeded, StorageError, to_runpod_result
-from job_schema import JobInput, parse_job_input
+from job_schema import MAX_TRANSCRIPT_CHARS, JobInput, parse_job_input
 from synthesis import SynthesisParams, synthesize
 
 log = logging.getLogger("f5worker.handler")
@@ -48,6 +49,10 @@ def job_directory(root: Path, job_id: str, min_free_mb: int):
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _human(size: int) -> str:
+    return f"{size / 2**20:.1f} MB" if size >= 2**20 else f"{size / 2**10:.1f} KB"
 
 
 class Worker:
@@ -89,7 +94,7 @@ class Worker:
             voice = self.stage_voice(job, job_dir)
             timings["download"] = time.perf_counter() - t
 
-            audio, rate = audio_io.read_audio(voice.path, s.max_voice_seconds)
+            audio, rate = audio_io.read_audio(voice.path, s.max_voice_seconds, keep_seconds=s.ref_clip_seconds + 1)
             t = time.perf_counter()
             model = model_cache.get_model()
             timings["model"] = time.perf_counter() - t
@@ -154,9 +159,11 @@ class Worker:
         if job.ref_text:
             return job.ref_text, "request"
         if voice.sidecar_key and self.storage is not None:
-            text = self.storage.read_text(voice.sidecar_key)
-            if text and text.strip():
-                return text.strip(), "sidecar"
+            text = (self.storage.read_text(voice.sidecar_key) or "").strip()
+            if len(text) > MAX_TRANSCRIPT_CHARS:
+                raise LimitExceeded(f"The transcript {voice.sidecar_key} is over {MAX_TRANSCRIPT_CHARS} characters.")
+            if text:
+                return text, "sidecar"
         digest = hashlib.sha256(voice.path.read_bytes()).hexdigest()
         text = self.transcripts.get(digest)
         if text is None:
@@ -179,7 +186,7 @@ class Worker:
             size = path.stat().st_size
             if size > s.max_inline_bytes:
                 raise LimitExceeded(
-                    f"The audio is {size / 2**20:.1f} MB, over the {s.max_inline_bytes / 2**20:.1f} MB that can be "
+                    f"The audio is {_human(size)}, over the {_human(s.max_inline_bytes)} that can be "
                     "returned inline (RunPod refuses large payloads): configure S3_BUCKET, or ask for "
                     "output_format mp3 or a shorter text."
                 )
@@ -204,13 +211,23 @@ def handler(job: dict) -> dict:
     return _worker(job)
 
 
+def configure_logging(level: str) -> None:
+    """LOG_LEVEL applies to this worker's own loggers. Libraries stay at WARNING: botocore's
+    DEBUG output carries signed request headers, urllib3's carries URLs."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("f5worker").setLevel(level)
+    for name in ("botocore", "boto3", "s3transfer", "urllib3", "httpx", "httpcore", "huggingface_hub", "filelock"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # The RunPod SDK logs every job's input and output at DEBUG, its default, and in local runs
+    # (no job queue) the whole result at INFO: base64 audio and presigned URLs.
+    local = "RUNPOD_WEBHOOK_GET_JOB" not in os.environ or "--test_input" in sys.argv
+    os.environ.setdefault("RUNPOD_LOG_LEVEL", "WARN" if local else "INFO")
+
+
 def main() -> None:
-    # The SDK logs every job's input and output at DEBUG (its default): base64 voices and
-    # presigned URLs would end up in the logs.
-    os.environ.setdefault("RUNPOD_LOG_LEVEL", "INFO")
+    configure_logging(model_cache.SETTINGS.log_level)
     import runpod
 
-    logging.basicConfig(level=model_cache.SETTINGS.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if model_cache.SETTINGS.warmup:
         model_cache.get_model()
     runpod.serverless.start({"handler": handler})

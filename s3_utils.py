@@ -24,7 +24,7 @@ class S3Storage:
     def __init__(self, settings: Settings):
         self.bucket = settings.s3_bucket
         options = dict(
-            retries={"max_attempts": settings.s3_max_attempts, "mode": "standard"},
+            retries={"total_max_attempts": settings.s3_max_attempts, "mode": "standard"},
             connect_timeout=settings.s3_connect_timeout,
             read_timeout=settings.s3_read_timeout,
             signature_version="s3v4",

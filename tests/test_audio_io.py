@@ -24,7 +24,7 @@ def test_every_format_round_trips(tmp_path, fmt):
     path = tmp_path / f"out.{fmt}"
     content_type = audio_io.encode_audio(audio, RATE, fmt, path)
     assert content_type.startswith("audio/")
-    decoded, rate = audio_io.read_audio(path, max_seconds=60)
+    decoded, rate = audio_io.read_audio(path, max_seconds=60, keep_seconds=13)
     assert rate == RATE
     assert abs(len(decoded) / rate - 2.0) < 0.1  # mp3/ogg codecs add a little padding
     assert np.sqrt(np.mean(decoded**2)) == pytest.approx(0.3 / np.sqrt(2), rel=0.1)
@@ -34,7 +34,7 @@ def test_stereo_and_other_rates_become_mono_at_the_model_rate(tmp_path):
     left = tone(3.0, rate=44_100)
     path = tmp_path / "stereo.flac"
     sf.write(path, np.stack([left, left], axis=1), 44_100)
-    audio, rate = audio_io.read_audio(path, 60)
+    audio, rate = audio_io.read_audio(path, 60, 13)
     assert audio.ndim == 1 and rate == 44_100
     ref = audio_io.prepare_reference(audio, rate, RATE, 12.0, 1.0)
     assert abs(len(ref) / RATE - 3.05) < 0.05
@@ -53,7 +53,7 @@ def test_long_reference_without_pause_is_cut_at_the_limit():
 
 
 def test_real_speech_is_kept_whole():
-    audio, rate = audio_io.read_audio(REF_WAV, 60)
+    audio, rate = audio_io.read_audio(REF_WAV, 60, 13)
     ref = audio_io.prepare_reference(audio, rate, RATE, 12.0, 1.0)
     assert 4.5 < len(ref) / RATE < 5.5
 
@@ -73,11 +73,11 @@ def test_unreadable_and_too_long_audio_are_refused(tmp_path):
     junk = tmp_path / "junk"
     junk.write_bytes(b"this is not audio" * 100)
     with pytest.raises(AudioError, match="not a readable audio file"):
-        audio_io.read_audio(junk, 60)
+        audio_io.read_audio(junk, 60, 13)
     long = tmp_path / "long.wav"
     sf.write(long, silence(30, rate=8000), 8000)
     with pytest.raises(AudioError, match="at most 20 s"):
-        audio_io.read_audio(long, 20)
+        audio_io.read_audio(long, 20, 13)
 
 
 def test_shorten_silences():

@@ -192,16 +192,24 @@ def test_job_directory_is_removed_when_synthesis_fails(worker, ref_wav_bytes, mo
     assert_clean()  # ...which is gone after
 
 
-def test_cuda_failure_asks_for_a_fresh_worker(worker, ref_wav_bytes, monkeypatch):
+@pytest.mark.parametrize("failure", [
+    "oom",
+    "CUDA error: an illegal memory access was encountered",
+    "CUBLAS_STATUS_EXECUTION_FAILED when calling `cublasGemmEx`",
+])
+def test_gpu_failure_asks_for_a_fresh_worker_and_never_reports_success(worker, ref_wav_bytes, monkeypatch, failure):
     import torch
 
-    def oom(*args, **kwargs):
-        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+    def fail(*args, **kwargs):
+        if failure == "oom":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        raise RuntimeError(failure)
 
-    monkeypatch.setattr("runpod_handler.synthesize", oom)
+    monkeypatch.setattr("runpod_handler.synthesize", fail)
     out = worker(job(voice_base64=base64.b64encode(ref_wav_bytes).decode(), ref_text=REF_TEXT))
-    assert out["refresh_worker"] is True and "GPU" in out["error"]
-    assert "audio_base64" not in out and "s3_key" not in out
+    assert out == {"error": "The GPU failed during synthesis (out of memory or a device error); the worker will "
+                            "restart, retry the job.", "refresh_worker": True}
+    assert_clean()
 
 
 def _to_flac(wav_bytes: bytes) -> bytes:

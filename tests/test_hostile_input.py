@@ -1,0 +1,285 @@
+"""Malformed and hostile jobs: each gets one clear error string, nothing is written outside the
+job's own directory, and the worker then serves a good job."""
+
+import base64
+import io
+import tempfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import BUCKET, REF_TEXT, REF_WAV, ROOT, TEST_ENV, job_dirs
+
+import model_cache
+import voices
+from runpod_handler import Worker
+
+RATE = 24_000
+
+
+def audio_bytes(seconds: float, fmt: str = "WAV", rate: int = RATE, silent: bool = False) -> bytes:
+    t = np.arange(int(seconds * rate)) / rate
+    wave = np.zeros_like(t) if silent else 0.3 * np.sin(2 * np.pi * 220 * t)
+    buf = io.BytesIO()
+    sf.write(buf, wave.astype(np.float32), rate, format=fmt)
+    return buf.getvalue()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+GOOD_VOICE = b64(REF_WAV.read_bytes())
+WAV = REF_WAV.read_bytes()
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 200
+
+# (id, input, what the error must say)
+CASES = [
+    ("input-none", None, "the job's input must be a JSON object"),
+    ("input-string", "say hello", "the job's input must be a JSON object"),
+    ("input-list", ["text"], "the job's input must be a JSON object"),
+    ("empty-input", {}, "text: field required"),
+    ("text-int", {"text": 123, "voice_base64": GOOD_VOICE}, "text: input should be a valid string"),
+    ("text-null", {"text": None, "voice_base64": GOOD_VOICE}, "text: input should be a valid string"),
+    ("text-list", {"text": ["hi"], "voice_base64": GOOD_VOICE}, "text: input should be a valid string"),
+    ("text-empty", {"text": "", "voice_base64": GOOD_VOICE}, "text: string should have at least 1 character"),
+    ("text-blank", {"text": "   \n\t", "voice_base64": GOOD_VOICE}, "text: string should have at least 1 character"),
+    ("text-huge", {"text": "a" * 20_001, "voice_base64": GOOD_VOICE}, "text is 20001 characters; at most 20000"),
+    ("text-punctuation", {"text": "?!... ,;", "voice_base64": GOOD_VOICE}, "text has nothing to speak"),
+    ("text-emoji", {"text": "😀🎉🔥", "voice_base64": GOOD_VOICE}, "text has nothing to speak"),
+    ("no-voice", {"text": "hi"}, "give exactly one of voice_name, voice_url, voice_base64"),
+    ("two-voices", {"text": "hi", "voice_name": "a", "voice_url": "https://x.test/a.wav"}, "(got voice_name, voice_url)"),
+    ("three-voices", {"text": "hi", "voice_name": "a", "voice_url": "https://x.test/a", "voice_base64": GOOD_VOICE},
+     "(got voice_name, voice_url, voice_base64)"),
+    ("name-traversal", {"text": "hi", "voice_name": "../secret"}, "voice_name: must be a plain file name"),
+    ("name-absolute", {"text": "hi", "voice_name": "/etc/passwd"}, "voice_name: must be a plain file name"),
+    ("name-slash", {"text": "hi", "voice_name": "a/b.wav"}, "voice_name: must be a plain file name"),
+    ("name-dotdot", {"text": "hi", "voice_name": ".."}, "voice_name: must be a plain file name"),
+    ("name-nul", {"text": "hi", "voice_name": "voice\x00.wav"}, "voice_name: must be a plain file name"),
+    ("name-backslash", {"text": "hi", "voice_name": "..\\..\\win"}, "voice_name: must be a plain file name"),
+    ("name-empty", {"text": "hi", "voice_name": ""}, "voice_name: string should have at least 1 character"),
+    ("name-missing", {"text": "hi", "voice_name": "nobody"}, "No voice named 'nobody' under 'voices/'"),
+    ("url-http", {"text": "hi", "voice_url": "http://example.test/a.wav"}, "voice_url must be an https URL"),
+    ("url-file", {"text": "hi", "voice_url": "file:///etc/passwd"}, "voice_url must be an https URL"),
+    ("url-ftp", {"text": "hi", "voice_url": "ftp://example.test/a.wav"}, "voice_url must be an https URL"),
+    ("url-data", {"text": "hi", "voice_url": "data:audio/wav;base64,AAAA"}, "voice_url must be an https URL"),
+    ("url-loopback", {"text": "hi", "voice_url": "https://127.0.0.1/a.wav"}, "private, loopback"),
+    ("url-localhost", {"text": "hi", "voice_url": "https://localhost:8443/a.wav"}, "private, loopback"),
+    ("url-private-10", {"text": "hi", "voice_url": "https://10.1.2.3/a.wav"}, "private, loopback"),
+    ("url-private-192", {"text": "hi", "voice_url": "https://192.168.0.1/a.wav"}, "private, loopback"),
+    ("url-metadata", {"text": "hi", "voice_url": "https://169.254.169.254/latest/meta-data/"}, "private, loopback"),
+    ("url-ipv6-loopback", {"text": "hi", "voice_url": "https://[::1]/a.wav"}, "private, loopback"),
+    ("url-unspecified", {"text": "hi", "voice_url": "https://0.0.0.0/a.wav"}, "private, loopback"),
+    ("url-decimal-ip", {"text": "hi", "voice_url": "https://2130706433/a.wav"}, "private, loopback"),
+    ("url-credentials", {"text": "hi", "voice_url": "https://user:pw@example.test/a.wav"}, "must not carry credentials"),
+    ("url-no-host", {"text": "hi", "voice_url": "https:///a.wav"}, "voice_url has no host"),
+    ("url-bad-port", {"text": "hi", "voice_url": "https://example.test:99999/a.wav"}, "voice_url has an invalid port"),
+    ("url-huge", {"text": "hi", "voice_url": "https://a.test/" + "x" * 5000}, "voice_url: string should have at most 4096"),
+    ("b64-invalid", {"text": "hi", "voice_base64": "!!not base64!!"}, "voice_base64 is not valid base64"),
+    ("b64-padding", {"text": "hi", "voice_base64": "YWJjZA"}, "voice_base64 is not valid base64"),
+    ("b64-empty", {"text": "hi", "voice_base64": ""}, "voice_base64: string should have at least 1 character"),
+    ("b64-non-audio", {"text": "hi", "voice_base64": b64(PNG), "ref_text": "x"}, "not a readable audio file"),
+    ("b64-zero-bytes", {"text": "hi", "voice_base64": "AAAA", "ref_text": "x"}, "not a readable audio file"),
+    ("b64-truncated-wav", {"text": "hi", "voice_base64": b64(WAV[:60]), "ref_text": "x"}, "The voice"),
+    ("b64-half-wav", {"text": "hi", "voice_base64": b64(WAV[: len(WAV) // 20]), "ref_text": "x"}, "s of sound; at least 1.0 s"),
+    ("audio-0.1s", {"text": "hi", "voice_base64": b64(audio_bytes(0.1)), "ref_text": "x"}, "s of sound; at least 1.0 s"),
+    ("audio-silent", {"text": "hi", "voice_base64": b64(audio_bytes(5, silent=True)), "ref_text": "x"},
+     "The voice has 0.0 s of sound"),
+    ("audio-too-long", {"text": "hi", "voice_base64": b64(audio_bytes(601, "FLAC", 8000, silent=True)), "ref_text": "x"},
+     "The voice is 601 s long; at most 600 s"),
+    ("format-aac", {"text": "hi", "voice_base64": GOOD_VOICE, "output_format": "aac"},
+     "output_format: input should be 'wav', 'flac', 'mp3' or 'ogg'"),
+    ("speed-high", {"text": "hi", "voice_base64": GOOD_VOICE, "speed": 100}, "speed: input should be less than or equal to 3"),
+    ("speed-zero", {"text": "hi", "voice_base64": GOOD_VOICE, "speed": 0}, "speed: input should be greater than or equal to 0.3"),
+    ("speed-nan", {"text": "hi", "voice_base64": GOOD_VOICE, "speed": float("nan")}, "speed: input should be a finite number"),
+    ("speed-inf", {"text": "hi", "voice_base64": GOOD_VOICE, "speed": float("inf")}, "speed: input should be a finite number"),
+    ("speed-string", {"text": "hi", "voice_base64": GOOD_VOICE, "speed": "fast"}, "speed: input should be a valid number"),
+    ("nfe-zero", {"text": "hi", "voice_base64": GOOD_VOICE, "nfe_step": 0}, "nfe_step: input should be greater than or equal to 4"),
+    ("nfe-huge", {"text": "hi", "voice_base64": GOOD_VOICE, "nfe_step": 10_000}, "nfe_step: input should be less than or equal to 128"),
+    ("nfe-float", {"text": "hi", "voice_base64": GOOD_VOICE, "nfe_step": 32.5}, "nfe_step: input should be a valid integer"),
+    ("nfe-string", {"text": "hi", "voice_base64": GOOD_VOICE, "nfe_step": "32"}, "nfe_step: input should be a valid integer"),
+    ("cfg-negative", {"text": "hi", "voice_base64": GOOD_VOICE, "cfg_strength": -1}, "cfg_strength: input should be greater"),
+    ("seed-negative", {"text": "hi", "voice_base64": GOOD_VOICE, "seed": -1}, "seed: input should be greater than or equal to 0"),
+    ("seed-huge", {"text": "hi", "voice_base64": GOOD_VOICE, "seed": 2**40}, "seed: input should be less than or equal to"),
+    ("rms-zero", {"text": "hi", "voice_base64": GOOD_VOICE, "target_rms": 0}, "target_rms: input should be greater than 0"),
+    ("bool-string", {"text": "hi", "voice_base64": GOOD_VOICE, "remove_silence": "yes"}, "remove_silence: input should be a valid boolean"),
+    ("unknown-field", {"text": "hi", "voice_base64": GOOD_VOICE, "evil": 1}, "evil: is not a known field"),
+    ("ref-text-huge", {"text": "hi", "voice_base64": GOOD_VOICE, "ref_text": "a" * 5000}, "ref_text: string should have at most 2000"),
+    ("language-injection", {"text": "hi", "voice_base64": GOOD_VOICE, "language": "en; DROP TABLE"}, "language: string should match"),
+]
+
+
+def tree(path: Path, recursive: bool = True) -> set:
+    if not path.exists():
+        return set()
+    return {str(p) for p in (path.rglob("*") if recursive else path.iterdir())}
+
+
+def snapshot(s3) -> dict:
+    return {
+        "jobs": tree(Path(TEST_ENV["JOB_TMP_DIR"])),
+        "output": tree(Path(TEST_ENV["OUTPUT_DIR"])),
+        "models": tree(model_cache.MODELS_DIR),
+        "repo": tree(ROOT, recursive=False),
+        "tmp": tree(Path(tempfile.gettempdir()), recursive=False),
+        "bucket": {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])},
+    }
+
+
+@pytest.fixture(scope="module")
+def worker(s3_server):
+    return Worker(model_cache.SETTINGS)
+
+
+def test_the_corpus_is_large_enough():
+    assert len(CASES) >= 40
+    assert len({c[0] for c in CASES}) == len(CASES)
+
+
+def test_every_hostile_job_gets_a_clear_error_and_nothing_is_written(worker, s3):
+    before = snapshot(s3)
+    for case_id, raw, expected in CASES:
+        out = worker({"id": f"hostile-{case_id}", "input": raw})
+        assert set(out) <= {"error", "refresh_worker"} and isinstance(out.get("error"), str), (case_id, out)
+        assert expected in out["error"], (case_id, out["error"])
+        assert "Traceback" not in out["error"] and len(out["error"]) < 400, case_id
+        assert "refresh_worker" not in out, case_id  # bad input never costs the worker
+        assert job_dirs() == [], case_id
+    assert snapshot(s3) == before
+
+    good = worker({"id": "after-hostile", "input": {"text": "Still working.", "voice_base64": GOOD_VOICE,
+                                                      "ref_text": REF_TEXT, "nfe_step": 4}})
+    assert "error" not in good, good
+
+
+def test_a_ten_minute_recording_is_clipped_and_used(worker):
+    long_voice = np.concatenate([sf.read(REF_WAV, dtype="float32")[0], np.zeros(int(594.5 * RATE), np.float32)])
+    buf = io.BytesIO()
+    sf.write(buf, long_voice, RATE, format="FLAC")
+    out = worker({"id": "ten-minutes", "input": {"text": "Hello.", "voice_base64": b64(buf.getvalue()),
+                                                   "ref_text": REF_TEXT, "nfe_step": 4}})
+    assert "error" not in out, out
+
+
+@pytest.mark.parametrize("update, raw, message", [
+    ({"max_text_chars": 10}, {"text": "eleven chars"}, "text is 12 characters; at most 10 are accepted."),
+    ({"max_voice_bytes": 2048}, {"voice_base64": GOOD_VOICE}, "voice_base64 decodes to over 2048 bytes."),
+    ({"max_voice_seconds": 3.0}, {"voice_base64": GOOD_VOICE}, "The voice is 5 s long; at most 3 s is accepted"),
+    ({"max_output_seconds": 1.0}, {"text": "A long sentence that takes more than one second."},
+     "at most 1 s is allowed per job (MAX_OUTPUT_SECONDS)"),
+    ({"max_inline_bytes": 2048, "s3_bucket": None}, {}, "over the 2.0 KB that can be returned inline"),
+])
+def test_each_limit_has_its_own_message(update, raw, message):
+    worker = Worker(model_cache.SETTINGS.model_copy(update=update))
+    job = {"text": "Hi there.", "voice_base64": GOOD_VOICE, "ref_text": REF_TEXT, "nfe_step": 4, **raw}
+    out = worker({"id": "limit", "input": job})
+    assert message in out.get("error", ""), out
+    assert job_dirs() == []
+
+
+def test_voice_bytes_limit_holds_for_s3_and_urls(s3, monkeypatch):
+    s3.put_object(Bucket=BUCKET, Key="voices/big.wav", Body=WAV)
+    small = Worker(model_cache.SETTINGS.model_copy(update={"max_voice_bytes": 4096, "allow_http_urls": True,
+                                                           "allow_private_urls": True}))
+    out = small({"id": "big-s3", "input": {"text": "Hi.", "voice_name": "big", "ref_text": "x"}})
+    assert out["error"] == f"'voices/big.wav' is {len(WAV)} bytes; at most 4096 bytes are accepted."
+    with _Server({"/big.wav": (200, {}, WAV)}) as server:
+        out = small({"id": "big-url", "input": {"text": "Hi.", "voice_url": server.url + "/big.wav", "ref_text": "x"}})
+    assert out["error"] == f"voice_url is {len(WAV)} bytes; at most 4096 are accepted."
+
+
+class _Server:
+    def __init__(self, routes, host="127.0.0.1"):
+        self.hits = []
+        hits = self.hits
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                hits.append(self.path)
+                status, headers, body = routes.get(self.path, (404, {}, b""))
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer((host, 0), Handler)
+        self.url = f"http://{host}:{self.server.server_address[1]}"
+
+    def __enter__(self):
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def first_hop_is_public(monkeypatch):
+    """Treat 127.0.0.1 as if it were a public address, so that a server there can play a
+    public host whose redirect leads somewhere private; every other address is judged as usual."""
+    real = voices._refuse_address
+    monkeypatch.setattr(voices, "_refuse_address", lambda ip: False if str(ip) == "127.0.0.1" else real(ip))
+
+
+@pytest.mark.parametrize("target", ["http://169.254.169.254/latest/meta-data/iam", "http://127.0.0.2:{port}/secret",
+                                    "http://10.0.0.7/internal"])
+def test_redirects_into_private_space_are_refused_before_connecting(first_hop_is_public, target):
+    with _Server({"/secret": (200, {}, b"internal data")}, host="127.0.0.2") as inner:
+        port = inner.server.server_address[1]
+        with _Server({"/voice.wav": (302, {"Location": target.format(port=port)}, b"")}) as outer:
+            worker = Worker(model_cache.SETTINGS.model_copy(update={"allow_http_urls": True}))
+            out = worker({"id": "redirect", "input": {"text": "Hi.", "voice_url": outer.url + "/voice.wav",
+                                                        "ref_text": "x"}})
+        assert "private, loopback" in out["error"]
+        assert outer.hits == ["/voice.wav"] and inner.hits == []
+    assert job_dirs() == []
+
+
+def test_redirect_loops_end(first_hop_is_public):
+    with _Server({"/a": (302, {"Location": "/b"}, b""), "/b": (302, {"Location": "/a"}, b"")}) as server:
+        worker = Worker(model_cache.SETTINGS.model_copy(update={"allow_http_urls": True}))
+        out = worker({"id": "loop", "input": {"text": "Hi.", "voice_url": server.url + "/a", "ref_text": "x"}})
+    assert out["error"] == "voice_url redirected more than 3 times."
+
+
+def test_a_slow_url_is_cut_off(first_hop_is_public):
+    class Slow(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "1000000")
+            self.end_headers()
+            for _ in range(100):
+                self.wfile.write(b"\0" * 100)
+                self.wfile.flush()
+                threading.Event().wait(0.05)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        worker = Worker(model_cache.SETTINGS.model_copy(update={"allow_http_urls": True, "voice_url_timeout_s": 1.0}))
+        out = worker({"id": "slow", "input": {"text": "Hi.", "voice_url": f"http://127.0.0.1:{server.server_address[1]}/v",
+                                              "ref_text": "x"}})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert out["error"] == "voice_url took over 1 s."
+    assert job_dirs() == []
+
+
+def test_no_sidecar_transcript_larger_than_a_transcript(s3):
+    s3.put_object(Bucket=BUCKET, Key="voices/hal.wav", Body=WAV)
+    s3.put_object(Bucket=BUCKET, Key="voices/hal.txt", Body=b"word " * 1000)
+    out = Worker(model_cache.SETTINGS)({"id": "sidecar", "input": {"text": "Hi.", "voice_name": "hal"}})
+    assert out["error"] == "The transcript voices/hal.txt is over 2000 characters."
