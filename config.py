@@ -51,6 +51,8 @@ class Settings(BaseModel):
     #: Padded mel frames (batch x longest chunk) per batched sampling call: the memory budget.
     max_batch_frames: int = Field(24_000, ge=1_000, le=1_000_000, alias="MAX_BATCH_FRAMES")
     warmup: bool = Field(False, alias="WARMUP")
+    #: torch.compile the DiT blocks (dynamic shapes); compiled code is cached under <models>/torch.
+    compile: bool = Field(False, alias="COMPILE")
     #: Whisper model that transcribes a reference when the caller gives no transcript.
     asr_model: str = Field("openai/whisper-large-v3-turbo", alias="ASR_MODEL")
     prefetch_asr: bool = Field(True, alias="PREFETCH_ASR")

@@ -353,6 +353,71 @@ def load_vocoder(vocoder_dir: Path, device: str):
     return vocoder.eval().to(device)
 
 
+# --------------------------------------------------------------------------------------
+# The fp16 copy: half the bytes to read at every cold start
+# --------------------------------------------------------------------------------------
+
+
+def fp16_artifact(files: ModelFiles) -> Path:
+    return ARTIFACTS_DIR / files.name / "model_fp16.safetensors"
+
+
+def _source_identity(path: Path) -> dict:
+    """What the fp16 copy was made from. Hub blobs are named by their sha256, so the resolved
+    name identifies the content; size and mtime cover custom checkpoints."""
+    real = Path(os.path.realpath(path))
+    stat = real.stat()
+    return {"path": str(real), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def write_fp16_artifact(files: ModelFiles) -> Path:
+    """Write `<models>/f5-tts/<model>/model_fp16.safetensors`: the checkpoint's weights cast to
+    fp16 (what the GPU runs anyway), checked tensor by tensor against the original. The
+    manifest beside it, written last, records the source it belongs to."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    state = read_checkpoint(files.checkpoint)
+    half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+    target = fp16_artifact(files)
+    target.parent.mkdir(parents=True, exist_ok=True)
+
+    def write_verified(tmp):
+        save_file(half, str(tmp))
+        back = load_file(str(tmp))
+        if back.keys() != half.keys() or not all(torch.equal(back[k], half[k]) for k in half):
+            raise ModelLoadError(f"The fp16 copy of {files.checkpoint} did not read back equal; not kept.")
+
+    _write_atomic(target, write_verified)
+    manifest = {"source": _source_identity(files.checkpoint), "size": target.stat().st_size, "format": 1}
+    _write_atomic(target.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(manifest)))
+    return target
+
+
+def checkpoint_to_load(files: ModelFiles, dtype) -> Path:
+    """The fp16 copy when the model runs in fp16 and the copy belongs to this checkpoint;
+    otherwise the checkpoint itself (a stale or partial copy is ignored)."""
+    import json
+
+    import torch
+
+    target = fp16_artifact(files)
+    if dtype != torch.float16 or not target.is_file():
+        return files.checkpoint
+    try:
+        manifest = json.loads(target.with_suffix(".json").read_text())
+        current = manifest["source"] == _source_identity(files.checkpoint) and manifest["size"] == target.stat().st_size
+    except (OSError, ValueError, KeyError):
+        current = False
+    if not current:
+        log.warning("ignoring %s: it was not made from %s (run `python model_cache.py prefetch`)",
+                    target, files.checkpoint)
+        return files.checkpoint
+    return target
+
+
 @dataclass
 class LoadedModel:
     """The model of this process: the CFM (DiT) and the Vocos vocoder, on their device."""
@@ -363,6 +428,7 @@ class LoadedModel:
     device: str
     dtype: object
     load_seconds: float
+    loaded_from: Path | None = None
     sample_rate: int = SAMPLE_RATE
     hop_length: int = HOP_LENGTH
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -372,25 +438,78 @@ def load_model(settings: Settings = SETTINGS) -> LoadedModel:
     started = time.perf_counter()
     ensure_layout()
     files = resolve_model_files(settings)
+    # Read the weights into the page cache while torch and f5-tts import (seconds of CPU work):
+    # from a network volume that read takes seconds too, and the two overlap.
+    likely = _likely_checkpoint(files, settings.device)
+    read_ahead([likely, files.vocoder_dir / "pytorch_model.bin"])
+    return load_files(files, settings.device, started, compile_blocks=settings.compile)
+
+
+def _likely_checkpoint(files: ModelFiles, device: str) -> Path:
+    """Which checkpoint `load_files` will read, guessed without importing torch."""
+    import json
+
+    target = fp16_artifact(files)
+    if device == "cpu" or not target.is_file():
+        return files.checkpoint
+    try:
+        manifest = json.loads(target.with_suffix(".json").read_text())
+        return target if manifest["source"] == _source_identity(files.checkpoint) else files.checkpoint
+    except (OSError, ValueError, KeyError):
+        return files.checkpoint
+
+
+def read_ahead(paths: list[Path]) -> threading.Thread:
+    """Read files in a background thread, so that a later read finds them in the page cache."""
+
+    def read():
+        for path in paths:
+            try:
+                with open(path, "rb", buffering=0) as fh:
+                    while fh.read(16 << 20):
+                        pass
+            except OSError:  # the real read reports it
+                pass
+
+    thread = threading.Thread(target=read, name="read-ahead", daemon=True)
+    thread.start()
+    return thread
+
+
+def compile_dit(cfm) -> None:
+    """Regional compilation: each DiT block is compiled in place, with dynamic shapes so a new
+    text length does not recompile. The blocks are identical, so they share the compiled code;
+    inductor keeps it in TORCHINDUCTOR_CACHE_DIR on the volume, where the next worker finds it."""
+    for block in cfm.transformer.transformer_blocks:
+        block.compile(dynamic=True)
+
+
+def load_files(files: ModelFiles, requested_device: str = "auto", started: float | None = None,
+               compile_blocks: bool = False) -> LoadedModel:
+    """Load resolved files onto the device: the CFM (DiT) in fp16 on CUDA, fp32 on CPU, and Vocos."""
+    started = time.perf_counter() if started is None else started
     import torch
 
-    device = resolve_device(settings.device)
+    device = resolve_device(requested_device)
     dtype = inference_dtype(device)
     with torch.device(device):  # initialise the weights where they will live: no host copy
         cfm = build_cfm(files)
-    state = read_checkpoint(files.checkpoint, device)
+    checkpoint = checkpoint_to_load(files, dtype)
+    state = read_checkpoint(checkpoint, device)
     try:
         cfm.load_state_dict(state)
     except RuntimeError as exc:
         raise ModelLoadError(
-            f"The checkpoint {files.checkpoint} does not fit {files.name}: {str(exc).splitlines()[0]}"
+            f"The checkpoint {checkpoint} does not fit {files.name}: {str(exc).splitlines()[0]}"
         ) from exc
     del state
     cfm = cfm.to(dtype).eval()
+    if compile_blocks:
+        compile_dit(cfm)
     vocoder = load_vocoder(files.vocoder_dir, device)
     seconds = time.perf_counter() - started
-    log.info("loaded %s from %s on %s (%s) in %.2f s", files.name, files.checkpoint, device, dtype, seconds)
-    return LoadedModel(cfm, vocoder, files, device, dtype, seconds)
+    log.info("loaded %s from %s on %s (%s) in %.2f s", files.name, checkpoint, device, dtype, seconds)
+    return LoadedModel(cfm, vocoder, files, device, dtype, seconds, checkpoint)
 
 
 _model: LoadedModel | None = None
@@ -417,14 +536,26 @@ def get_model() -> LoadedModel:
 def make_test_model(target: Path = TINY_DIR, seed: int = 0) -> Path:
     """Write a tiny F5-TTS (real DiT/CFM classes) and Vocos with random weights, in the
     published formats, so the whole worker runs offline. Its speech is noise."""
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(f5_package_dir() / "infer" / "examples" / "vocab.txt", target / "vocab.txt")
+    files = ModelFiles("tiny", "DiT", dict(TINY_ARCH), target / "model.safetensors", target / "vocab.txt", target / "vocos")
+    write_random_model(files, TINY_VOCOS, seed)
+    return target
+
+
+#: Vocos as published (charactr/vocos-mel-24khz).
+VOCOS_ARCH = dict(dim=512, intermediate_dim=1536, num_layers=8)
+
+
+def write_random_model(files: ModelFiles, vocos_arch: dict, seed: int = 0) -> None:
+    """Random weights for `files`' architecture and a Vocos of `vocos_arch`, in the published
+    formats (checkpoint with `ema_model.` keys, Vocos config.yaml + pytorch_model.bin). For the
+    real architectures the compute per step is that of the published weights."""
     import torch
     import yaml
     from safetensors.torch import save_file
 
     torch.manual_seed(seed)
-    target.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(f5_package_dir() / "infer" / "examples" / "vocab.txt", target / "vocab.txt")
-    files = ModelFiles("tiny", "DiT", dict(TINY_ARCH), target / "model.safetensors", target / "vocab.txt", target / "vocos")
     cfm = build_cfm(files)
     with torch.no_grad():
         # DiT.initialize_weights zeroes the output projection and AdaLN layers: the output would
@@ -432,9 +563,9 @@ def make_test_model(target: Path = TINY_DIR, seed: int = 0) -> Path:
         for param in cfm.transformer.parameters():
             if not param.any():
                 param.normal_(0.0, 0.05)
+    # As published: every key `ema_model.<CFM key>`, nothing else (stock's loader rejects others).
     state = {f"ema_model.{k}": v.contiguous() for k, v in cfm.state_dict().items()}
-    state["ema_model.initted"] = torch.tensor(True)
-    state["ema_model.step"] = torch.tensor(0)
+    files.checkpoint.parent.mkdir(parents=True, exist_ok=True)
     _write_atomic(files.checkpoint, lambda tmp: save_file(state, str(tmp)))
 
     vocos_cfg = {
@@ -443,22 +574,18 @@ def make_test_model(target: Path = TINY_DIR, seed: int = 0) -> Path:
             "init_args": {"sample_rate": SAMPLE_RATE, "n_fft": 1024, "hop_length": HOP_LENGTH, "n_mels": 100,
                           "padding": "center"},
         },
-        "backbone": {
-            "class_path": "vocos.models.VocosBackbone",
-            "init_args": {"input_channels": 100, **TINY_VOCOS},
-        },
+        "backbone": {"class_path": "vocos.models.VocosBackbone", "init_args": {"input_channels": 100, **vocos_arch}},
         "head": {
             "class_path": "vocos.heads.ISTFTHead",
-            "init_args": {"dim": TINY_VOCOS["dim"], "n_fft": 1024, "hop_length": HOP_LENGTH, "padding": "same"},
+            "init_args": {"dim": vocos_arch["dim"], "n_fft": 1024, "hop_length": HOP_LENGTH, "padding": "same"},
         },
     }
-    files.vocoder_dir.mkdir(exist_ok=True)
+    files.vocoder_dir.mkdir(parents=True, exist_ok=True)
     (files.vocoder_dir / "config.yaml").write_text(yaml.safe_dump(vocos_cfg), encoding="utf-8")
     from vocos import Vocos
 
     vocoder = Vocos.from_hparams(str(files.vocoder_dir / "config.yaml"))
     _write_atomic(files.vocoder_dir / "pytorch_model.bin", lambda tmp: torch.save(vocoder.state_dict(), str(tmp)))
-    return target
 
 
 def _write_atomic(path: Path, write) -> None:
@@ -509,6 +636,12 @@ def prefetch(settings: Settings = SETTINGS, verify: bool = True) -> int:
                 return 1
         print(f"ok       {repo_id}/{filename}  {_size(path)}  {path}")
     files = resolve_model_files(settings, download=False)
+    import torch
+
+    if checkpoint_to_load(files, torch.float16) == files.checkpoint:
+        print(f"writing the fp16 copy of {files.checkpoint} (what GPU workers load at cold start)")
+        write_fp16_artifact(files)
+    print(f"ok       {fp16_artifact(files)}  {_size(fp16_artifact(files))}")
     print(f"model {files.name} ready under {MODELS_DIR}")
     if settings.prefetch_asr:
         snapshot = hub_snapshot(settings.asr_model, download=True)

@@ -18,11 +18,14 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
+
+import numpy as np
 
 import asr
 import audio_io
@@ -33,6 +36,7 @@ from job_schema import MAX_TRANSCRIPT_CHARS, JobInput, parse_job_input
 from synthesis import SynthesisParams, synthesize
 
 log = logging.getLogger("f5worker.handler")
+_STARTED = time.perf_counter()
 
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
@@ -224,12 +228,26 @@ def configure_logging(level: str) -> None:
     os.environ.setdefault("RUNPOD_LOG_LEVEL", "WARN" if local else "INFO")
 
 
+def warm_up() -> None:
+    """Load the model and run one tiny synthesis (CUDA kernels, cuBLAS handles), so the first
+    job pays for neither. Jobs that arrive meanwhile wait for the model, not for a second load."""
+    try:
+        model = model_cache.get_model()
+        t = np.arange(model.sample_rate) / model.sample_rate
+        tone = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+        synthesize(model, tone, "Warm up.", "Warm up.", SynthesisParams(nfe_step=2, seed=0), model_cache.SETTINGS.max_batch_frames)
+        log.info("warm-up done: model ready %.2f s after start", time.perf_counter() - _STARTED)
+    except Exception as exc:  # the first job loads again and reports the error to its caller
+        log.error("warm-up failed: %s: %s", type(exc).__name__, exc)
+
+
 def main() -> None:
     configure_logging(model_cache.SETTINGS.log_level)
+    if model_cache.SETTINGS.warmup:
+        # In the background, overlapping the SDK's own import and start-up (a second or two).
+        threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
     import runpod
 
-    if model_cache.SETTINGS.warmup:
-        model_cache.get_model()
     runpod.serverless.start({"handler": handler})
 
 

@@ -99,6 +99,7 @@ def test_missing_model_with_downloads_off_says_what_to_run():
 
 def test_pt_checkpoint_format_loads(tmp_path):
     state = tiny_checkpoint_state()
+    state.update(initted=torch.tensor(True), step=torch.tensor(1250000))  # as ema_pytorch saves them
     path = tmp_path / "model.pt"
     torch.save({"ema_model_state_dict": state}, path)
     cfm = model_cache.build_cfm(model_cache.ModelFiles("tiny", "DiT", dict(model_cache.TINY_ARCH), path,
@@ -255,3 +256,81 @@ def test_tiny_model_output_depends_on_its_weights():
     with torch.inference_mode():
         out = dit(x=x, cond=torch.zeros_like(x), text=text, time=torch.tensor(0.5))
     assert out.abs().mean() > 1e-3
+
+
+# --- the fp16 copy --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def copied_tiny(tmp_path):
+    import shutil
+
+    checkpoint = tmp_path / "model.safetensors"
+    shutil.copyfile(model_cache.TINY_DIR / "model.safetensors", checkpoint)
+    files = model_cache.ModelFiles("tiny-copy", "DiT", dict(model_cache.TINY_ARCH), checkpoint,
+                                   model_cache.TINY_DIR / "vocab.txt", model_cache.TINY_DIR / "vocos")
+    yield files
+    shutil.rmtree(model_cache.ARTIFACTS_DIR / "tiny-copy", ignore_errors=True)
+
+
+def test_fp16_copy_holds_the_same_weights_in_half_the_bytes(copied_tiny):
+    artifact = model_cache.write_fp16_artifact(copied_tiny)
+    original = model_cache.read_checkpoint(copied_tiny.checkpoint)
+    half = model_cache.read_checkpoint(artifact)
+    assert half.keys() == original.keys()
+    for key, value in original.items():
+        assert half[key].dtype == (torch.float16 if value.is_floating_point() else value.dtype)
+        assert torch.equal(half[key], value.half() if value.is_floating_point() else value)
+    assert artifact.stat().st_size < 0.6 * copied_tiny.checkpoint.stat().st_size
+
+
+def test_fp16_copy_is_loaded_in_fp16_only_and_ignored_when_stale(copied_tiny, monkeypatch):
+    assert model_cache.checkpoint_to_load(copied_tiny, torch.float16) == copied_tiny.checkpoint  # none yet
+    artifact = model_cache.write_fp16_artifact(copied_tiny)
+    assert model_cache.checkpoint_to_load(copied_tiny, torch.float16) == artifact
+    assert model_cache.checkpoint_to_load(copied_tiny, torch.float32) == copied_tiny.checkpoint
+
+    # the worker's load takes it when it runs in fp16
+    monkeypatch.setattr(model_cache, "resolve_model_files", lambda settings: copied_tiny)
+    monkeypatch.setattr(model_cache, "inference_dtype", lambda device: torch.float16)
+    loaded = model_cache.load_model(model_cache.SETTINGS)
+    assert loaded.loaded_from == artifact and loaded.dtype == torch.float16
+
+    # a new checkpoint in the same place makes the copy stale
+    import os
+    import time
+
+    time.sleep(0.01)
+    data = copied_tiny.checkpoint.read_bytes()
+    copied_tiny.checkpoint.write_bytes(data)
+    os.utime(copied_tiny.checkpoint, ns=(time.time_ns(), time.time_ns()))
+    assert model_cache.checkpoint_to_load(copied_tiny, torch.float16) == copied_tiny.checkpoint
+
+    # a torn copy (manifest says another size) is ignored too
+    model_cache.write_fp16_artifact(copied_tiny)
+    artifact.write_bytes(artifact.read_bytes()[:100])
+    assert model_cache.checkpoint_to_load(copied_tiny, torch.float16) == copied_tiny.checkpoint
+
+
+def test_prefetch_writes_the_fp16_copy_once(tmp_path):
+    models = tmp_path / "models"
+    with FakeHub(hub_files()) as hub:
+        first = run_py(["model_cache.py", "prefetch"], env=prefetch_env(models, hub))
+        assert first.returncode == 0, first.stderr
+        assert "writing the fp16 copy" in first.stdout
+        artifact = models / "f5-tts" / "F5TTS_v1_Base" / "model_fp16.safetensors"
+        stamp = artifact.stat().st_mtime_ns
+        second = run_py(["model_cache.py", "prefetch"], env=prefetch_env(models, hub))
+        assert second.returncode == 0 and "writing the fp16 copy" not in second.stdout
+        assert artifact.stat().st_mtime_ns == stamp
+
+
+def test_load_reads_the_weights_ahead_while_importing(monkeypatch):
+    seen = []
+    real = model_cache.read_ahead
+    monkeypatch.setattr(model_cache, "read_ahead", lambda paths: seen.append(paths) or real(paths))
+    model_cache.load_model(model_cache.SETTINGS)
+    assert seen == [[model_cache.TINY_DIR / "model.safetensors", model_cache.TINY_DIR / "vocos" / "pytorch_model.bin"]]
+    thread = real([model_cache.TINY_DIR / "model.safetensors", Path("/nonexistent/file")])
+    thread.join(timeout=30)
+    assert not thread.is_alive()

@@ -80,3 +80,12 @@ def test_repository_test_input_runs_without_s3(tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     written = list((tmp_path / "out").glob("*.wav"))
     assert [p.name for p in written] == ["local_test.wav"] and written[0].stat().st_size > 10_000
+
+
+def test_warmup_loads_the_model_once_before_the_first_job(tmp_path):
+    env = subprocess_env(WARMUP="true", S3_BUCKET=None, OUTPUT_DIR=tmp_path, LOG_LEVEL="INFO")
+    result = run_py(["runpod_handler.py"], env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    log = result.stdout + result.stderr
+    assert "warm-up done" in log
+    assert log.count("loaded tiny from") == 1

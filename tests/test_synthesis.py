@@ -120,3 +120,37 @@ def test_output_length_cap(model, reference):
     with pytest.raises(LimitExceeded, match="MAX_OUTPUT_SECONDS"):
         synthesis.synthesize(model, reference, REF_TEXT, LONG_TEXT, SynthesisParams(nfe_step=4), 24_000,
                              max_output_seconds=5)
+
+
+def test_one_chunk_is_the_same_audio_as_stock_f5_tts(model, reference):
+    """Stock's infer_batch_process on the same model, reference and seed gives the same samples."""
+    import torch
+
+    model_cache.import_f5_model()  # stock's module imports without the training stack
+    from f5_tts.infer.utils_infer import infer_batch_process
+    from f5_tts.model.utils import seed_everything
+
+    text = "Hello world, this sentence is one chunk for both."
+    seed_everything(11)
+    stock, _, _ = next(infer_batch_process(
+        (torch.from_numpy(reference)[None, :], 24_000), synthesis.normalise_ref_text(REF_TEXT), [text],
+        model.cfm, model.vocoder, nfe_step=6, device=model.device, progress=None))
+    ours = synthesis.synthesize(model, reference, REF_TEXT, text, SynthesisParams(nfe_step=6, seed=11), 24_000).audio
+    assert len(ours) == len(stock)
+    assert np.linalg.norm(ours - stock) / np.linalg.norm(stock) < 1e-6
+
+
+def test_long_text_has_the_length_stock_gives(model, reference):
+    import torch
+
+    model_cache.import_f5_model()
+    from f5_tts.infer.utils_infer import chunk_text, infer_batch_process
+
+    ref_text = synthesis.normalise_ref_text(REF_TEXT)
+    seconds = len(reference) / 24_000
+    pieces = chunk_text(LONG_TEXT, int(len(ref_text.encode()) / seconds * (22 - seconds)))
+    stock, _, _ = next(infer_batch_process(
+        (torch.from_numpy(reference)[None, :], 24_000), ref_text, pieces, model.cfm, model.vocoder, nfe_step=4,
+        device=model.device, progress=None))
+    ours = synthesis.synthesize(model, reference, REF_TEXT, LONG_TEXT, SynthesisParams(nfe_step=4), 10**6)
+    assert ours.chunks == len(pieces) and len(ours.audio) == len(stock)

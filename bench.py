@@ -1,0 +1,337 @@
+"""Stock f5-tts against this worker, on the same model, inputs and seed, in one run.
+
+    python bench.py                    # warm synthesis: one chunk and long text, medians, ratios, RTF, memory
+    python bench.py --cold             # cold start in fresh processes: process start to model ready / first audio
+    python bench.py --arch tiny --runs 2   # fast on a CPU
+
+Weights are random (written into a models directory of the bench's own, laid out as `prefetch`
+lays out the volume): for the real architectures the compute per step is that of the published
+weights; the audio is noise. On a GPU the default architecture is F5TTS_v1_Base, on a CPU the
+tiny test model. Stock means f5-tts 1.1.22's `infer_batch_process` (one thread per chunk, batch 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+REF_TEXT = "Some call me nature, others call me mother nature."
+ONE_CHUNK = ("The quick brown fox jumps over the lazy dog while the evening sun sets slowly behind the distant "
+             "hills, painting the sky in shades of orange, pink and a deep violet blue.")
+LONG_TEXT = " ".join([
+    "Once upon a time, in a small village at the edge of a great forest, there lived an old clockmaker named Elias.",
+    "Every morning he opened the shutters of his workshop and greeted the people who passed by on their way to the market.",
+    "His clocks were known far and wide, for each one told not only the hour but also the phase of the moon and the tides.",
+    "One winter evening a stranger arrived, wrapped in a grey cloak, carrying a broken pocket watch that no one could mend.",
+    "Elias turned it over in his hands and noticed that the gears were made of a metal he had never seen before.",
+    "He worked through the night, polishing each wheel and spring, listening to the quiet ticking of a hundred clocks around him.",
+    "By dawn the watch was running again, but its hands moved backwards, slowly and steadily, as if counting down to something.",
+    "The stranger smiled, thanked him, and left a single silver coin on the table before vanishing into the morning mist.",
+    "In the weeks that followed, strange things began to happen in the village, small at first and then harder to ignore.",
+    "Flowers bloomed in the snow, the river ran a little faster, and the church bell rang thirteen times at midnight.",
+    "The children said the forest was whispering, and the old men at the inn swore that their memories were growing younger.",
+    "Elias knew that the watch was the cause, and so he set out into the forest to find the stranger and return the coin.",
+    "He walked for three days, following a path that seemed to appear only in front of him and to vanish behind his steps.",
+    "On the fourth day he reached a clearing where time itself seemed to pause, and the stranger was waiting for him there.",
+    "They spoke for hours about the nature of time, about beginnings and endings, and about the clocks that measure our lives.",
+    "When Elias finally returned home, the village was as it had always been, and the watch on his bench had stopped for good.",
+])
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--arch", help="F5TTS_v1_Base (default on a GPU) or tiny (default on a CPU)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--runs", type=int, help="timed runs per case (median), after one warm-up; default 5 on a GPU, 1 on a CPU")
+    p.add_argument("--nfe", type=int, default=32)
+    p.add_argument("--cases", default="one,long")
+    p.add_argument("--max-batch-frames", type=int, default=None, help="this worker's memory budget (MAX_BATCH_FRAMES)")
+    p.add_argument("--compile", action="store_true", help="run this worker with COMPILE=true")
+    p.add_argument("--models-dir", help="where the random-weight models go (default: a temporary folder)")
+    p.add_argument("--cold", action="store_true", help="time cold starts in fresh processes instead")
+    p.add_argument("--drop-caches", action="store_true", help="drop the page cache before each cold start (root)")
+    p.add_argument("--json", help="also write the results here")
+    return p.parse_args()
+
+
+# --------------------------------------------------------------------------------------
+# A models directory laid out like the volume after `prefetch`
+# --------------------------------------------------------------------------------------
+
+
+def prepare_models(arch: str) -> dict:
+    """Random weights of `arch` in the bench's models dir; the environment of a worker using them."""
+    import model_cache
+
+    env = {"MODELS_DIR": str(model_cache.MODELS_DIR), "F5_MODEL": arch, "ALLOW_MODEL_DOWNLOAD": "false",
+           "PREFETCH_ASR": "false"}
+    settings = model_cache.SETTINGS.model_copy(update={"f5_model": arch, "allow_model_download": False})
+    if arch == "tiny":
+        if not (model_cache.TINY_DIR / "model.safetensors").is_file():
+            model_cache.make_test_model()
+        return env
+    sys.path.insert(0, str(ROOT / "tests"))
+    from fake_hub import place_in_hub_cache
+
+    repo, filename = model_cache.HUB_CHECKPOINTS[arch]
+    try:
+        files = model_cache.resolve_model_files(settings)
+    except model_cache.ModelLoadError:
+        backbone, layers = model_cache.model_config(arch)
+        scratch = models_dir / "scratch"
+        files = model_cache.ModelFiles(arch, backbone, layers, scratch / "model.safetensors",
+                                       model_cache.f5_package_dir() / "infer" / "examples" / "vocab.txt",
+                                       scratch / "vocos")
+        print(f"writing random {arch} weights into {model_cache.MODELS_DIR} ...", file=sys.stderr)
+        model_cache.write_random_model(files, model_cache.VOCOS_ARCH)
+        place_in_hub_cache(model_cache.HUB_DIR, repo, filename, files.checkpoint.read_bytes())
+        for name in model_cache.VOCOS_FILES:
+            place_in_hub_cache(model_cache.HUB_DIR, model_cache.VOCOS_REPO, name, (files.vocoder_dir / name).read_bytes())
+        import shutil
+
+        shutil.rmtree(scratch)
+        files = model_cache.resolve_model_files(settings)
+    import torch
+
+    if model_cache.checkpoint_to_load(files, torch.float16) == files.checkpoint:
+        model_cache.write_fp16_artifact(files)
+    return env
+
+
+# --------------------------------------------------------------------------------------
+# Warm synthesis
+# --------------------------------------------------------------------------------------
+
+
+def stock_synthesize(model, reference, text, nfe, seed):
+    """f5-tts's own path: chunk_text sized by infer_process's formula, then infer_batch_process."""
+    import torch
+    from f5_tts.infer.utils_infer import chunk_text, infer_batch_process
+    from f5_tts.model.utils import seed_everything
+
+    import synthesis
+
+    ref_text = synthesis.normalise_ref_text(REF_TEXT)  # what preprocess_ref_audio_text returns
+    seconds = len(reference) / model.sample_rate
+    max_chars = int(len(ref_text.encode("utf-8")) / seconds * (22 - seconds))
+    seed_everything(seed)
+    wave, rate, _ = next(infer_batch_process(
+        (torch.from_numpy(reference)[None, :], model.sample_rate), ref_text, chunk_text(text, max_chars),
+        model.cfm, model.vocoder, nfe_step=nfe, device=model.device, progress=None))
+    return wave
+
+
+def our_synthesize(model, reference, text, nfe, seed, max_batch_frames):
+    import synthesis
+
+    params = synthesis.SynthesisParams(nfe_step=nfe, seed=seed)
+    return synthesis.synthesize(model, reference, REF_TEXT, text, params, max_batch_frames).audio
+
+
+def timed(fn, runs, device):
+    import torch
+
+    cuda = device.startswith("cuda")
+    fn()  # warm-up: kernels, allocator, caches
+    times, peaks, out = [], [], None
+    for _ in range(runs):
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        out = fn()
+        if cuda:
+            torch.cuda.synchronize()
+            peaks.append(torch.cuda.max_memory_allocated() / 2**30)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), min(times), max(times), (max(peaks) if peaks else None), out
+
+
+def warm(args, arch):
+    import numpy as np
+    import soundfile as sf
+
+    import audio_io
+    import model_cache
+
+    model_cache.import_f5_model()  # stock's utils_infer then imports without the training stack
+    model = model_cache.load_model(model_cache.SETTINGS.model_copy(update={"f5_model": arch}))
+    audio, rate = sf.read(model_cache.f5_package_dir() / "infer/examples/basic/basic_ref_en.wav", dtype="float32")
+    reference = audio_io.prepare_reference(audio, rate, model.sample_rate, 12.0, 1.0)
+    budget = args.max_batch_frames or model_cache.SETTINGS.max_batch_frames
+    runs = args.runs or (5 if model.device.startswith("cuda") else 1)
+    texts = {"one": ONE_CHUNK, "long": LONG_TEXT}
+    rows = []
+    for case in args.cases.split(","):
+        text = texts[case]
+        stock = timed(lambda: stock_synthesize(model, reference, text, args.nfe, 7), runs, model.device)
+        ours = timed(lambda: our_synthesize(model, reference, text, args.nfe, 7, budget), runs, model.device)
+        s_audio, o_audio = stock[4], ours[4]
+        row = {
+            "case": case, "chars": len(text), "nfe": args.nfe, "runs": runs,
+            "stock_s": stock[0], "stock_range": [stock[1], stock[2]], "ours_s": ours[0], "ours_range": [ours[1], ours[2]],
+            "speedup": stock[0] / ours[0], "audio_s": len(o_audio) / model.sample_rate,
+            "stock_audio_s": len(s_audio) / model.sample_rate,
+            "stock_rtf": stock[0] / (len(s_audio) / model.sample_rate), "ours_rtf": ours[0] / (len(o_audio) / model.sample_rate),
+            "stock_peak_gib": stock[3], "ours_peak_gib": ours[3],
+        }
+        if len(s_audio) == len(o_audio):
+            row["rel_diff"] = float(np.linalg.norm(s_audio - o_audio) / max(np.linalg.norm(s_audio), 1e-12))
+        rows.append(row)
+    return {"device": describe_device(model.device), "arch": arch, "dtype": str(model.dtype), "budget": budget, "rows": rows}
+
+
+def describe_device(device):
+    import torch
+
+    return torch.cuda.get_device_name(device) if device.startswith("cuda") else f"cpu ({os.cpu_count()} cores)"
+
+
+def print_warm(result):
+    print(f"\n{result['arch']} on {result['device']}, {result['dtype']}, MAX_BATCH_FRAMES={result['budget']}")
+    head = f"{'case':<6} {'audio':>7} {'stock':>8} {'ours':>8} {'speedup':>8} {'RTF stock':>10} {'RTF ours':>9} " \
+           f"{'peak stock':>11} {'peak ours':>10} {'diff':>8}"
+    print(head)
+    print("-" * len(head))
+    for r in result["rows"]:
+        peak = lambda g: f"{g:.2f} GiB" if g is not None else "-"
+        diff = f"{r['rel_diff']:.1e}" if "rel_diff" in r else "n/a"
+        print(f"{r['case']:<6} {r['audio_s']:6.1f}s {r['stock_s']:7.3f}s {r['ours_s']:7.3f}s {r['speedup']:7.2f}x "
+              f"{r['stock_rtf']:10.4f} {r['ours_rtf']:9.4f} {peak(r['stock_peak_gib']):>11} {peak(r['ours_peak_gib']):>10} "
+              f"{diff:>8}")
+    print("diff: relative L2 distance between stock's and our audio for the same seed (n/a: lengths differ;"
+          " stock draws each chunk's noise from a shared generator in thread order)")
+
+
+# --------------------------------------------------------------------------------------
+# Cold start
+# --------------------------------------------------------------------------------------
+
+STOCK_COLD = """
+import json, sys, time
+marks = {"start": time.time()}
+import torch
+marks["torch"] = time.time()
+from f5_tts.infer.utils_infer import load_model, load_vocoder, infer_batch_process
+from f5_tts.model import DiT
+marks["imports"] = time.time()
+cfg = json.loads(sys.argv[1])
+vocoder = load_vocoder("vocos", True, cfg["vocoder_dir"], cfg["device"])
+model = load_model(DiT, cfg["arch"], cfg["checkpoint"], vocab_file=cfg["vocab"], device=cfg["device"])
+if cfg["device"].startswith("cuda"): torch.cuda.synchronize()
+marks["ready"] = time.time()
+import soundfile as sf
+audio, rate = sf.read(cfg["ref"], dtype="float32")
+wave, _, _ = next(infer_batch_process((torch.from_numpy(audio)[None], rate), cfg["ref_text"], ["Hello there."],
+                                      model, vocoder, nfe_step=cfg["nfe"], device=cfg["device"], progress=None))
+marks["first_audio"] = time.time()
+print("MARKS " + json.dumps(marks))
+"""
+
+OURS_COLD = """
+import json, sys, time
+marks = {"start": time.time()}
+import runpod_handler, model_cache
+marks["imports"] = time.time()
+model = model_cache.get_model()
+if model.device.startswith("cuda"):
+    import torch; torch.cuda.synchronize()
+marks["ready"] = time.time()
+import base64
+cfg = json.loads(sys.argv[1])
+worker = runpod_handler.Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None, "write_local_output": False}))
+out = worker({"id": "cold", "input": {"text": "Hello there.", "ref_text": cfg["ref_text"], "nfe_step": cfg["nfe"],
+              "voice_base64": base64.b64encode(open(cfg["ref"], "rb").read()).decode()}})
+assert "error" not in out, out
+marks["first_audio"] = time.time()
+print("MARKS " + json.dumps(marks))
+"""
+
+
+def cold(args, arch, env):
+    import model_cache
+
+    files = model_cache.resolve_model_files(model_cache.SETTINGS.model_copy(update={"f5_model": arch}))
+    device = "cuda" if args.device == "auto" and _has_cuda() else ("cpu" if args.device == "auto" else args.device)
+    cfg = {"arch": files.arch, "checkpoint": str(files.checkpoint), "vocab": str(files.vocab),
+           "vocoder_dir": str(files.vocoder_dir), "device": device, "nfe": args.nfe, "ref_text": REF_TEXT,
+           "ref": str(model_cache.f5_package_dir() / "infer/examples/basic/basic_ref_en.wav")}
+    child_env = {**os.environ, **env, "DEVICE": device, "PYTHONPATH": str(ROOT)}
+    results = {}
+    for name, code in (("bare import torch", "import time; s=time.time(); import torch; print('MARKS {\"start\": %r, \"torch\": %r}' % (s, time.time()))"),
+                       ("stock", STOCK_COLD), ("ours", OURS_COLD)):
+        if args.drop_caches:
+            subprocess.run(["sync"], check=False)
+            Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        spawned = time.time()
+        proc = subprocess.run([sys.executable, "-c", code, json.dumps(cfg)], env=child_env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=900)
+        lines = [l for l in proc.stdout.splitlines() if l.startswith("MARKS ")]
+        if proc.returncode != 0 or not lines:
+            results[name] = {"error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
+            continue
+        marks = json.loads(lines[-1][6:])
+        results[name] = {k: v - spawned for k, v in marks.items()}
+    return {"device": device, "arch": arch, "page_cache": "dropped" if args.drop_caches else "warm", "results": results}
+
+
+def _has_cuda():
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def print_cold(result):
+    print(f"\ncold start, {result['arch']} on {result['device']}, page cache {result['page_cache']}"
+          " (seconds from process spawn)")
+    base = result["results"].get("bare import torch", {}).get("torch")
+    print(f"{'':<18} {'imports':>8} {'ready':>8} {'first audio':>12} {'ready / import torch':>21}")
+    for name, r in result["results"].items():
+        if "error" in r:
+            print(f"{name:<18} failed: {r['error']}")
+            continue
+        if name == "bare import torch":
+            print(f"{name:<18} {r['torch']:8.2f}")
+            continue
+        ratio = f"{r['ready'] / base:.2f}" if base else "-"
+        print(f"{name:<18} {r['imports']:8.2f} {r['ready']:8.2f} {r['first_audio']:12.2f} {ratio:>21}")
+    s, o = result["results"].get("stock", {}), result["results"].get("ours", {})
+    if "ready" in s and "ready" in o:
+        print(f"ours vs stock: ready {s['ready'] / o['ready']:.2f}x sooner, first audio "
+              f"{s['first_audio'] / o['first_audio']:.2f}x sooner")
+
+
+def main():
+    args = parse_args()
+    # The settings are read once, when model_cache is imported: set them first.
+    os.environ["MODELS_DIR"] = args.models_dir or str(Path(tempfile.gettempdir()) / "f5-bench-models")
+    os.environ.update(ALLOW_MODEL_DOWNLOAD="false", PREFETCH_ASR="false")
+    if args.device != "auto":
+        os.environ["DEVICE"] = args.device
+    import model_cache  # noqa: F401  (before torch)
+    import torch
+
+    on_gpu = torch.cuda.is_available() and args.device != "cpu"
+    arch = args.arch or ("F5TTS_v1_Base" if on_gpu else "tiny")
+    env = prepare_models(arch)
+    if args.cold:
+        result = cold(args, arch, env)
+        print_cold(result)
+    else:
+        result = warm(args, arch)
+        print_warm(result)
+    result.update(date=time.strftime("%Y-%m-%d"), command=" ".join(["python", *sys.argv]))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+"""bench.py runs, compares stock and ours on the same inputs, and finds the same audio."""
+
+import json
+
+from conftest import run_py, subprocess_env
+
+
+def test_bench_runs_on_a_cpu_and_matches_stock(tmp_path):
+    out = tmp_path / "bench.json"
+    env = subprocess_env(MODELS_DIR=None)
+    result = run_py(["bench.py", "--arch", "tiny", "--device", "cpu", "--runs", "1", "--nfe", "4", "--cases", "one",
+                     "--models-dir", str(tmp_path / "models"), "--json", str(out)], env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "speedup" in result.stdout and "RTF" in result.stdout
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["case"] == "one" and row["audio_s"] > 1
+    assert row["rel_diff"] < 1e-6  # the same samples as stock f5-tts for the same seed
+    assert row["stock_s"] > 0 and row["ours_s"] > 0 and row["speedup"] == row["stock_s"] / row["ours_s"]
