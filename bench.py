@@ -163,7 +163,10 @@ def warm(args, arch):
     import model_cache
 
     model_cache.import_f5_model()  # stock's utils_infer then imports without the training stack
-    model = model_cache.load_model(model_cache.SETTINGS.model_copy(update={"f5_model": arch}))
+    settings = model_cache.SETTINGS.model_copy(update={"f5_model": arch})
+    model = model_cache.load_model(settings)
+    # COMPILE compiles the model in place: ours gets a copy of its own so that stock stays eager.
+    ours_model = model_cache.load_model(settings.model_copy(update={"compile": True})) if args.compile else model
     audio, rate = sf.read(model_cache.f5_package_dir() / "infer/examples/basic/basic_ref_en.wav", dtype="float32")
     reference = audio_io.prepare_reference(audio, rate, model.sample_rate, 12.0, 1.0)
     budget = args.max_batch_frames or model_cache.SETTINGS.max_batch_frames
@@ -173,7 +176,7 @@ def warm(args, arch):
     for case in args.cases.split(","):
         text = texts[case]
         stock = timed(lambda: stock_synthesize(model, reference, text, args.nfe, 7), runs, model.device)
-        ours = timed(lambda: our_synthesize(model, reference, text, args.nfe, 7, budget), runs, model.device)
+        ours = timed(lambda: our_synthesize(ours_model, reference, text, args.nfe, 7, budget), runs, model.device)
         s_audio, o_audio = stock[4], ours[4]
         row = {
             "case": case, "chars": len(text), "nfe": args.nfe, "runs": runs,
@@ -186,7 +189,8 @@ def warm(args, arch):
         if len(s_audio) == len(o_audio):
             row["rel_diff"] = float(np.linalg.norm(s_audio - o_audio) / max(np.linalg.norm(s_audio), 1e-12))
         rows.append(row)
-    return {"device": describe_device(model.device), "arch": arch, "dtype": str(model.dtype), "budget": budget, "rows": rows}
+    return {"device": describe_device(model.device), "arch": arch, "dtype": str(model.dtype), "budget": budget,
+            "compile": args.compile, "rows": rows}
 
 
 def describe_device(device):
@@ -196,7 +200,8 @@ def describe_device(device):
 
 
 def print_warm(result):
-    print(f"\n{result['arch']} on {result['device']}, {result['dtype']}, MAX_BATCH_FRAMES={result['budget']}")
+    print(f"\n{result['arch']} on {result['device']}, {result['dtype']}, MAX_BATCH_FRAMES={result['budget']}"
+          f"{', ours with COMPILE=true' if result['compile'] else ''}")
     head = f"{'case':<6} {'audio':>7} {'stock':>8} {'ours':>8} {'speedup':>8} {'RTF stock':>10} {'RTF ours':>9} " \
            f"{'peak stock':>11} {'peak ours':>10} {'diff':>8}"
     print(head)
@@ -264,7 +269,7 @@ def cold(args, arch, env):
     cfg = {"arch": files.arch, "checkpoint": str(files.checkpoint), "vocab": str(files.vocab),
            "vocoder_dir": str(files.vocoder_dir), "device": device, "nfe": args.nfe, "ref_text": REF_TEXT,
            "ref": str(model_cache.f5_package_dir() / "infer/examples/basic/basic_ref_en.wav")}
-    child_env = {**os.environ, **env, "DEVICE": device, "PYTHONPATH": str(ROOT)}
+    child_env = {**os.environ, **env, "DEVICE": device, "PYTHONPATH": str(ROOT), "COMPILE": str(args.compile).lower()}
     results = {}
     for name, code in (("bare import torch", "import time; s=time.time(); import torch; print('MARKS {\"start\": %r, \"torch\": %r}' % (s, time.time()))"),
                        ("stock", STOCK_COLD), ("ours", OURS_COLD)):

@@ -20,6 +20,10 @@ from errors import LimitExceeded, StorageError
 log = logging.getLogger("f5worker.s3")
 
 
+def _missing(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
+
+
 class S3Storage:
     def __init__(self, settings: Settings):
         self.bucket = settings.s3_bucket
@@ -56,7 +60,7 @@ class S3Storage:
             self.client.head_object(Bucket=self.bucket, Key=key)
             return True
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if _missing(exc):
                 return False
             raise self._fail("lookup", key, exc) from None
         except BotoCoreError as exc:
@@ -87,7 +91,7 @@ class S3Storage:
             obj = self.client.get_object(Bucket=self.bucket, Key=key)
             data = obj["Body"].read(max_bytes + 1)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if _missing(exc):
                 return None
             raise self._fail("download", key, exc) from None
         except BotoCoreError as exc:

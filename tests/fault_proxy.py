@@ -7,7 +7,9 @@ import http.client
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from static_server import BackgroundServer
 
 ERRORS = {
     "500": (500, "InternalError", "We encountered an internal error. Please try again."),
@@ -16,7 +18,7 @@ ERRORS = {
 }
 
 
-class FaultProxy:
+class FaultProxy(BackgroundServer):
     def __init__(self, upstream_port: int, slow_seconds: float = 2.0):
         self.plan: list[str] = []  # faults for the next requests, one each, in order ("ok" passes)
         self.always: dict[str, str] = {}  # method -> fault for every request of that method
@@ -69,18 +71,8 @@ class FaultProxy:
 
             do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _handle
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        super().__init__(Handler)
 
     def faults_hit(self) -> list[str]:
         with self.lock:
             return [fault for _, _, fault in self.seen if fault != "ok"]
-
-    def __enter__(self):
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()

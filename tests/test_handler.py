@@ -3,13 +3,12 @@ to S3 or inline; errors as one clear string; the job directory always removed.""
 
 import base64
 import io
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import soundfile as sf
 from conftest import BUCKET, REF_TEXT, job_dirs
+from static_server import StaticServer
 
 import model_cache
 from runpod_handler import Worker
@@ -114,38 +113,13 @@ def test_return_base64_with_s3_gives_both(worker, ref_wav_bytes):
     assert out["s3_key"] and base64.b64decode(out["audio_base64"])[:4] == b"RIFF"
 
 
-class _VoiceServer:
-    def __init__(self, routes):
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                status, headers, body = routes.get(self.path, (404, {}, b""))
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def voice_server(ref_wav_bytes):
-    server = _VoiceServer({
+    with StaticServer({
         "/voice.wav": (200, {"Content-Type": "audio/wav"}, ref_wav_bytes),
         "/moved": (302, {"Location": "/voice.wav"}, b""),
-    })
-    yield server
-    server.close()
+    }) as server:
+        yield server
 
 
 def test_voice_by_url(s3, voice_server):

@@ -5,13 +5,14 @@ import base64
 import io
 import tempfile
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 from conftest import BUCKET, REF_TEXT, REF_WAV, ROOT, TEST_ENV, job_dirs
+from static_server import BackgroundServer, StaticServer
 
 import model_cache
 import voices
@@ -186,40 +187,9 @@ def test_voice_bytes_limit_holds_for_s3_and_urls(s3, monkeypatch):
                                                            "allow_private_urls": True}))
     out = small({"id": "big-s3", "input": {"text": "Hi.", "voice_name": "big", "ref_text": "x"}})
     assert out["error"] == f"'voices/big.wav' is {len(WAV)} bytes; at most 4096 bytes are accepted."
-    with _Server({"/big.wav": (200, {}, WAV)}) as server:
+    with StaticServer({"/big.wav": (200, {}, WAV)}) as server:
         out = small({"id": "big-url", "input": {"text": "Hi.", "voice_url": server.url + "/big.wav", "ref_text": "x"}})
     assert out["error"] == f"voice_url is {len(WAV)} bytes; at most 4096 are accepted."
-
-
-class _Server:
-    def __init__(self, routes, host="127.0.0.1"):
-        self.hits = []
-        hits = self.hits
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                hits.append(self.path)
-                status, headers, body = routes.get(self.path, (404, {}, b""))
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer((host, 0), Handler)
-        self.url = f"http://{host}:{self.server.server_address[1]}"
-
-    def __enter__(self):
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -233,9 +203,9 @@ def first_hop_is_public(monkeypatch):
 @pytest.mark.parametrize("target", ["http://169.254.169.254/latest/meta-data/iam", "http://127.0.0.2:{port}/secret",
                                     "http://10.0.0.7/internal"])
 def test_redirects_into_private_space_are_refused_before_connecting(first_hop_is_public, target):
-    with _Server({"/secret": (200, {}, b"internal data")}, host="127.0.0.2") as inner:
-        port = inner.server.server_address[1]
-        with _Server({"/voice.wav": (302, {"Location": target.format(port=port)}, b"")}) as outer:
+    with StaticServer({"/secret": (200, {}, b"internal data")}, host="127.0.0.2") as inner:
+        port = inner.port
+        with StaticServer({"/voice.wav": (302, {"Location": target.format(port=port)}, b"")}) as outer:
             worker = Worker(model_cache.SETTINGS.model_copy(update={"allow_http_urls": True}))
             out = worker({"id": "redirect", "input": {"text": "Hi.", "voice_url": outer.url + "/voice.wav",
                                                         "ref_text": "x"}})
@@ -245,7 +215,7 @@ def test_redirects_into_private_space_are_refused_before_connecting(first_hop_is
 
 
 def test_redirect_loops_end(first_hop_is_public):
-    with _Server({"/a": (302, {"Location": "/b"}, b""), "/b": (302, {"Location": "/a"}, b"")}) as server:
+    with StaticServer({"/a": (302, {"Location": "/b"}, b""), "/b": (302, {"Location": "/a"}, b"")}) as server:
         worker = Worker(model_cache.SETTINGS.model_copy(update={"allow_http_urls": True}))
         out = worker({"id": "loop", "input": {"text": "Hi.", "voice_url": server.url + "/a", "ref_text": "x"}})
     assert out["error"] == "voice_url redirected more than 3 times."
@@ -265,15 +235,9 @@ def test_a_slow_url_is_cut_off(first_hop_is_public):
                 self.wfile.flush()
                 threading.Event().wait(0.05)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with BackgroundServer(Slow) as server:
         worker = Worker(model_cache.SETTINGS.model_copy(update={"allow_http_urls": True, "voice_url_timeout_s": 1.0}))
-        out = worker({"id": "slow", "input": {"text": "Hi.", "voice_url": f"http://127.0.0.1:{server.server_address[1]}/v",
-                                              "ref_text": "x"}})
-    finally:
-        server.shutdown()
-        server.server_close()
+        out = worker({"id": "slow", "input": {"text": "Hi.", "voice_url": server.url + "/v", "ref_text": "x"}})
     assert out["error"] == "voice_url took over 1 s."
     assert job_dirs() == []
 
