@@ -166,9 +166,17 @@ def hub_file(repo_id: str, filename: str, *, download: bool, force: bool = False
                 ) from None
     log.info("downloading %s/%s into %s", repo_id, filename, HUB_DIR)
     try:
-        return Path(hf_hub_download(repo_id, filename, cache_dir=HUB_DIR, force_download=force))
+        path = Path(hf_hub_download(repo_id, filename, cache_dir=HUB_DIR, force_download=force))
+        # The lock above may not hold across hosts on a network volume: check what landed (LFS
+        # blobs are named by their sha256) and fetch once more if it is not what the hub sent.
+        if not verify_hub_file(path):
+            log.warning("%s/%s arrived corrupt; downloading it again", repo_id, filename)
+            path = Path(hf_hub_download(repo_id, filename, cache_dir=HUB_DIR, force_download=True))
     except Exception as exc:  # network, auth, disk: all mean the model is not available
         raise ModelLoadError(f"Could not download {repo_id}/{filename}: {type(exc).__name__}: {exc}") from exc
+    if not verify_hub_file(path):
+        raise ModelLoadError(f"{repo_id}/{filename} is corrupt after two downloads ({os.path.realpath(path)}).")
+    return path
 
 
 #: What a transformers model repository needs locally (weights as safetensors only).

@@ -19,6 +19,7 @@ class FakeHub:
         """files: (repo_id, path in repo) -> content."""
         self.files = files
         self.lfs_min_size = lfs_min_size
+        self.corrupt_gets = 0  # the next N downloads of an LFS file send flipped bytes
         self.requests: list[tuple[str, str]] = []
         self.lock = threading.Lock()
         hub = self
@@ -96,7 +97,10 @@ class FakeHub:
                     return
                 self.send_response(200)
                 self._headers(data)
-                self.wfile.write(data)
+                with hub.lock:
+                    corrupt = len(data) >= hub.lfs_min_size and hub.corrupt_gets > 0
+                    hub.corrupt_gets -= corrupt
+                self.wfile.write(bytes(b ^ 0xFF for b in data[:64]) + data[64:] if corrupt else data)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"

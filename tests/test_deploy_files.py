@@ -167,3 +167,11 @@ def test_hub_test_jobs_are_valid_jobs(test):
     assert {e["key"] for e in test["config"].get("env", [])} <= setting_names()
     assert test["config"]["allowedCudaVersions"] == json.loads(
         (ROOT / ".runpod" / "hub.json").read_text())["config"]["allowedCudaVersions"]
+
+
+def test_readme_settings_table_matches_config():
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Settings", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `([A-Z0-9_]+)`(?:, `([A-Z0-9_]+)`)?", table, re.M))
+    names = {n for pair in documented for n in pair if n}
+    assert names == setting_names()

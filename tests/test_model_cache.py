@@ -334,3 +334,15 @@ def test_load_reads_the_weights_ahead_while_importing(monkeypatch):
     thread = real([model_cache.TINY_DIR / "model.safetensors", Path("/nonexistent/file")])
     thread.join(timeout=30)
     assert not thread.is_alive()
+
+
+def test_a_download_that_lands_corrupt_is_fetched_again(tmp_path):
+    models = tmp_path / "models"
+    with FakeHub(hub_files()) as hub:
+        hub.corrupt_gets = 1
+        result = run_py(["model_cache.py", "prefetch", "--no-verify"], env=prefetch_env(models, hub))
+        assert result.returncode == 0, result.stderr
+        assert "arrived corrupt" in result.stderr
+        assert len(hub.downloads()) == 4  # three files, one of them twice
+        for blob in models.glob("hub/models--*/blobs/*"):
+            assert model_cache.verify_hub_file(blob)
