@@ -684,6 +684,15 @@ def status(settings: Settings = SETTINGS) -> int:
         ok = path.is_file()
         missing += not ok
         print(f"  {label:<11} {'ok' if ok else 'MISSING':<8} {_size(path) if ok else '':>9}  {path}")
+    import torch
+
+    fp16 = checkpoint_to_load(files, torch.float16)
+    print(f"  {'fp16 copy':<11} {'ok' if fp16 != files.checkpoint else 'none':<8} "
+          f"{_size(fp16) if fp16 != files.checkpoint else '':>9}  {fp16_artifact(files)}")
+    try:
+        print(f"ASR          ok        {hub_snapshot(settings.asr_model, download=False)}")
+    except ModelLoadError:
+        print(f"ASR          MISSING   {settings.asr_model} (downloaded on the first job without a transcript)")
     return 1 if missing else 0
 
 

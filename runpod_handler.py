@@ -182,18 +182,19 @@ class Worker:
 
     def deliver(self, job: JobInput, job_id: str, path: Path, content_type: str) -> dict:
         s, output = self.settings, {}
+        inline = self.storage is None or job.return_base64
+        size = path.stat().st_size
+        if inline and size > s.max_inline_bytes:  # before any upload: a failed job leaves no object
+            raise LimitExceeded(
+                f"The audio is {_human(size)}, over the {_human(s.max_inline_bytes)} that can be "
+                "returned inline (RunPod refuses large payloads): configure S3_BUCKET, or ask for "
+                "output_format mp3 or a shorter text."
+            )
         if self.storage is not None:
             key = f"{s.s3_output_prefix}{job_id}.{job.output_format}"
             self.storage.upload(path, key, content_type)
             output.update(s3_key=key, audio_url=self.storage.presign(key, s.s3_presign_expires))
-        if self.storage is None or job.return_base64:
-            size = path.stat().st_size
-            if size > s.max_inline_bytes:
-                raise LimitExceeded(
-                    f"The audio is {_human(size)}, over the {_human(s.max_inline_bytes)} that can be "
-                    "returned inline (RunPod refuses large payloads): configure S3_BUCKET, or ask for "
-                    "output_format mp3 or a shorter text."
-                )
+        if inline:
             output["audio_base64"] = base64.b64encode(path.read_bytes()).decode("ascii")
         if s.local_output_enabled:
             s.output_dir.mkdir(parents=True, exist_ok=True)

@@ -89,6 +89,9 @@ def plan_chunks(ref_text: str, ref_samples: int, text: str, speed: float, sample
     return chunks
 
 
+#: CFM.sample's cap on a row's length.
+MAX_FRAMES = 65536
+
 #: A chunk joins a batch only if it is at least this fraction of the batch's longest chunk.
 #: f5-tts's attention does not mask padding (masking it would make SDPA materialise a
 #: batch x heads x n x n mask), so padding frames are seen by the shorter rows; bounding
@@ -180,7 +183,9 @@ def synthesize(
             )
             mel = mel.float()
             for row, chunk in enumerate(batch):
-                generated = mel[row : row + 1, ref_frames : chunk.frames].permute(0, 2, 1)
+                # CFM.sample lengthens a row to at least its text (and reference) plus one frame.
+                end = min(max(chunk.frames, len(texts[row]) + 1, ref_frames + 1), MAX_FRAMES)
+                generated = mel[row : row + 1, ref_frames:end].permute(0, 2, 1)
                 wave = model.vocoder.decode(generated)
                 if quiet:
                     wave = wave * (rms / params.target_rms)

@@ -108,6 +108,13 @@ def test_inline_audio_over_the_limit_is_an_error_not_a_loss(ref_wav_bytes):
     assert_clean()
 
 
+def test_oversize_inline_with_s3_fails_before_uploading(s3, ref_wav_bytes):
+    small = Worker(model_cache.SETTINGS.model_copy(update={"max_inline_bytes": 10_000}))
+    out = small(job(voice_base64=base64.b64encode(ref_wav_bytes).decode(), ref_text=REF_TEXT, return_base64=True))
+    assert "configure S3_BUCKET" in out["error"]
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="output/")
+
+
 def test_return_base64_with_s3_gives_both(worker, ref_wav_bytes):
     out = worker(job(voice_base64=base64.b64encode(ref_wav_bytes).decode(), ref_text=REF_TEXT, return_base64=True))
     assert out["s3_key"] and base64.b64decode(out["audio_base64"])[:4] == b"RIFF"

@@ -154,3 +154,23 @@ def test_long_text_has_the_length_stock_gives(model, reference):
         device=model.device, progress=None))
     ours = synthesis.synthesize(model, reference, REF_TEXT, LONG_TEXT, SynthesisParams(nfe_step=4), 10**6)
     assert ours.chunks == len(pieces) and len(ours.audio) == len(stock)
+
+
+def test_a_row_lengthened_by_its_text_keeps_all_its_frames(model, reference):
+    """A long transcript with a short text: CFM.sample lengthens the row to the text's length,
+    and the audio keeps what was sampled, as stock does."""
+    import torch
+
+    model_cache.import_f5_model()
+    from f5_tts.infer.utils_infer import infer_batch_process
+    from f5_tts.model.utils import seed_everything
+
+    short_ref = reference[: 24_000]  # 1 s of voice...
+    ref_text = "word " * 60  # ...with a 300-character transcript: ~94 frames, fewer than its text
+    seed_everything(5)
+    stock, _, _ = next(infer_batch_process(
+        (torch.from_numpy(short_ref)[None, :], 24_000), synthesis.normalise_ref_text(ref_text), ["Hi there, friend."],
+        model.cfm, model.vocoder, nfe_step=4, device=model.device, progress=None))
+    ours = synthesis.synthesize(model, short_ref, ref_text, "Hi there, friend.", SynthesisParams(nfe_step=4, seed=5), 24_000)
+    assert len(ours.audio) == len(stock)
+    assert np.linalg.norm(ours.audio - stock) / np.linalg.norm(stock) < 1e-6
