@@ -82,8 +82,25 @@ def from_base64(data: str, settings: Settings, job_dir: Path) -> StagedVoice:
     return StagedVoice(path, "base64")
 
 
-def _refuse_address(ip: ipaddress._BaseAddress) -> bool:
-    return not ip.is_global or ip.is_multicast or ip.is_reserved or ip.is_unspecified
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def _embedded_ipv4(ip) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries (mapped, 6to4, NAT64, IPv4-compatible)."""
+    if ip.version != 6:
+        return None
+    if ip.ipv4_mapped or ip.sixtofour:
+        return ip.ipv4_mapped or ip.sixtofour
+    if ip in _NAT64 or ip in _IPV4_COMPATIBLE:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+def _refuse_address(ip) -> bool:
+    inner = _embedded_ipv4(ip)
+    return any(not a.is_global or a.is_multicast or a.is_reserved or a.is_unspecified
+               for a in (ip, inner) if a is not None)
 
 
 def _resolve(host: str, port: int, settings: Settings) -> str:
