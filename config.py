@@ -147,10 +147,11 @@ class Settings(BaseModel):
 
     @property
     def local_output_enabled(self) -> bool:
-        """Write results to OUTPUT_DIR too; default on outside RunPod (no endpoint id)."""
+        """Write results to OUTPUT_DIR too; by default only outside RunPod's job queue (the
+        variable the SDK itself checks), so workers never fill their container disk."""
         if self.write_local_output is not None:
             return self.write_local_output
-        return "RUNPOD_ENDPOINT_ID" not in os.environ
+        return "RUNPOD_WEBHOOK_GET_JOB" not in os.environ
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> "Settings":

@@ -50,7 +50,8 @@ TEST_ENV = {
     "ASR_MODEL": ASR_REPO,
 }
 os.environ.update(TEST_ENV)
-for name in ("WRITE_LOCAL_OUTPUT", "RUNPOD_ENDPOINT_ID", "REQUIRE_VOLUME", "F5_CKPT_FILE", "F5_VOCAB_FILE"):
+for name in ("WRITE_LOCAL_OUTPUT", "RUNPOD_WEBHOOK_GET_JOB", "RUNPOD_LOG_LEVEL", "REQUIRE_VOLUME", "F5_CKPT_FILE",
+             "F5_VOCAB_FILE", "COMPILE", "WARMUP"):
     os.environ.pop(name, None)
 
 import model_cache  # noqa: E402  (after the environment above)

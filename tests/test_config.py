@@ -78,3 +78,12 @@ def test_runpod_bucket_variables_are_accepted(tmp_path):
 def test_blank_values_mean_unset_and_prefixes_are_normalised(tmp_path):
     s = Settings.from_env({"RUNPOD_VOLUME": str(tmp_path), "S3_BUCKET": "  ", "S3_VOICES_PREFIX": "/my/voices"})
     assert s.s3_bucket is None and s.s3_voices_prefix == "my/voices/"
+
+
+def test_local_copies_only_outside_the_job_queue(tmp_path, monkeypatch):
+    s = Settings.from_env({"RUNPOD_VOLUME": str(tmp_path)})
+    monkeypatch.delenv("RUNPOD_WEBHOOK_GET_JOB", raising=False)
+    assert s.local_output_enabled
+    monkeypatch.setenv("RUNPOD_WEBHOOK_GET_JOB", "https://api.runpod.test/job")
+    assert not s.local_output_enabled
+    assert Settings.from_env({"RUNPOD_VOLUME": str(tmp_path), "WRITE_LOCAL_OUTPUT": "true"}).local_output_enabled
