@@ -7,6 +7,7 @@ URLs, base64 payloads or a traceback.
 from __future__ import annotations
 
 import logging
+import sys
 
 log = logging.getLogger("f5worker.errors")
 
@@ -63,9 +64,8 @@ class GpuError(JobError):
 
 
 def _is_gpu_failure(exc: BaseException) -> bool:
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a hard dependency
+    torch = sys.modules.get("torch")
+    if torch is None:  # nothing has run on a GPU yet
         return False
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         return True
