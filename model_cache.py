@@ -638,10 +638,7 @@ def prefetch(settings: Settings = SETTINGS, verify: bool = True) -> int:
         path = hub_file(repo_id, filename, download=True)
         if verify and not verify_hub_file(path):
             print(f"CORRUPT  {repo_id}/{filename} at {os.path.realpath(path)}: downloading it again")
-            path = hub_file(repo_id, filename, download=True, force=True)
-            if not verify_hub_file(path):
-                print(f"FAILED   {repo_id}/{filename} is still corrupt after a fresh download")
-                return 1
+            path = hub_file(repo_id, filename, download=True, force=True)  # verified, or raises
         print(f"ok       {repo_id}/{filename}  {_size(path)}  {path}")
     files = resolve_model_files(settings, download=False)
     import torch
