@@ -99,9 +99,7 @@ def prepare_models(arch: str) -> dict:
 
         shutil.rmtree(scratch)
         files = model_cache.resolve_model_files(settings)
-    import torch
-
-    if model_cache.checkpoint_to_load(files, torch.float16) == files.checkpoint:
+    if not model_cache.fp16_copy_is_current(files):
         model_cache.write_fp16_artifact(files)
     return env
 

@@ -404,22 +404,28 @@ def write_fp16_artifact(files: ModelFiles) -> Path:
     return target
 
 
+def fp16_copy_is_current(files: ModelFiles) -> bool:
+    """Whether the fp16 copy exists whole and was made from the checkpoint now in place
+    (no torch needed: it is asked before torch is imported)."""
+    import json
+
+    target = fp16_artifact(files)
+    try:
+        manifest = json.loads(target.with_suffix(".json").read_text())
+        return manifest["source"] == _source_identity(files.checkpoint) and manifest["size"] == target.stat().st_size
+    except (OSError, ValueError, KeyError):
+        return False
+
+
 def checkpoint_to_load(files: ModelFiles, dtype) -> Path:
     """The fp16 copy when the model runs in fp16 and the copy belongs to this checkpoint;
     otherwise the checkpoint itself (a stale or partial copy is ignored)."""
-    import json
-
     import torch
 
     target = fp16_artifact(files)
     if dtype != torch.float16 or not target.is_file():
         return files.checkpoint
-    try:
-        manifest = json.loads(target.with_suffix(".json").read_text())
-        current = manifest["source"] == _source_identity(files.checkpoint) and manifest["size"] == target.stat().st_size
-    except (OSError, ValueError, KeyError):
-        current = False
-    if not current:
+    if not fp16_copy_is_current(files):
         log.warning("ignoring %s: it was not made from %s (run `python model_cache.py prefetch`)",
                     target, files.checkpoint)
         return files.checkpoint
@@ -448,23 +454,9 @@ def load_model(settings: Settings = SETTINGS) -> LoadedModel:
     files = resolve_model_files(settings)
     # Read the weights into the page cache while torch and f5-tts import (seconds of CPU work):
     # from a network volume that read takes seconds too, and the two overlap.
-    likely = _likely_checkpoint(files, settings.device)
-    read_ahead([likely, files.vocoder_dir / "pytorch_model.bin"])
+    fp16 = settings.device != "cpu" and fp16_copy_is_current(files)  # what load_files will pick on a GPU
+    read_ahead([fp16_artifact(files) if fp16 else files.checkpoint, files.vocoder_dir / "pytorch_model.bin"])
     return load_files(files, settings.device, started, compile_blocks=settings.compile)
-
-
-def _likely_checkpoint(files: ModelFiles, device: str) -> Path:
-    """Which checkpoint `load_files` will read, guessed without importing torch."""
-    import json
-
-    target = fp16_artifact(files)
-    if device == "cpu" or not target.is_file():
-        return files.checkpoint
-    try:
-        manifest = json.loads(target.with_suffix(".json").read_text())
-        return target if manifest["source"] == _source_identity(files.checkpoint) else files.checkpoint
-    except (OSError, ValueError, KeyError):
-        return files.checkpoint
 
 
 def read_ahead(paths: list[Path]) -> threading.Thread:
@@ -641,9 +633,7 @@ def prefetch(settings: Settings = SETTINGS, verify: bool = True) -> int:
             path = hub_file(repo_id, filename, download=True, force=True)  # verified, or raises
         print(f"ok       {repo_id}/{filename}  {_size(path)}  {path}")
     files = resolve_model_files(settings, download=False)
-    import torch
-
-    if checkpoint_to_load(files, torch.float16) == files.checkpoint:
+    if not fp16_copy_is_current(files):
         print(f"writing the fp16 copy of {files.checkpoint} (what GPU workers load at cold start)")
         write_fp16_artifact(files)
     print(f"ok       {fp16_artifact(files)}  {_size(fp16_artifact(files))}")
@@ -681,11 +671,9 @@ def status(settings: Settings = SETTINGS) -> int:
         ok = path.is_file()
         missing += not ok
         print(f"  {label:<11} {'ok' if ok else 'MISSING':<8} {_size(path) if ok else '':>9}  {path}")
-    import torch
-
-    fp16 = checkpoint_to_load(files, torch.float16)
-    print(f"  {'fp16 copy':<11} {'ok' if fp16 != files.checkpoint else 'none':<8} "
-          f"{_size(fp16) if fp16 != files.checkpoint else '':>9}  {fp16_artifact(files)}")
+    fp16 = fp16_copy_is_current(files)
+    print(f"  {'fp16 copy':<11} {'ok' if fp16 else 'none':<8} "
+          f"{_size(fp16_artifact(files)) if fp16 else '':>9}  {fp16_artifact(files)}")
     try:
         print(f"ASR          ok        {hub_snapshot(settings.asr_model, download=False)}")
     except ModelLoadError:
