@@ -29,8 +29,6 @@ MAX_REDIRECTS = 3
 @dataclass(frozen=True)
 class StagedVoice:
     path: Path
-    source: str  # "s3", "url" or "base64"
-    key: str | None = None  # the S3 key, for voice_name
     sidecar_key: str | None = None  # where the voice's transcript lives in S3, for voice_name
 
 
@@ -61,7 +59,7 @@ def from_s3(storage, settings: Settings, name: str, job_dir: Path) -> StagedVoic
             suffix = PurePosixPath(candidate).suffix.lower()
             path = job_dir / ("voice" + (suffix if suffix in VOICE_EXTENSIONS else ""))
             storage.download(candidate, path, settings.max_voice_bytes)
-            return StagedVoice(path, "s3", candidate, sidecar_key_for(candidate))
+            return StagedVoice(path, sidecar_key_for(candidate))
     raise VoiceNotFound(f"No voice named '{name}' under '{settings.s3_voices_prefix}' in the bucket.")
 
 
@@ -79,7 +77,7 @@ def from_base64(data: str, settings: Settings, job_dir: Path) -> StagedVoice:
         raise InvalidInput("voice_base64 is empty.")
     path = job_dir / "voice"
     path.write_bytes(raw)
-    return StagedVoice(path, "base64")
+    return StagedVoice(path)
 
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
@@ -184,7 +182,7 @@ def from_url(url: str, settings: Settings, job_dir: Path) -> StagedVoice:
                     if time.monotonic() > deadline:
                         raise VoiceFetchError(f"voice_url took over {settings.voice_url_timeout_s:.0f} s.")
                     fh.write(block)
-            return StagedVoice(path, "url")
+            return StagedVoice(path)
         except (OSError, http.client.HTTPException) as exc:
             if isinstance(exc, TimeoutError) or "timed out" in str(exc):
                 raise VoiceFetchError(f"voice_url took over {settings.voice_url_timeout_s:.0f} s.") from None
