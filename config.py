@@ -51,8 +51,11 @@ class Settings(BaseModel):
     #: Padded mel frames (batch x longest chunk) per batched sampling call: the memory budget.
     max_batch_frames: int = Field(24_000, ge=1_000, le=1_000_000, alias="MAX_BATCH_FRAMES")
     warmup: bool = Field(False, alias="WARMUP")
-    #: torch.compile the DiT blocks (dynamic shapes); compiled code is cached under <models>/torch.
-    compile: bool = Field(False, alias="COMPILE")
+    #: torch.compile the DiT blocks (dynamic shapes) in the background; None: on CUDA only.
+    #: Compiled code is cached under <models>/torch.
+    compile: Optional[bool] = Field(None, alias="COMPILE")
+    #: On CUDA, capture one sampling step as a CUDA graph and replay it for the other steps.
+    cuda_graphs: bool = Field(True, alias="CUDA_GRAPHS")
     #: Whisper model that transcribes a reference when the caller gives no transcript.
     asr_model: str = Field("openai/whisper-large-v3-turbo", alias="ASR_MODEL")
     prefetch_asr: bool = Field(True, alias="PREFETCH_ASR")
@@ -94,6 +97,11 @@ class Settings(BaseModel):
     @classmethod
     def _blank_is_unset(cls, value):
         return _blank_to_none(value)
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _auto_is_unset(cls, value):
+        return None if isinstance(value, str) and value.strip().lower() == "auto" else value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -13,7 +13,6 @@ these variables once, at their own import).
 from __future__ import annotations
 
 import hashlib
-import importlib
 import importlib.util
 import logging
 import os
@@ -25,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import lean_imports
 from config import Settings, get_settings
 from errors import ModelLoadError
 
@@ -257,36 +257,6 @@ def verify_hub_file(path: Path) -> bool:
 # --------------------------------------------------------------------------------------
 
 
-def import_f5_model():
-    """Import f5-tts's inference classes without running `f5_tts/model/__init__.py`.
-
-    That file imports the trainer, which pulls wandb, accelerate and datasets: seconds of cold
-    start for code synthesis never runs. The package module is registered with lazy attributes,
-    so `from f5_tts.model import CFM` (and the trainer, for whoever wants it) still works.
-    """
-    if "f5_tts.model" not in sys.modules:
-        spec = importlib.util.find_spec("f5_tts.model")
-        if spec is None:
-            raise ModelLoadError("The f5-tts package is not installed.")
-        package = importlib.util.module_from_spec(spec)
-        lazy = {
-            "CFM": "f5_tts.model.cfm",
-            "DiT": "f5_tts.model.backbones.dit",
-            "MMDiT": "f5_tts.model.backbones.mmdit",
-            "UNetT": "f5_tts.model.backbones.unett",
-            "Trainer": "f5_tts.model.trainer",
-        }
-
-        def __getattr__(attr):
-            if attr in lazy:
-                return getattr(importlib.import_module(lazy[attr]), attr)
-            raise AttributeError(f"module 'f5_tts.model' has no attribute {attr!r}")
-
-        package.__getattr__ = __getattr__
-        sys.modules["f5_tts.model"] = package
-    return importlib.import_module("f5_tts.model")
-
-
 def resolve_device(requested: str) -> str:
     import torch
 
@@ -308,7 +278,7 @@ def inference_dtype(device: str):
 
 def build_cfm(files: ModelFiles):
     """The CFM model of `files`' architecture, with untrained weights."""
-    f5 = import_f5_model()
+    f5 = lean_imports.import_f5_model()
     from f5_tts.model.utils import get_tokenizer
 
     vocab_char_map, vocab_size = get_tokenizer(str(files.vocab), "custom")
@@ -445,7 +415,15 @@ class LoadedModel:
     loaded_from: Path | None = None
     sample_rate: int = SAMPLE_RATE
     hop_length: int = HOP_LENGTH
+    cuda_graphs: bool = False
+    #: The DiT blocks synthesis runs: the eager ones, then the compiled ones once they are ready.
+    blocks: list = field(default_factory=list, repr=False)
+    #: Set when there is nothing (more) to compile: compiled, failed, or COMPILE off.
+    compile_done: threading.Event = field(default_factory=threading.Event, repr=False)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self):
+        self.blocks = self.blocks or list(self.cfm.transformer.transformer_blocks)
 
 
 def load_model(settings: Settings = SETTINGS) -> LoadedModel:
@@ -456,7 +434,8 @@ def load_model(settings: Settings = SETTINGS) -> LoadedModel:
     # from a network volume that read takes seconds too, and the two overlap.
     fp16 = settings.device != "cpu" and fp16_copy_is_current(files)  # what load_files will pick on a GPU
     read_ahead([fp16_artifact(files) if fp16 else files.checkpoint, files.vocoder_dir / "pytorch_model.bin"])
-    return load_files(files, settings.device, started, compile_blocks=settings.compile)
+    return load_files(files, settings.device, started, compile_blocks=settings.compile,
+                      cuda_graphs=settings.cuda_graphs)
 
 
 def read_ahead(paths: list[Path]) -> threading.Thread:
@@ -476,24 +455,57 @@ def read_ahead(paths: list[Path]) -> threading.Thread:
     return thread
 
 
-def compile_dit(cfm) -> None:
-    """Regional compilation: each DiT block is compiled in place, with dynamic shapes so a new
-    text length does not recompile. The blocks are identical, so they share the compiled code;
-    inductor keeps it in TORCHINDUCTOR_CACHE_DIR on the volume, where the next worker finds it."""
-    for block in cfm.transformer.transformer_blocks:
-        block.compile(dynamic=True)
+def compile_in_background(model: "LoadedModel") -> threading.Thread:
+    """Regional compilation of the DiT blocks, off the request path.
+
+    Requests keep running the eager blocks while a background thread compiles each block
+    (dynamic shapes, so a new text length does not recompile; the blocks are identical and share
+    the compiled code) and runs the compiled ones once per input form the sampler uses (one row,
+    and several rows with a padding mask). Then `model.blocks` switches to them. Inductor keeps
+    the generated code in TORCHINDUCTOR_CACHE_DIR on the volume, where the next worker finds it.
+    """
+    import torch
+
+    import sampler
+
+    def compile_blocks():
+        started = time.perf_counter()
+        try:
+            compiled = [torch.compile(block, dynamic=True) for block in model.cfm.transformer.transformer_blocks]
+            generator = torch.Generator().manual_seed(0)
+            wave = (0.1 * torch.randn(2, SAMPLE_RATE, generator=generator)).to(model.device)
+            texts = ["Warm up the compiled blocks.", "And once more."]
+            with torch.inference_mode():
+                for rows in (1, 2):
+                    duration = torch.full((rows,), 2 * SAMPLE_RATE // HOP_LENGTH, dtype=torch.long)
+                    sampler.sample(model.cfm, wave[:rows], texts[:rows], duration, steps=2, blocks=compiled,
+                                   cuda_graph=False)
+            model.blocks = compiled
+            log.info("compiled the DiT blocks in %.1f s; requests now use them", time.perf_counter() - started)
+        except Exception as exc:  # noqa: BLE001 - compiling is an optimisation: keep serving eagerly
+            log.warning("COMPILE: compiling the DiT blocks failed, requests stay eager: %s: %s",
+                        type(exc).__name__, exc)
+        finally:
+            model.compile_done.set()
+
+    thread = threading.Thread(target=compile_blocks, name="compile", daemon=True)
+    thread.start()
+    return thread
 
 
 def load_files(files: ModelFiles, requested_device: str = "auto", started: float | None = None,
-               compile_blocks: bool = False) -> LoadedModel:
+               compile_blocks: bool | None = False, cuda_graphs: bool = False) -> LoadedModel:
     """Load resolved files onto the device: the CFM (DiT) in fp16 on CUDA, fp32 on CPU, and Vocos."""
     started = time.perf_counter() if started is None else started
+    phases = {}
     import torch
 
+    phases["import torch"] = time.perf_counter()
     device = resolve_device(requested_device)
     dtype = inference_dtype(device)
     with torch.device(device):  # initialise the weights where they will live: no host copy
         cfm = build_cfm(files)
+    phases["import f5-tts, build"] = time.perf_counter()
     checkpoint = checkpoint_to_load(files, dtype)
     state = read_checkpoint(checkpoint, device)
     try:
@@ -504,12 +516,20 @@ def load_files(files: ModelFiles, requested_device: str = "auto", started: float
         ) from exc
     del state
     cfm = cfm.to(dtype).eval()
-    if compile_blocks:
-        compile_dit(cfm)
+    phases["weights"] = time.perf_counter()
     vocoder = load_vocoder(files.vocoder_dir, device)
-    seconds = time.perf_counter() - started
-    log.info("loaded %s from %s on %s (%s) in %.2f s", files.name, checkpoint, device, dtype, seconds)
-    return LoadedModel(cfm, vocoder, files, device, dtype, seconds, checkpoint)
+    phases["vocoder"] = time.perf_counter()
+    seconds = phases["vocoder"] - started
+    marks = [started, *phases.values()]
+    log.info("loaded %s from %s on %s (%s) in %.2f s (%s)", files.name, checkpoint, device, dtype, seconds,
+             ", ".join(f"{name} {b - a:.2f} s" for name, a, b in zip(phases, marks, marks[1:])))
+    model = LoadedModel(cfm, vocoder, files, device, dtype, seconds, checkpoint,
+                        cuda_graphs=cuda_graphs and device.startswith("cuda"))
+    if device.startswith("cuda") if compile_blocks is None else compile_blocks:
+        compile_in_background(model)
+    else:
+        model.compile_done.set()
+    return model
 
 
 _model: LoadedModel | None = None

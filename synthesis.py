@@ -89,9 +89,6 @@ def plan_chunks(ref_text: str, ref_samples: int, text: str, speed: float, sample
     return chunks
 
 
-#: CFM.sample's cap on a row's length.
-MAX_FRAMES = 65536
-
 #: A chunk joins a batch only if it is at least this fraction of the batch's longest chunk.
 #: f5-tts's attention does not mask padding (masking it would make SDPA materialise a
 #: batch x heads x n x n mask), so padding frames are seen by the shorter rows; bounding
@@ -147,6 +144,8 @@ def synthesize(
     import torch
     from f5_tts.model.utils import convert_char_to_pinyin
 
+    import sampler
+
     ref = torch.from_numpy(np.ascontiguousarray(ref_audio, dtype=np.float32))[None, :]
     rms = float(torch.sqrt(torch.mean(torch.square(ref))))
     quiet = 0 < rms < params.target_rms
@@ -172,19 +171,21 @@ def synthesize(
         for batch in batches:
             texts = convert_char_to_pinyin([ref_text + c.text for c in batch])
             frames = torch.tensor([c.frames for c in batch], dtype=torch.long, device=model.device)
-            mel, _ = model.cfm.sample(
-                cond=ref.expand(len(batch), -1),
-                text=texts,
-                duration=frames,
+            mel = sampler.sample(
+                model.cfm,
+                ref.expand(len(batch), -1),
+                texts,
+                frames,
                 steps=params.nfe_step,
                 cfg_strength=params.cfg_strength,
                 sway_sampling_coef=params.sway_sampling_coef,
                 seed=params.seed,
+                cuda_graph=model.cuda_graphs,
+                blocks=model.blocks,
             )
-            mel = mel.float()
             for row, chunk in enumerate(batch):
                 # CFM.sample lengthens a row to at least its text (and reference) plus one frame.
-                end = min(max(chunk.frames, len(texts[row]) + 1, ref_frames + 1), MAX_FRAMES)
+                end = min(max(chunk.frames, len(texts[row]) + 1, ref_frames + 1), sampler.MAX_FRAMES)
                 generated = mel[row : row + 1, ref_frames:end].permute(0, 2, 1)
                 wave = model.vocoder.decode(generated)
                 if quiet:

@@ -3,6 +3,7 @@ import pytest
 import soundfile as sf
 from conftest import REF_TEXT, REF_WAV
 
+import lean_imports
 import model_cache
 import synthesis
 from errors import LimitExceeded
@@ -72,24 +73,23 @@ def test_batched_equals_chunk_by_chunk(model, reference):
     assert diff < BATCH_TOLERANCE, diff
 
 
-def test_memory_budget_splits_large_requests(model, reference):
+def test_memory_budget_splits_large_requests(model, reference, monkeypatch):
+    import sampler
+
     params = SynthesisParams(nfe_step=4, seed=7)
     chunks = synthesis.plan_chunks(synthesis.normalise_ref_text(REF_TEXT), len(reference), LONG_TEXT, 1.0,
                                    24_000, 256)
     longest = max(c.frames for c in chunks)
     budget = 2 * longest  # two rows per batch at most
     calls = []
-    real_sample = model.cfm.sample
+    real_sample = sampler.sample
 
-    def spy(**kwargs):
-        calls.append(int(kwargs["duration"].numel()) * int(kwargs["duration"].max()))
-        return real_sample(**kwargs)
+    def spy(cfm, ref_wave, text, duration, **kwargs):
+        calls.append(int(duration.numel()) * int(duration.max()))
+        return real_sample(cfm, ref_wave, text, duration, **kwargs)
 
-    model.cfm.sample = spy
-    try:
-        result = synthesis.synthesize(model, reference, REF_TEXT, LONG_TEXT, params, max_batch_frames=budget)
-    finally:
-        del model.cfm.sample
+    monkeypatch.setattr(sampler, "sample", spy)
+    result = synthesis.synthesize(model, reference, REF_TEXT, LONG_TEXT, params, max_batch_frames=budget)
     assert result.batches == len(calls) >= len(chunks) / 2
     assert max(calls) <= budget
 
@@ -126,7 +126,7 @@ def test_one_chunk_is_the_same_audio_as_stock_f5_tts(model, reference):
     """Stock's infer_batch_process on the same model, reference and seed gives the same samples."""
     import torch
 
-    model_cache.import_f5_model()  # stock's module imports without the training stack
+    lean_imports.import_f5_model()  # stock's module imports without the training stack
     from f5_tts.infer.utils_infer import infer_batch_process
     from f5_tts.model.utils import seed_everything
 
@@ -137,13 +137,14 @@ def test_one_chunk_is_the_same_audio_as_stock_f5_tts(model, reference):
         model.cfm, model.vocoder, nfe_step=6, device=model.device, progress=None))
     ours = synthesis.synthesize(model, reference, REF_TEXT, text, SynthesisParams(nfe_step=6, seed=11), 24_000).audio
     assert len(ours) == len(stock)
-    assert np.linalg.norm(ours - stock) / np.linalg.norm(stock) < 1e-6
+    # fp32 on a CPU: the sampler differs from CFM.sample only in the order of a few float additions
+    assert np.linalg.norm(ours - stock) / np.linalg.norm(stock) < 1e-5
 
 
 def test_long_text_has_the_length_stock_gives(model, reference):
     import torch
 
-    model_cache.import_f5_model()
+    lean_imports.import_f5_model()
     from f5_tts.infer.utils_infer import chunk_text, infer_batch_process
 
     ref_text = synthesis.normalise_ref_text(REF_TEXT)
@@ -161,7 +162,7 @@ def test_a_row_lengthened_by_its_text_keeps_all_its_frames(model, reference):
     and the audio keeps what was sampled, as stock does."""
     import torch
 
-    model_cache.import_f5_model()
+    lean_imports.import_f5_model()
     from f5_tts.infer.utils_infer import infer_batch_process
     from f5_tts.model.utils import seed_everything
 
