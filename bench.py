@@ -54,7 +54,9 @@ def parse_args():
     p.add_argument("--nfe", type=int, default=32)
     p.add_argument("--cases", default="one,long")
     p.add_argument("--max-batch-frames", type=int, default=None, help="this worker's memory budget (MAX_BATCH_FRAMES)")
-    p.add_argument("--compile", action="store_true", help="run this worker with COMPILE=true")
+    p.add_argument("--variants", default="ours",
+                   help="our configurations to time against stock, comma-separated: ours (the defaults), eager "
+                        "(COMPILE=false), no-graphs (COMPILE=false CUDA_GRAPHS=false)")
     p.add_argument("--models-dir", help="where the random-weight models go (default: a temporary folder)")
     p.add_argument("--cold", action="store_true", help="time cold starts in fresh processes instead")
     p.add_argument("--drop-caches", action="store_true", help="drop the page cache before each cold start (root)")
@@ -86,7 +88,7 @@ def prepare_models(arch: str) -> dict:
         files = model_cache.resolve_model_files(settings)
     except model_cache.ModelLoadError:
         backbone, layers = model_cache.model_config(arch)
-        scratch = models_dir / "scratch"
+        scratch = model_cache.MODELS_DIR / "scratch"
         files = model_cache.ModelFiles(arch, backbone, layers, scratch / "model.safetensors",
                                        model_cache.f5_package_dir() / "infer" / "examples" / "vocab.txt",
                                        scratch / "vocos")
@@ -138,7 +140,9 @@ def timed(fn, runs, device):
     import torch
 
     cuda = device.startswith("cuda")
-    fn()  # warm-up: kernels, allocator, caches
+    first = time.perf_counter()
+    fn()  # warm-up: kernels, allocator, caches (and compiling, with COMPILE)
+    first = time.perf_counter() - first
     times, peaks, out = [], [], None
     for _ in range(runs):
         if cuda:
@@ -150,7 +154,15 @@ def timed(fn, runs, device):
             torch.cuda.synchronize()
             peaks.append(torch.cuda.max_memory_allocated() / 2**30)
         times.append(time.perf_counter() - start)
-    return statistics.median(times), min(times), max(times), (max(peaks) if peaks else None), out
+    return statistics.median(times), min(times), max(times), (max(peaks) if peaks else None), out, first
+
+
+#: Our configurations: the settings each one changes.
+VARIANTS = {
+    "ours": {},  # on CUDA: CUDA graphs, and the DiT blocks compiled (COMPILE=auto)
+    "eager": {"compile": False},
+    "no-graphs": {"compile": False, "cuda_graphs": False},
+}
 
 
 def warm(args, arch):
@@ -158,37 +170,44 @@ def warm(args, arch):
     import soundfile as sf
 
     import audio_io
+    import lean_imports
     import model_cache
 
-    model_cache.import_f5_model()  # stock's utils_infer then imports without the training stack
+    lean_imports.import_f5_model()  # stock's utils_infer then imports without the training stack
     settings = model_cache.SETTINGS.model_copy(update={"f5_model": arch})
-    model = model_cache.load_model(settings)
-    # COMPILE compiles the model in place: ours gets a copy of its own so that stock stays eager.
-    ours_model = model_cache.load_model(settings.model_copy(update={"compile": True})) if args.compile else model
+    stock_model = model_cache.load_model(settings.model_copy(update={"compile": False, "cuda_graphs": False}))
+    variants = {name: model_cache.load_model(settings.model_copy(update=VARIANTS[name]))
+                for name in args.variants.split(",")}
     audio, rate = sf.read(model_cache.f5_package_dir() / "infer/examples/basic/basic_ref_en.wav", dtype="float32")
-    reference = audio_io.prepare_reference(audio, rate, model.sample_rate, 12.0, 1.0)
+    reference = audio_io.prepare_reference(audio, rate, stock_model.sample_rate, 12.0, 1.0)
     budget = args.max_batch_frames or model_cache.SETTINGS.max_batch_frames
-    runs = args.runs or (5 if model.device.startswith("cuda") else 1)
+    cuda = stock_model.device.startswith("cuda")
+    runs = args.runs or (5 if cuda else 1)
     texts = {"one": ONE_CHUNK, "long": LONG_TEXT}
     rows = []
     for case in args.cases.split(","):
         text = texts[case]
-        stock = timed(lambda: stock_synthesize(model, reference, text, args.nfe, 7), runs, model.device)
-        ours = timed(lambda: our_synthesize(ours_model, reference, text, args.nfe, 7, budget), runs, model.device)
-        s_audio, o_audio = stock[4], ours[4]
-        row = {
-            "case": case, "chars": len(text), "nfe": args.nfe, "runs": runs,
-            "stock_s": stock[0], "stock_range": [stock[1], stock[2]], "ours_s": ours[0], "ours_range": [ours[1], ours[2]],
-            "speedup": stock[0] / ours[0], "audio_s": len(o_audio) / model.sample_rate,
-            "stock_audio_s": len(s_audio) / model.sample_rate,
-            "stock_rtf": stock[0] / (len(s_audio) / model.sample_rate), "ours_rtf": ours[0] / (len(o_audio) / model.sample_rate),
-            "stock_peak_gib": stock[3], "ours_peak_gib": ours[3],
-        }
-        if len(s_audio) == len(o_audio):
-            row["rel_diff"] = float(np.linalg.norm(s_audio - o_audio) / max(np.linalg.norm(s_audio), 1e-12))
+        stock = timed(lambda: stock_synthesize(stock_model, reference, text, args.nfe, 7), runs, stock_model.device)
+        s_audio = stock[4]
+        row = {"case": case, "chars": len(text), "nfe": args.nfe, "runs": runs, "stock_s": stock[0],
+               "stock_range": [stock[1], stock[2]], "stock_audio_s": len(s_audio) / stock_model.sample_rate,
+               "stock_peak_gib": stock[3], "ours": {}}
+        row["stock_rtf"] = stock[0] / row["stock_audio_s"]
+        for name, model in variants.items():
+            waited = time.perf_counter()
+            model.compile_done.wait()  # times the compiled blocks, not the eager ones used meanwhile
+            waited = time.perf_counter() - waited
+            ours = timed(lambda: our_synthesize(model, reference, text, args.nfe, 7, budget), runs, model.device)
+            o_audio = ours[4]
+            r = {"s": ours[0], "range": [ours[1], ours[2]], "first_call_s": waited + ours[5], "speedup": stock[0] / ours[0],
+                 "audio_s": len(o_audio) / model.sample_rate, "peak_gib": ours[3]}
+            r["rtf"] = ours[0] / r["audio_s"]
+            if case == "one" and len(s_audio) == len(o_audio):
+                r["rel_diff"] = float(np.linalg.norm(s_audio - o_audio) / max(np.linalg.norm(s_audio), 1e-12))
+            row["ours"][name] = r
         rows.append(row)
-    return {"device": describe_device(model.device), "arch": arch, "dtype": str(model.dtype), "budget": budget,
-            "compile": args.compile, "rows": rows}
+    return {"device": describe_device(stock_model.device), "arch": arch, "dtype": str(stock_model.dtype),
+            "budget": budget, "rows": rows}
 
 
 def describe_device(device):
@@ -198,20 +217,23 @@ def describe_device(device):
 
 
 def print_warm(result):
-    print(f"\n{result['arch']} on {result['device']}, {result['dtype']}, MAX_BATCH_FRAMES={result['budget']}"
-          f"{', ours with COMPILE=true' if result['compile'] else ''}")
-    head = f"{'case':<6} {'audio':>7} {'stock':>8} {'ours':>8} {'speedup':>8} {'RTF stock':>10} {'RTF ours':>9} " \
-           f"{'peak stock':>11} {'peak ours':>10} {'diff':>8}"
+    print(f"\n{result['arch']} on {result['device']}, {result['dtype']}, MAX_BATCH_FRAMES={result['budget']}")
+    head = f"{'case':<6} {'who':<10} {'audio':>7} {'median':>8} {'range':>15} {'speed-up':>9} {'RTF':>7} " \
+           f"{'peak':>9} {'diff':>8} {'1st call':>9}"
     print(head)
     print("-" * len(head))
+    peak = lambda g: f"{g:.2f} GiB" if g is not None else "-"
     for r in result["rows"]:
-        peak = lambda g: f"{g:.2f} GiB" if g is not None else "-"
-        diff = f"{r['rel_diff']:.1e}" if "rel_diff" in r else "n/a"
-        print(f"{r['case']:<6} {r['audio_s']:6.1f}s {r['stock_s']:7.3f}s {r['ours_s']:7.3f}s {r['speedup']:7.2f}x "
-              f"{r['stock_rtf']:10.4f} {r['ours_rtf']:9.4f} {peak(r['stock_peak_gib']):>11} {peak(r['ours_peak_gib']):>10} "
-              f"{diff:>8}")
-    print("diff: relative L2 distance between stock's and our audio for the same seed (n/a: lengths differ;"
-          " stock draws each chunk's noise from a shared generator in thread order)")
+        print(f"{r['case']:<6} {'stock':<10} {r['stock_audio_s']:6.1f}s {r['stock_s']:7.3f}s "
+              f"{r['stock_range'][0]:6.3f}-{r['stock_range'][1]:.3f}s {'1.00x':>9} {r['stock_rtf']:7.4f} "
+              f"{peak(r['stock_peak_gib']):>9}")
+        for name, o in r["ours"].items():
+            diff = f"{o['rel_diff']:.1e}" if "rel_diff" in o else "n/a"
+            print(f"{'':<6} {name:<10} {o['audio_s']:6.1f}s {o['s']:7.3f}s {o['range'][0]:6.3f}-{o['range'][1]:.3f}s "
+                  f"{o['speedup']:8.2f}x {o['rtf']:7.4f} {peak(o['peak_gib']):>9} {diff:>8} {o['first_call_s']:8.2f}s")
+    print("speed-up: stock median / ours; diff: relative L2 distance from stock's audio for the same seed"
+          " (one chunk only: for long text stock draws each chunk's noise from one generator in thread order);"
+          " 1st call: the untimed first synthesis, after waiting for the compiled blocks (first case only)")
 
 
 # --------------------------------------------------------------------------------------
@@ -240,8 +262,9 @@ print("MARKS " + json.dumps(marks))
 """
 
 OURS_COLD = """
-import json, sys, time
+import json, logging, sys, time
 marks = {"start": time.time()}
+logging.basicConfig(level=logging.INFO, format="%(message)s")
 import runpod_handler, model_cache
 marks["imports"] = time.time()
 model = model_cache.get_model()
@@ -267,7 +290,8 @@ def cold(args, arch, env):
     cfg = {"arch": files.arch, "checkpoint": str(files.checkpoint), "vocab": str(files.vocab),
            "vocoder_dir": str(files.vocoder_dir), "device": device, "nfe": args.nfe, "ref_text": REF_TEXT,
            "ref": str(model_cache.f5_package_dir() / "infer/examples/basic/basic_ref_en.wav")}
-    child_env = {**os.environ, **env, "DEVICE": device, "PYTHONPATH": str(ROOT), "COMPILE": str(args.compile).lower()}
+    child_env = {**os.environ, **env, "DEVICE": device,
+                 "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     results = {}
     for name, code in (("bare import torch", "import time; s=time.time(); import torch; print('MARKS {\"start\": %r, \"torch\": %r}' % (s, time.time()))"),
                        ("stock", STOCK_COLD), ("ours", OURS_COLD)):
@@ -283,6 +307,9 @@ def cold(args, arch, env):
             continue
         marks = json.loads(lines[-1][6:])
         results[name] = {k: v - spawned for k, v in marks.items()}
+        loaded = [l for l in proc.stderr.splitlines() if l.startswith("loaded ")]
+        if loaded:
+            results[name]["load_log"] = loaded[-1]
     return {"device": device, "arch": arch, "page_cache": "dropped" if args.drop_caches else "warm", "results": results}
 
 
@@ -306,6 +333,8 @@ def print_cold(result):
             continue
         ratio = f"{r['ready'] / base:.2f}" if base else "-"
         print(f"{name:<18} {r['imports']:8.2f} {r['ready']:8.2f} {r['first_audio']:12.2f} {ratio:>21}")
+        if "load_log" in r:
+            print(f"{'':<18} {r['load_log']}")
     s, o = result["results"].get("stock", {}), result["results"].get("ours", {})
     if "ready" in s and "ready" in o:
         print(f"ours vs stock: ready {s['ready'] / o['ready']:.2f}x sooner, first audio "
