@@ -1,8 +1,8 @@
 """Text + reference audio -> speech, with the loaded F5-TTS model.
 
 Long text is split into chunks the way f5-tts splits it, but the chunks are not run one
-thread each at batch 1: they are sorted by length and sampled together in batched
-`CFM.sample` calls, each batch capped at `max_batch_frames` padded mel frames (the memory
+thread each at batch 1: they are sorted by length and sampled together in batched calls of
+`sampler.sample`, each batch capped at `max_batch_frames` padded mel frames (the memory
 budget), then decoded and cross-faded back in reading order.
 """
 
@@ -184,7 +184,7 @@ def synthesize(
                 blocks=model.blocks,
             )
             for row, chunk in enumerate(batch):
-                # CFM.sample lengthens a row to at least its text (and reference) plus one frame.
+                # The sampler, like CFM.sample, lengthens a row to its text (and reference) plus one frame.
                 end = min(max(chunk.frames, len(texts[row]) + 1, ref_frames + 1), sampler.MAX_FRAMES)
                 generated = mel[row : row + 1, ref_frames:end].permute(0, 2, 1)
                 wave = model.vocoder.decode(generated)
