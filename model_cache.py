@@ -415,6 +415,7 @@ class LoadedModel:
     loaded_from: Path | None = None
     sample_rate: int = SAMPLE_RATE
     hop_length: int = HOP_LENGTH
+    #: CUDA_GRAPHS; the sampler uses graphs only on a CUDA device.
     cuda_graphs: bool = False
     #: The DiT blocks synthesis runs: the eager ones, then the compiled ones once they are ready.
     blocks: list = field(default_factory=list, repr=False)
@@ -523,8 +524,7 @@ def load_files(files: ModelFiles, requested_device: str = "auto", started: float
     marks = [started, *phases.values()]
     log.info("loaded %s from %s on %s (%s) in %.2f s (%s)", files.name, checkpoint, device, dtype, seconds,
              ", ".join(f"{name} {b - a:.2f} s" for name, a, b in zip(phases, marks, marks[1:])))
-    model = LoadedModel(cfm, vocoder, files, device, dtype, seconds, checkpoint,
-                        cuda_graphs=cuda_graphs and device.startswith("cuda"))
+    model = LoadedModel(cfm, vocoder, files, device, dtype, seconds, checkpoint, cuda_graphs=cuda_graphs)
     if device.startswith("cuda") if compile_blocks is None else compile_blocks:
         compile_in_background(model)
     else:

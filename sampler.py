@@ -41,7 +41,7 @@ class _Flow:
     """The guided velocity field of one request: v(step, x) for the whole batch."""
 
     def __init__(self, dit, blocks, step_cond, text_ids, mask, t_grid, cfg_strength: float, dtype):
-        self.dit, self.blocks, self.dtype, self.mask = dit, blocks, dtype, mask
+        self.dit, self.blocks, self.dtype = dit, blocks, dtype
         self.guided = cfg_strength >= 1e-5  # CFM.sample's threshold
         self.cfg_strength = cfg_strength
         batch, n = step_cond.shape[:2]
@@ -139,7 +139,8 @@ def sample(
     # At least the text (and the reference) plus one frame, as CFM.sample does.
     duration = torch.maximum(torch.maximum((text_ids != -1).sum(dim=-1), lens) + 1, duration.to(device))
     duration = duration.clamp(max=MAX_FRAMES)
-    frames = int(duration.amax())
+    lengths = duration.tolist()  # one device sync for the lengths and the padded length
+    frames = max(lengths)
     cond = F.pad(cond, (0, 0, 0, frames - ref_frames))
     cond_mask = F.pad(lens_to_mask(lens), (0, frames - ref_frames), value=False).unsqueeze(-1)
     step_cond = torch.where(cond_mask, cond, torch.zeros_like(cond))
@@ -147,7 +148,7 @@ def sample(
 
     # The same noise as CFM.sample: each row drawn after re-seeding, in the model's dtype.
     noise = []
-    for row_frames in duration.tolist():
+    for row_frames in lengths:
         if seed is not None:
             torch.manual_seed(seed)
         noise.append(torch.randn(row_frames, cfm.num_channels, device=device, dtype=dtype))
