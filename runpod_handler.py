@@ -36,7 +36,6 @@ from job_schema import MAX_TRANSCRIPT_CHARS, JobInput, parse_job_input
 from synthesis import SynthesisParams, synthesize
 
 log = logging.getLogger("f5worker.handler")
-_STARTED = time.perf_counter()
 
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
@@ -229,24 +228,32 @@ def configure_logging(level: str) -> None:
     os.environ.setdefault("RUNPOD_LOG_LEVEL", "WARN" if local else "INFO")
 
 
-def warm_up() -> None:
-    """Load the model and run one tiny synthesis (CUDA kernels, cuBLAS handles), so the first
-    job pays for neither. Jobs that arrive meanwhile wait for the model, not for a second load."""
+def load_at_start() -> None:
+    """Load the model (and with WARMUP, run one tiny synthesis: CUDA kernels, cuBLAS and cuDNN
+    handles) while the RunPod SDK imports and fetches the first job. Jobs that arrive meanwhile
+    wait for this load, not for a second one."""
     try:
         model = model_cache.get_model()
+    except Exception as exc:  # the first job loads again and reports the error to its caller
+        log.error("loading the model at start failed: %s: %s", type(exc).__name__, exc)
+        return
+    if not model_cache.SETTINGS.warmup:
+        return
+    try:
         t = np.arange(model.sample_rate) / model.sample_rate
         tone = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
-        synthesize(model, tone, "Warm up.", "Warm up.", SynthesisParams(nfe_step=2, seed=0), model_cache.SETTINGS.max_batch_frames)
-        log.info("warm-up done: model ready %.2f s after start", time.perf_counter() - _STARTED)
-    except Exception as exc:  # the first job loads again and reports the error to its caller
+        synthesize(model, tone, "Warm up.", "Warm up.", SynthesisParams(nfe_step=2, seed=0),
+                   model_cache.SETTINGS.max_batch_frames)
+        age = model_cache.process_age()
+        log.info("warm-up done%s", f" {age:.2f} s after the process started" if age is not None else "")
+    except Exception as exc:  # noqa: BLE001 - a job reports its own errors
         log.error("warm-up failed: %s: %s", type(exc).__name__, exc)
 
 
 def main() -> None:
     configure_logging(model_cache.SETTINGS.log_level)
-    if model_cache.SETTINGS.warmup:
-        # In the background, overlapping the SDK's own import and start-up (a second or two).
-        threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
+    # Seconds of loading overlap the SDK's import and start-up (seconds too) instead of following them.
+    threading.Thread(target=load_at_start, name="load", daemon=True).start()
     import runpod
 
     runpod.serverless.start({"handler": handler})

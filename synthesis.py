@@ -167,7 +167,7 @@ def synthesize(
     batches = plan_batches(chunks, max_batch_frames)
 
     waves: dict[int, np.ndarray] = {}
-    with model.lock, torch.inference_mode():
+    with model.in_use(), torch.inference_mode():
         for batch in batches:
             texts = convert_char_to_pinyin([ref_text + c.text for c in batch])
             frames = torch.tensor([c.frames for c in batch], dtype=torch.long, device=model.device)

@@ -17,3 +17,18 @@ def test_bench_runs_on_a_cpu_and_matches_stock(tmp_path):
     assert row["case"] == "one" and ours["audio_s"] > 1 and ours["audio_s"] == row["stock_audio_s"]
     assert ours["rel_diff"] < 1e-5  # stock f5-tts's samples for the same seed (fp32 on a CPU)
     assert row["stock_s"] > 0 and ours["s"] > 0 and ours["speedup"] == row["stock_s"] / ours["s"]
+
+
+def test_bench_cold_starts_stock_and_the_worker_itself(tmp_path):
+    out = tmp_path / "cold.json"
+    result = run_py(["bench.py", "--cold", "--arch", "tiny", "--device", "cpu", "--nfe", "4",
+                     "--models-dir", str(tmp_path / "models"), "--json", str(out)], env=subprocess_env(MODELS_DIR=None),
+                    timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(out.read_text())["results"]
+    assert results["bare import torch"]["torch"] > 0
+    for name in ("stock", "ours"):
+        assert 0 < results[name]["ready"] < results[name]["first_audio"], results[name]
+    # Ours is `python runpod_handler.py` on a test_input.json job; its model load logs the phases.
+    assert "loaded tiny from" in results["ours"]["load_log"][0] and "after the process started" in results["ours"]["load_log"][0]
+    assert "ours vs stock" in result.stdout

@@ -2,13 +2,15 @@
 
 import base64
 import json
+import os
+import re
 import subprocess
 import sys
 import time
 
 import pytest
 import requests
-from conftest import BUCKET, REF_TEXT, ROOT, free_port, run_py, subprocess_env
+from conftest import BUCKET, REF_TEXT, REF_WAV, ROOT, free_port, run_py, subprocess_env
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +84,38 @@ def test_repository_test_input_runs_without_s3(tmp_path):
     assert [p.name for p in written] == ["local_test.wav"] and written[0].stat().st_size > 10_000
 
 
-def test_warmup_loads_the_model_once_before_the_first_job(tmp_path):
+FAKE_SDK = """
+import base64, json, sys, time
+model_cache = sys.modules["model_cache"]
+deadline = time.time() + 60
+while model_cache._model is None and time.time() < deadline:  # importing the real SDK takes seconds
+    time.sleep(0.02)
+print("LOADED_WHILE_THE_SDK_IMPORTED", model_cache._model is not None)
+
+class serverless:
+    @staticmethod
+    def start(config):
+        job = {"id": "fake-sdk", "input": {"text": "Hello.", "ref_text": %r, "nfe_step": 4,
+                                          "voice_base64": base64.b64encode(open(%r, "rb").read()).decode()}}
+        print("RESULT " + json.dumps(config["handler"](job)))
+"""
+
+
+def test_the_worker_loads_the_model_while_the_sdk_starts_and_the_job_uses_that_load(tmp_path):
+    (tmp_path / "runpod").mkdir()
+    (tmp_path / "runpod" / "__init__.py").write_text(FAKE_SDK % (REF_TEXT, str(REF_WAV)))
+    env = subprocess_env(S3_BUCKET=None, WRITE_LOCAL_OUTPUT="false", PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}")
+    result = run_py(["runpod_handler.py"], env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "LOADED_WHILE_THE_SDK_IMPORTED True" in result.stdout
+    output = json.loads(next(l for l in result.stdout.splitlines() if l.startswith("RESULT "))[7:])
+    assert "error" not in output and output["duration_s"] > 0.5
+    log = result.stderr
+    assert log.count("loaded tiny from") == 1  # the job waited for the load at start, no second one
+    assert re.search(r"ready [0-9.]+ s after the process started", log)
+
+
+def test_warmup_synthesizes_once_after_the_load_at_start(tmp_path):
     env = subprocess_env(WARMUP="true", S3_BUCKET=None, OUTPUT_DIR=tmp_path, LOG_LEVEL="INFO")
     result = run_py(["runpod_handler.py"], env=env)
     assert result.returncode == 0, result.stderr[-2000:]
