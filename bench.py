@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -277,6 +278,8 @@ def run_worker(cfg: dict, env: dict) -> dict:
         spawned = time.time()
         proc = subprocess.Popen([sys.executable, str(ROOT / "runpod_handler.py")], cwd=cwd, env=env, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        watchdog = threading.Timer(900, proc.kill)  # the read below waits for the worker's output
+        watchdog.start()
         marks, tail = {}, []
         for line in proc.stdout:
             now = time.time() - spawned
@@ -285,7 +288,8 @@ def run_worker(cfg: dict, env: dict) -> dict:
                 marks["ready"], marks["load_log"] = now, line.split("f5worker.model_cache: ", 1)[1].strip()
             elif "first_audio" not in marks and "f5worker.handler: job " in line and " of audio in " in line:
                 marks["first_audio"] = now
-        proc.wait(timeout=900)
+        proc.wait()
+        watchdog.cancel()
     if proc.returncode != 0 or "first_audio" not in marks:
         return {"error": next((l for l in reversed(tail) if l.strip()), "?")}
     return marks
@@ -317,7 +321,10 @@ def cold(args, arch, env):
                                   timeout=900)
             lines = [l for l in proc.stdout.splitlines() if l.startswith("MARKS ")]
             if proc.returncode != 0 or not lines:
-                measured.append({"error": (proc.stderr.strip().splitlines() or ["?"])[-1]})
+                error = (proc.stderr.strip().splitlines() or ["?"])[-1]
+                if "ModuleNotFoundError" in error:
+                    error += " (stock's imports need `pip install -r requirements-bench.txt`)"
+                measured.append({"error": error})
                 continue
             measured.append({k: v - spawned for k, v in json.loads(lines[-1][6:]).items()})
     results = {}
