@@ -250,13 +250,31 @@ def load_at_start() -> None:
         log.error("warm-up failed: %s: %s", type(exc).__name__, exc)
 
 
+def exit_now(code) -> None:
+    """Leave the process without finalizing the interpreter. Finalization stops daemon threads by
+    unwinding their stacks when they next take the GIL; a thread inside torch's C++ code (the
+    load at start, a background compile, a warm-up) then aborts the whole process ("terminate
+    called without an active exception", exit status 134) instead of exiting with `code`."""
+    if isinstance(code, str):  # sys.exit("message")
+        print(code, file=sys.stderr)
+        code = 1
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0 if code is None else code)
+
+
 def main() -> None:
     configure_logging(model_cache.SETTINGS.log_level)
     # Seconds of loading overlap the SDK's import and start-up (seconds too) instead of following them.
     threading.Thread(target=load_at_start, name="load", daemon=True).start()
     import runpod
 
-    runpod.serverless.start({"handler": handler})
+    try:
+        runpod.serverless.start({"handler": handler})
+    except SystemExit as stop:  # the SDK exits after a local job (--test_input, test_input.json)
+        exit_now(stop.code)
+    exit_now(0)
 
 
 if __name__ == "__main__":

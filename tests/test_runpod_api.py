@@ -122,3 +122,30 @@ def test_warmup_synthesizes_once_after_the_load_at_start(tmp_path):
     log = result.stdout + result.stderr
     assert "warm-up done" in log
     assert log.count("loaded tiny from") == 1
+
+
+EXITING_SDK = """
+import sys, threading, time, torch
+
+class serverless:
+    @staticmethod
+    def start(config):
+        def busy():  # stands for the load at start, a compile or a warm-up, inside torch's C++ code
+            a = torch.randn(1500, 1500)
+            while True:
+                a @ a
+        threading.Thread(target=busy, daemon=True).start()
+        time.sleep(0.5)
+        print("the local job failed", flush=True)
+        sys.exit(1)  # as the SDK does after a failed local job
+"""
+
+
+def test_exit_after_a_local_job_keeps_its_status_while_threads_run_torch(tmp_path):
+    """Interpreter finalization would abort the process (status 134) by unwinding the busy thread."""
+    (tmp_path / "runpod").mkdir()
+    (tmp_path / "runpod" / "__init__.py").write_text(EXITING_SDK)
+    env = subprocess_env(S3_BUCKET=None, PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}")
+    result = run_py(["runpod_handler.py"], env=env)
+    assert result.returncode == 1, (result.returncode, result.stderr[-2000:])
+    assert "the local job failed" in result.stdout and "terminate called" not in result.stderr
