@@ -144,7 +144,7 @@ def timed(fn, runs, device):
 
     cuda = device.startswith("cuda")
     first = time.perf_counter()
-    fn()  # warm-up: kernels, allocator, caches (and compiling, with COMPILE)
+    fn()  # warm-up: kernels, allocator, caches
     first = time.perf_counter() - first
     times, peaks, out = [], [], None
     for _ in range(runs):

@@ -480,7 +480,7 @@ def read_ahead(paths: list[Path]) -> threading.Thread:
     return thread
 
 
-def compile_in_background(model: "LoadedModel") -> threading.Thread:
+def compile_in_background(model: "LoadedModel") -> None:
     """Regional compilation of the DiT blocks, off the request path.
 
     Requests keep running the eager blocks while a background thread compiles each block
@@ -517,10 +517,8 @@ def compile_in_background(model: "LoadedModel") -> threading.Thread:
         finally:
             model.compile_done.set()
 
-    thread = threading.Thread(target=compile_blocks, name="compile", daemon=True)
-    model.compile_thread = thread
-    thread.start()
-    return thread
+    model.compile_thread = threading.Thread(target=compile_blocks, name="compile", daemon=True)
+    model.compile_thread.start()
 
 
 def load_files(files: ModelFiles, requested_device: str = "auto", started: float | None = None,

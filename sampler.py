@@ -124,11 +124,12 @@ def sample(
     seed: int | None = None,
     cuda_graph: bool = True,
     blocks=None,
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, list[int]]:
     """Mel frames (batch x frames x mels, float32) for `text` (one string per row) spoken in the
-    voice of `ref_wave` (batch x samples), each row `duration` frames long (reference included),
-    as `CFM.sample(ref_wave, text, duration, steps=..., ...)` would make them. `blocks`: the DiT
-    blocks to run (compiled ones, say); the model's own by default."""
+    voice of `ref_wave` (batch x samples), as `CFM.sample(ref_wave, text, duration, steps=...,
+    ...)` would make them, and each row's length in frames (reference included): `duration`,
+    lengthened as CFM.sample lengthens it; frames past a row's length are padding. `blocks`: the
+    DiT blocks to run (compiled ones, say); the model's own by default."""
     from f5_tts.model.utils import lens_to_mask, list_str_to_idx
 
     dit, dtype, device = cfm.transformer, next(cfm.parameters()).dtype, ref_wave.device
@@ -160,4 +161,4 @@ def sample(
                  cfg_strength, dtype)
     graphed = cuda_graph and device.type == "cuda" and steps > 1
     y = _euler_graphed(flow, y, dts) if graphed else _euler_eager(flow, y, dts)
-    return torch.where(cond_mask, cond.float(), y)
+    return torch.where(cond_mask, cond.float(), y), lengths

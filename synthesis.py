@@ -171,7 +171,7 @@ def synthesize(
         for batch in batches:
             texts = convert_char_to_pinyin([ref_text + c.text for c in batch])
             frames = torch.tensor([c.frames for c in batch], dtype=torch.long, device=model.device)
-            mel = sampler.sample(
+            mel, lengths = sampler.sample(
                 model.cfm,
                 ref.expand(len(batch), -1),
                 texts,
@@ -184,9 +184,7 @@ def synthesize(
                 blocks=model.blocks,
             )
             for row, chunk in enumerate(batch):
-                # The sampler, like CFM.sample, lengthens a row to its text (and reference) plus one frame.
-                end = min(max(chunk.frames, len(texts[row]) + 1, ref_frames + 1), sampler.MAX_FRAMES)
-                generated = mel[row : row + 1, ref_frames:end].permute(0, 2, 1)
+                generated = mel[row : row + 1, ref_frames : lengths[row]].permute(0, 2, 1)
                 wave = model.vocoder.decode(generated)
                 if quiet:
                     wave = wave * (rms / params.target_rms)

@@ -42,8 +42,8 @@ with torch.inference_mode():
     for b in (1, 2):
         stock = eager.cfm.sample(cond=ref[:b], text=texts[:b], duration=dur[:b], steps=32, cfg_strength=2.0, sway_sampling_coef=-1.0, seed=3)[0].float()
         full = cfm32.sample(cond=ref[:b], text=texts[:b], duration=dur[:b], steps=32, cfg_strength=2.0, sway_sampling_coef=-1.0, seed=3)[0]
-        e = sampler.sample(eager.cfm, ref[:b], texts[:b], dur[:b], seed=3, cuda_graph=False)
-        gr = sampler.sample(eager.cfm, ref[:b], texts[:b], dur[:b], seed=3, cuda_graph=True)
+        e, _ = sampler.sample(eager.cfm, ref[:b], texts[:b], dur[:b], seed=3, cuda_graph=False)
+        gr, _ = sampler.sample(eager.cfm, ref[:b], texts[:b], dur[:b], seed=3, cuda_graph=True)
         res[f"rows={b}"] = {"graphed vs eager": rel(gr, e), "ours vs stock": rel(gr, stock), "ours vs fp32": rel(gr, full),
                             "stock vs fp32": rel(stock, full), "finite": bool(torch.isfinite(gr).all())}
         print(b, res[f"rows={b}"], flush=True)
