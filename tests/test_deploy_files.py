@@ -124,8 +124,7 @@ def test_start_command_runs_the_handler():
 
 
 def test_installs_exactly_the_requirements_files():
-    runs = " ".join(rest for word, rest in instructions() if word == "RUN")
-    installs = re.findall(r"pip install ([^&;]+)", runs)
+    installs = [i for word, rest in instructions() if word == "RUN" for i in re.findall(r"pip install ([^&;]+)", rest)]
     assert sorted(i.strip() for i in installs) == ["--no-deps -r requirements-f5.txt", "-r requirements.txt"]
     # requirements-f5.txt must be the f5-tts pin alone (it is installed without dependencies)
     pins = [l for l in (ROOT / "requirements-f5.txt").read_text().splitlines() if l and not l.startswith("#")]
