@@ -49,7 +49,8 @@ class Settings(BaseModel):
     #: Download what is missing from the hub at load time. False: only the volume is used.
     allow_model_download: bool = Field(True, alias="ALLOW_MODEL_DOWNLOAD")
     #: Padded mel frames (batch x longest chunk) per batched sampling call: the memory budget.
-    max_batch_frames: int = Field(24_000, ge=1_000, le=1_000_000, alias="MAX_BATCH_FRAMES")
+    #: At least 4000: a chunk is at most about 2,100 frames (22 s), and is never split across calls.
+    max_batch_frames: int = Field(24_000, ge=4_000, le=1_000_000, alias="MAX_BATCH_FRAMES")
     warmup: bool = Field(False, alias="WARMUP")
     #: torch.compile the DiT blocks (dynamic shapes) in the background; None: on CUDA only.
     #: Compiled code is cached under <models>/torch.
@@ -69,7 +70,8 @@ class Settings(BaseModel):
     max_voice_bytes: int = Field(50 * 1024 * 1024, ge=1024, alias="MAX_VOICE_BYTES")
     max_voice_seconds: float = Field(600.0, gt=0, alias="MAX_VOICE_SECONDS")
     min_voice_seconds: float = Field(1.0, ge=0.1, alias="MIN_VOICE_SECONDS")
-    ref_clip_seconds: float = Field(12.0, ge=2.0, le=30.0, alias="REF_CLIP_SECONDS")
+    #: f5-tts clips at 12 s and sizes chunks to 22 s with the reference: at most 15 leaves 7 s.
+    ref_clip_seconds: float = Field(12.0, ge=2.0, le=15.0, alias="REF_CLIP_SECONDS")
     max_output_seconds: float = Field(1800.0, gt=0, alias="MAX_OUTPUT_SECONDS")
     #: Raw audio bytes that may be returned inline (base64 adds a third; /run caps at 10 MB).
     max_inline_bytes: int = Field(7 * 1024 * 1024, ge=1024, alias="MAX_INLINE_BYTES")

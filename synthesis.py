@@ -1,6 +1,7 @@
 """Text + reference audio -> speech, with the loaded F5-TTS model.
 
-Long text is split into chunks the way f5-tts splits it, but the chunks are not run one
+Long text is split into chunks the way f5-tts splits it (except that a sentence too long for
+one chunk is cut at spaces, where f5-tts keeps it whole), but the chunks are not run one
 thread each at batch 1: they are sorted by length and sampled together in batched calls of
 `sampler.sample`, each batch capped at `max_batch_frames` padded mel frames (the memory
 budget), then decoded and cross-faded back in reading order.
@@ -9,7 +10,7 @@ budget), then decoded and cross-faded back in reading order.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -43,20 +44,57 @@ class SynthesisResult:
     batches: int
 
 
+def _size(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+def split_sentence(sentence: str, max_chars: int) -> list[str]:
+    """A sentence of more than `max_chars` UTF-8 bytes, cut at spaces into near-equal pieces of
+    at most `max_chars` (between characters where a run has no space: Chinese, Japanese).
+
+    f5-tts keeps such a sentence whole, so text without punctuation (a transcript, a pasted
+    paragraph) became one chunk of minutes of audio: far past the clips the model was trained
+    on (30 s at most), and past the memory budget of one sampling call."""
+    size = _size(sentence)
+    if size <= max_chars:
+        return [sentence]
+    words = []
+    for word in re.findall(r"\S+\s*", sentence):
+        # A run too long for a piece is cut between characters, punctuation kept with its letter.
+        words += re.findall(r"\W{0,8}\w\W{0,8}|\W{1,8}", word) if _size(word) > max_chars else [word]
+    pieces, current, done = [], "", 0
+    for word in words:
+        if current:
+            # This piece's ideal end: the rest of the sentence shared equally among the fewest
+            # pieces that can hold it. Cut where the piece would not fit, or where the cut
+            # lands closer to that end than the next word boundary would.
+            rest = size - done
+            ideal = done + rest / -(-rest // max_chars)
+            end = done + _size(current + word)
+            if _size(current + word) > max_chars or (end > ideal and end - ideal > ideal - done - _size(current)):
+                pieces.append(current.strip())
+                done += _size(current)
+                current = ""
+        current += word
+    pieces.append(current.strip())
+    return [p for p in pieces if p]
+
+
 def chunk_text(text: str, max_chars: int = 135) -> list[str]:
-    """Split at sentence punctuation into chunks of at most `max_chars` UTF-8 bytes (a
-    sentence longer than that stays whole), as f5-tts's `chunk_text` does."""
+    """Split at sentence punctuation into chunks of at most `max_chars` UTF-8 bytes, as
+    f5-tts's `chunk_text` does, except that a longer sentence is cut by `split_sentence`."""
     chunks, current = [], ""
     for sentence in re.split(r"(?<=[;:,.!?])\s+|(?<=[；：，。！？])", text):
         if not sentence:
             continue
-        piece = sentence + " " if len(sentence[-1].encode("utf-8")) == 1 else sentence
-        if len(current.encode("utf-8")) + len(sentence.encode("utf-8")) <= max_chars:
-            current += piece
-        else:
-            if current:
-                chunks.append(current.strip())
-            current = piece
+        for part in split_sentence(sentence, max_chars):
+            piece = part + " " if _size(part[-1]) == 1 else part
+            if _size(current) + _size(part) <= max_chars:
+                current += piece
+            else:
+                if current:
+                    chunks.append(current.strip())
+                current = piece
     if current.strip():
         chunks.append(current.strip())
     return chunks
@@ -158,23 +196,31 @@ def synthesize(
     if len(ref_text[-1].encode("utf-8")) == 1:
         ref_text += " "
     ref_frames = ref.shape[-1] // model.hop_length
+    tokens = convert_char_to_pinyin([ref_text + c.text for c in chunks])
+    # The sampler lengthens a row to hold its text (CFM.sample's rule): plan with those lengths.
+    chunks = [replace(c, frames=max(c.frames, max(len(t), ref_frames) + 1)) for c, t in zip(chunks, tokens)]
     planned = sum(c.frames - ref_frames for c in chunks) * model.hop_length / model.sample_rate
     if planned > max_output_seconds:
         raise LimitExceeded(
             f"The text would make about {planned:.0f} s of audio; at most {max_output_seconds:.0f} s is allowed "
             "per job (MAX_OUTPUT_SECONDS): split it into several jobs."
         )
+    longest = max(c.frames for c in chunks)
+    if longest > min(max_batch_frames, sampler.MAX_FRAMES):
+        raise LimitExceeded(
+            f"One chunk of the text needs {longest} mel frames in one sampling call, over the memory budget "
+            f"(MAX_BATCH_FRAMES={max_batch_frames}); check that ref_text is the transcript of the reference."
+        )
     batches = plan_batches(chunks, max_batch_frames)
 
     waves: dict[int, np.ndarray] = {}
     with model.in_use(), torch.inference_mode():
         for batch in batches:
-            texts = convert_char_to_pinyin([ref_text + c.text for c in batch])
             frames = torch.tensor([c.frames for c in batch], dtype=torch.long, device=model.device)
             mel, lengths = sampler.sample(
                 model.cfm,
                 ref.expand(len(batch), -1),
-                texts,
+                [tokens[c.index] for c in batch],
                 frames,
                 steps=params.nfe_step,
                 cfg_strength=params.cfg_strength,

@@ -38,9 +38,42 @@ def reference():
 def test_chunk_text_splits_at_punctuation_within_the_limit():
     text = "One two three. Four five six, seven eight nine! Ten? Eleven twelve thirteen fourteen."
     chunks = synthesis.chunk_text(text, max_chars=30)
-    # f5-tts's rule: sentences are packed while they fit; one longer than the limit stays whole
-    assert chunks == ["One two three. Four five six,", "seven eight nine! Ten?", "Eleven twelve thirteen fourteen."]
-    assert synthesis.chunk_text("你好。世界！", max_chars=6) == ["你好。", "世界！"]
+    # f5-tts's rule: sentences are packed while they fit; one longer than the limit (f5-tts keeps
+    # it whole) is cut at a space into near-equal pieces
+    assert chunks == ["One two three. Four five six,", "seven eight nine! Ten?", "Eleven twelve", "thirteen fourteen."]
+    assert synthesis.chunk_text("你好。世界！", max_chars=9) == ["你好。", "世界！"]
+    assert synthesis.chunk_text("你好。世界！", max_chars=6) == ["你", "好。", "世", "界！"]
+
+
+def test_text_without_punctuation_is_cut_into_chunks_that_fit():
+    """Unpunctuated text (a transcript, say) was one chunk of minutes in f5-tts's rule."""
+    words = ("so today we are going to talk about the way sound travels through air and water " * 40).strip()
+    chunks = synthesis.chunk_text(words, max_chars=170)
+    assert " ".join(chunks) == words
+    sizes = [len(c.encode()) for c in chunks]
+    assert len(chunks) == -(-len(words) // 170) and max(sizes) <= 170 and min(sizes) >= 150, sizes
+    # no spaces at all (Chinese): cut between characters, never inside one
+    hanzi = "你好世界" * 60 + "。"
+    chunks = synthesis.chunk_text(hanzi, max_chars=170)
+    assert "".join(chunks) == hanzi and len(chunks) == 5
+    assert all(130 <= len(c.encode()) <= 170 for c in chunks)
+    # a sentence within the limit is untouched, as in f5-tts
+    assert synthesis.split_sentence("A short one without a comma", 170) == ["A short one without a comma"]
+
+
+def test_unpunctuated_text_stays_within_the_memory_budget(model, reference):
+    words = ("so today we are going to talk about the way sound travels through air and water " * 40).strip()
+    result = synthesis.synthesize(model, reference, REF_TEXT, words, SynthesisParams(nfe_step=2), 24_000)
+    assert result.chunks >= 18  # f5-tts's rule: one chunk of about 29,000 frames (five minutes)
+    chunks = synthesis.plan_chunks(synthesis.normalise_ref_text(REF_TEXT), len(reference), words, 1.0, 24_000, 256)
+    assert max(c.frames for c in chunks) < 2_500
+
+
+def test_a_chunk_over_the_budget_is_refused_not_run(model, reference):
+    """A transcript far shorter than the reference's speech makes each character seconds long."""
+    with pytest.raises(LimitExceeded, match="MAX_BATCH_FRAMES=4000"):
+        synthesis.synthesize(model, reference, "A.", "Supercalifragilistic expialidocious words.",
+                             SynthesisParams(nfe_step=2), 4_000)
 
 
 def test_plan_batches_respects_budget_and_fill():
@@ -65,7 +98,9 @@ def test_cross_fade_lengths_and_join():
 def test_batched_equals_chunk_by_chunk(model, reference):
     params = SynthesisParams(nfe_step=6, seed=1234)
     batched = synthesis.synthesize(model, reference, REF_TEXT, LONG_TEXT, params, max_batch_frames=10**6)
-    single = synthesis.synthesize(model, reference, REF_TEXT, LONG_TEXT, params, max_batch_frames=1_000)
+    longest = max(c.frames for c in synthesis.plan_chunks(synthesis.normalise_ref_text(REF_TEXT), len(reference),
+                                                           LONG_TEXT, 1.0, 24_000, 256))
+    single = synthesis.synthesize(model, reference, REF_TEXT, LONG_TEXT, params, max_batch_frames=longest)
     assert batched.chunks == single.chunks >= 3
     assert batched.batches < batched.chunks and single.batches == single.chunks
     assert len(batched.audio) == len(single.audio)
@@ -86,7 +121,9 @@ def test_memory_budget_splits_large_requests(model, reference, monkeypatch):
 
     def spy(cfm, ref_wave, text, duration, **kwargs):
         calls.append(int(duration.numel()) * int(duration.max()))
-        return real_sample(cfm, ref_wave, text, duration, **kwargs)
+        mel, lengths = real_sample(cfm, ref_wave, text, duration, **kwargs)
+        assert lengths == duration.tolist()  # planned with the lengths the sampler gives the rows
+        return mel, lengths
 
     monkeypatch.setattr(sampler, "sample", spy)
     result = synthesis.synthesize(model, reference, REF_TEXT, LONG_TEXT, params, max_batch_frames=budget)
@@ -175,3 +212,25 @@ def test_a_row_lengthened_by_its_text_keeps_all_its_frames(model, reference):
     ours = synthesis.synthesize(model, short_ref, ref_text, "Hi there, friend.", SynthesisParams(nfe_step=4, seed=5), 24_000)
     assert len(ours.audio) == len(stock)
     assert np.linalg.norm(ours.audio - stock) / np.linalg.norm(stock) < 1e-6
+
+
+def test_the_plan_counts_the_frames_the_sampler_adds_for_a_long_text(model, reference, monkeypatch):
+    """The memory budget is checked against the rows' real lengths, lengthening included."""
+    import sampler
+
+    short_ref, ref_text = reference[:24_000], "word " * 60
+    estimate = synthesis.plan_chunks(synthesis.normalise_ref_text(ref_text), len(short_ref), "Hi there, friend.",
+                                     1.0, 24_000, 256)[0].frames
+    seen, real_sample = [], sampler.sample
+
+    def spy(cfm, ref_wave, text, duration, **kwargs):
+        mel, lengths = real_sample(cfm, ref_wave, text, duration, **kwargs)
+        seen.append((duration.tolist(), lengths))
+        return mel, lengths
+
+    monkeypatch.setattr(sampler, "sample", spy)
+    synthesis.synthesize(model, short_ref, ref_text, "Hi there, friend.", SynthesisParams(nfe_step=2), 24_000)
+    [(planned, lengths)] = seen
+    assert planned == lengths and planned[0] > 2 * estimate
+    with pytest.raises(LimitExceeded, match="MAX_BATCH_FRAMES"):  # a transcript long enough to pass the budget
+        synthesis.synthesize(model, short_ref, ref_text * 15, "Hi there, friend.", SynthesisParams(nfe_step=2), 4_000)
