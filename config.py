@@ -49,7 +49,7 @@ class Settings(BaseModel):
     #: Download what is missing from the hub at load time. False: only the volume is used.
     allow_model_download: bool = Field(True, alias="ALLOW_MODEL_DOWNLOAD")
     #: Padded mel frames (batch x longest chunk) per batched sampling call: the memory budget.
-    #: At least 4000: a chunk is at most about 2,100 frames (22 s), and is never split across calls.
+    #: At least 4000: an ordinary chunk is at most about 2,100 frames (22 s), and is never split across calls.
     max_batch_frames: int = Field(24_000, ge=4_000, le=1_000_000, alias="MAX_BATCH_FRAMES")
     warmup: bool = Field(False, alias="WARMUP")
     #: torch.compile the DiT blocks (dynamic shapes) in the background; None: on CUDA only.
