@@ -27,6 +27,12 @@ log = logging.getLogger("sampler")
 MAX_FRAMES = 65536
 
 
+def row_length(text_tokens: int, ref_frames: int, duration: int) -> int:
+    """A row's length as CFM.sample lengthens it: at least its text (and the reference) plus one
+    frame. CFM.sample then caps it at MAX_FRAMES."""
+    return max(duration, max(text_tokens, ref_frames) + 1)
+
+
 def time_grid(steps: int, sway_sampling_coef: float | None, device) -> torch.Tensor:
     """CFM.sample's grid (Empirically Pruned Step Sampling, then sway sampling), in float32."""
     from f5_tts.model.utils import get_epss_timesteps
@@ -137,10 +143,8 @@ def sample(
     batch, ref_frames = cond.shape[:2]
     text_ids = list_str_to_idx(text, cfm.vocab_char_map).to(device)
     lens = torch.full((batch,), ref_frames, device=device, dtype=torch.long)
-    # At least the text (and the reference) plus one frame, as CFM.sample does.
-    duration = torch.maximum(torch.maximum((text_ids != -1).sum(dim=-1), lens) + 1, duration.to(device))
-    duration = duration.clamp(max=MAX_FRAMES)
-    lengths = duration.tolist()  # one device sync for the lengths and the padded length
+    lengths = [min(row_length(len(t), ref_frames, d), MAX_FRAMES) for t, d in zip(text, duration.tolist())]
+    duration = torch.tensor(lengths, device=device)
     frames = max(lengths)
     cond = F.pad(cond, (0, 0, 0, frames - ref_frames))
     cond_mask = F.pad(lens_to_mask(lens), (0, frames - ref_frames), value=False).unsqueeze(-1)

@@ -68,10 +68,10 @@ def split_sentence(sentence: str, max_chars: int) -> list[str]:
             # This piece's ideal end: the rest of the sentence shared equally among the fewest
             # pieces that can hold it. Cut where the piece would not fit, or where the cut
             # lands closer to that end than the next word boundary would.
-            rest = size - done
+            rest, grown = size - done, _size(current + word)
             ideal = done + rest / -(-rest // max_chars)
-            end = done + _size(current + word)
-            if _size(current + word) > max_chars or (end > ideal and end - ideal > ideal - done - _size(current)):
+            end = done + grown
+            if grown > max_chars or (end > ideal and end - ideal > ideal - done - _size(current)):
                 pieces.append(current.strip())
                 done += _size(current)
                 current = ""
@@ -197,8 +197,8 @@ def synthesize(
         ref_text += " "
     ref_frames = ref.shape[-1] // model.hop_length
     tokens = convert_char_to_pinyin([ref_text + c.text for c in chunks])
-    # The sampler lengthens a row to hold its text (CFM.sample's rule): plan with those lengths.
-    chunks = [replace(c, frames=max(c.frames, max(len(t), ref_frames) + 1)) for c, t in zip(chunks, tokens)]
+    # The sampler lengthens a row to hold its text: plan with those lengths.
+    chunks = [replace(c, frames=sampler.row_length(len(t), ref_frames, c.frames)) for c, t in zip(chunks, tokens)]
     planned = sum(c.frames - ref_frames for c in chunks) * model.hop_length / model.sample_rate
     if planned > max_output_seconds:
         raise LimitExceeded(
