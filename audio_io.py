@@ -22,42 +22,65 @@ VOICE_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
 _WINDOW_S = 0.01  # loudness is judged over 10 ms windows
 
 
+#: Sample rates accepted for a voice: telephone audio (8 kHz) and up, with room either side.
+MIN_RATE, MAX_RATE, MAX_CHANNELS = 4_000, 384_000, 16
+
+
 def read_audio(path: Path, max_seconds: float, keep_seconds: float) -> tuple[np.ndarray, int]:
     """Decode a file to mono float32 at its own rate; refuse what is not audio or too long.
-    Only the first `keep_seconds` are decoded (the reference is clipped shorter anyway), so a
-    long or high-rate file cannot take much memory."""
+
+    Only the first `keep_seconds` are decoded (the reference is clipped shorter anyway), one
+    second at a time, each mixed to mono at once: memory stays a few tens of MB whatever the
+    rate and channel count. Float formats may hold samples far past full scale (up to 3e38);
+    such a recording is scaled so that its peak is full scale, as a sound editor would
+    normalise it, instead of overflowing the model's arithmetic into noise or NaN."""
     try:
         info = sf.info(str(path))
     except Exception:
         raise AudioError("The voice is not a readable audio file (WAV, FLAC, OGG or MP3 expected).") from None
     if info.samplerate <= 0 or info.frames <= 0 or info.channels <= 0:
         raise AudioError("The voice audio is empty.")
-    if info.samplerate > 384_000 or info.channels > 16:
-        raise AudioError(f"The voice has {info.channels} channels at {info.samplerate} Hz; that is not a voice recording.")
+    if not MIN_RATE <= info.samplerate <= MAX_RATE or info.channels > MAX_CHANNELS:
+        raise AudioError(
+            f"The voice has {info.channels} channels at {info.samplerate} Hz; a voice recording has at most "
+            f"{MAX_CHANNELS} channels at {MIN_RATE} to {MAX_RATE} Hz."
+        )
     if info.frames / info.samplerate > max_seconds:
         raise AudioError(
             f"The voice is {info.frames / info.samplerate:.0f} s long; at most {max_seconds:.0f} s is accepted "
             "(only the first ~12 s are used)."
         )
+    wanted, blocks = int(keep_seconds * info.samplerate), []
     try:
-        data, rate = sf.read(str(path), frames=int(keep_seconds * info.samplerate), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(path)) as fh:
+            while wanted > 0:
+                block = fh.read(min(wanted, info.samplerate), dtype="float64", always_2d=True)
+                if not len(block):
+                    break
+                wanted -= len(block)
+                blocks.append(block.mean(axis=1))
     except Exception:
         raise AudioError("The voice audio is truncated or corrupt and could not be decoded.") from None
-    if data.size == 0:
+    if not blocks:
         raise AudioError("The voice audio is empty.")
-    audio = data.mean(axis=1)
+    audio = np.concatenate(blocks)
     if not np.isfinite(audio).all():
-        raise AudioError("The voice audio contains invalid samples.")
-    return audio, rate
+        raise AudioError("The voice audio contains invalid samples (NaN or infinite).")
+    peak = float(np.max(np.abs(audio)))
+    if peak > 1.0:
+        audio /= peak
+    return audio.astype(np.float32), info.samplerate
 
 
 def resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """Resample with libsoxr, whose time and memory grow with the audio's length only.
+    torchaudio's polyphase kernel grows with rate / gcd(rate, target): 15 s at 23,999 Hz took
+    it 28 s and 9.3 GB, soxr 0.01 s (docs/benchmarks.md)."""
     if rate == target:
         return audio
-    import torch
-    import torchaudio.functional as AF
+    import soxr
 
-    return AF.resample(torch.from_numpy(audio), rate, target).numpy()
+    return soxr.resample(np.ascontiguousarray(audio, dtype=np.float32), rate, target, quality="HQ")
 
 
 def _window_db(audio: np.ndarray, rate: int) -> np.ndarray:

@@ -6,6 +6,7 @@ URLs, base64 payloads or a traceback.
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 
@@ -43,12 +44,28 @@ class LimitExceeded(JobError):
     """A request or its result exceeds a configured limit."""
 
 
+class SynthesisError(JobError):
+    """The model produced something that must not be returned (non-finite samples)."""
+
+
 class StorageError(JobError):
     """S3 could not be read or written after retries."""
 
 
 class DiskSpaceError(JobError):
-    """Too little free space for the job's scratch directory."""
+    """The worker's disk is full (or nearly): a fresh worker starts with an empty container disk."""
+
+    refresh_worker = True
+
+
+class WorkerSetupError(JobError):
+    """A folder or file the worker needs cannot be created or read (read-only volume, bad path,
+    broken install). A fresh worker would meet the same settings and volume: no refresh."""
+
+
+class TranscriptUnavailable(JobError):
+    """No transcript for the voice, and the speech recogniser cannot be had on this worker. Jobs
+    that bring a transcript still work here: no refresh."""
 
 
 class ModelLoadError(JobError):
@@ -61,6 +78,29 @@ class GpuError(JobError):
     """A CUDA error during synthesis: the CUDA context may be poisoned."""
 
     refresh_worker = True
+
+
+def preview(value: str, limit: int = 40) -> str:
+    """At most `limit` characters of caller input, for a message: never echo a whole payload."""
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+#: errno values that mean "no room", and "this place cannot be written".
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_NOT_WRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def os_error(exc: OSError, what: str, setting: str, path=None) -> JobError:
+    """A failed write or folder creation as one sentence naming the cause and the place: `what`
+    could not be written to `path` (the setting that chooses it)."""
+    where = path or exc.filename or "its folder"
+    if exc.errno in _FULL:
+        return DiskSpaceError(f"The disk is full: {what} could not be written to {where} ({setting}).")
+    if exc.errno in _NOT_WRITABLE:
+        return WorkerSetupError(f"{what[0].upper()}{what[1:]} could not be written: {where} is read-only or not "
+                                f"writable ({setting}).")
+    return WorkerSetupError(f"{what[0].upper()}{what[1:]} could not be written to {where} ({setting}): "
+                            f"{exc.strerror or type(exc).__name__}.")
 
 
 def _is_gpu_failure(exc: BaseException) -> bool:
@@ -78,6 +118,9 @@ def _is_gpu_failure(exc: BaseException) -> bool:
 
 def to_runpod_result(exc: BaseException, job_id: str) -> dict:
     """Turn any exception into RunPod's failed-job shape: {"error": str, "refresh_worker"?: True}."""
+    if isinstance(exc, OSError) and exc.errno in _FULL | _NOT_WRITABLE:  # a write no site anticipated
+        log.error("job %s: %s", job_id, exc)
+        exc = os_error(exc, "a file", "check the disk and the folder settings")
     if not isinstance(exc, JobError):
         if _is_gpu_failure(exc):
             log.error("job %s: GPU failure (%s); asking for a fresh worker", job_id, type(exc).__name__)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from errors import LimitExceeded
+from errors import LimitExceeded, SynthesisError
 from model_cache import LoadedModel
 
 
@@ -238,4 +238,6 @@ def synthesize(
 
     ordered = [waves[c.index] for c in chunks]
     audio = cross_fade(ordered, int(params.cross_fade_duration * model.sample_rate))
+    if not np.isfinite(audio).all():  # never deliver NaN or infinity as audio
+        raise SynthesisError("The model produced invalid audio (NaN or infinite samples); the job was not completed.")
     return SynthesisResult(audio, model.sample_rate, len(chunks), len(batches))

@@ -84,3 +84,93 @@ def test_shorten_silences():
     audio = np.concatenate([tone(1), silence(3), tone(1), silence(0.5), tone(1)])
     out = audio_io.shorten_silences(audio, RATE)
     assert abs(len(out) / RATE - (1 + 1 + 1 + 0.5 + 1)) < 0.05
+
+
+#: Rates whose ratio to 24 kHz (and 16 kHz, for Whisper) reduces badly: primes, 24 kHz +/- 1,
+#: the accepted extremes.
+AWKWARD_RATES = [4_000, 7_919, 22_051, 23_993, 23_999, 24_001, 44_101, 96_001, 383_999, 384_000]
+
+BOUNDED_CHILD = """
+import json, resource, sys, time
+sys.path.insert(0, sys.argv[1])
+import numpy as np, soxr  # noqa: F401  (library code is loaded before the baseline)
+import audio_io
+resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))  # a runaway kernel fails here, not on the host
+base, seconds = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, {}
+for path in sys.argv[2:]:
+    started = time.perf_counter()
+    audio, rate = audio_io.read_audio(path, 600, keep_seconds=16)
+    audio_io.prepare_reference(audio, rate, 24_000, 15.0, 1.0)
+    audio_io.resample(audio, rate, 16_000)  # what Whisper gets
+    seconds[path] = time.perf_counter() - started
+print(json.dumps({"seconds": seconds, "extra_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024}))
+"""
+
+
+def test_any_accepted_rate_resamples_in_bounded_time_and_memory(tmp_path):
+    """torchaudio's resampler built a kernel of about (24000/g) x (rate/g) values, g the gcd:
+    9 GB and 28 s for 15 s at 23,999 Hz. Every voice path goes through read_audio and
+    prepare_reference; a 15 s voice at any accepted rate stays under 300 MB and 2 s."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    paths = []
+    for rate in AWKWARD_RATES:
+        path = tmp_path / f"{rate}.wav"
+        sf.write(path, tone(15, rate=rate, freq=180.0), rate, subtype="PCM_16")
+        paths.append(str(path))
+    child = subprocess.run([sys.executable, "-c", BOUNDED_CHILD, str(ROOT), *paths], capture_output=True, text=True,
+                           timeout=120)
+    assert child.returncode == 0, child.stderr[-2000:]
+    result = json.loads(child.stdout)
+    assert result["extra_mb"] < 300, result
+    slow = {path: s for path, s in result["seconds"].items() if s >= 2.0}
+    assert not slow, slow
+
+
+@pytest.mark.parametrize("rate", AWKWARD_RATES)
+def test_awkward_rates_keep_the_sound(rate):
+    audio = audio_io.resample(tone(1.0, rate=rate, freq=300.0), rate, RATE)
+    assert len(audio) == pytest.approx(RATE, abs=2) and audio.dtype == np.float32
+    expected = tone(1.0, rate=RATE, freq=300.0)
+    inner = slice(RATE // 10, -RATE // 10)  # the filter's edges aside
+    assert np.linalg.norm(audio[inner] - expected[inner]) / np.linalg.norm(expected[inner]) < 0.01
+
+
+@pytest.mark.parametrize("rate, channels", [(3_999, 1), (1, 1), (384_001, 1), (24_000, 17)])
+def test_rates_and_channel_counts_out_of_range_are_refused(tmp_path, rate, channels):
+    path = tmp_path / "odd.wav"
+    sf.write(path, np.zeros((rate // 2 + 1, channels), dtype=np.float32), rate)
+    with pytest.raises(AudioError, match=f"{channels} channels at {rate} Hz; a voice recording has at most 16 "
+                                         f"channels at 4000 to 384000 Hz"):
+        audio_io.read_audio(path, 600, 13)
+
+
+@pytest.mark.parametrize("peak", [3e38, 1e6, 1.5])
+def test_samples_past_full_scale_are_normalised(tmp_path, peak):
+    path = tmp_path / "loud.wav"
+    wave = tone(2.0, amp=1.0)
+    sf.write(path, np.stack([wave * peak, wave * peak], axis=1), RATE, subtype="FLOAT")
+    audio, _ = audio_io.read_audio(path, 60, 13)
+    assert np.isfinite(audio).all()
+    assert np.max(np.abs(audio)) == pytest.approx(1.0, rel=1e-4)
+    assert np.allclose(audio, wave, atol=1e-4)  # the same sound, at full scale
+
+
+def test_non_finite_samples_are_refused(tmp_path):
+    path = tmp_path / "nan.wav"
+    wave = tone(2.0)
+    wave[100] = np.nan
+    sf.write(path, wave, RATE, subtype="FLOAT")
+    with pytest.raises(AudioError, match="invalid samples"):
+        audio_io.read_audio(path, 60, 13)
+
+
+def test_decoding_reads_only_what_is_kept(tmp_path):
+    path = tmp_path / "long.flac"
+    sf.write(path, tone(40.0, rate=48_000), 48_000)
+    audio, rate = audio_io.read_audio(path, 600, keep_seconds=13)
+    assert rate == 48_000 and len(audio) == 13 * 48_000

@@ -234,3 +234,22 @@ def test_the_plan_counts_the_frames_the_sampler_adds_for_a_long_text(model, refe
     assert planned == lengths and planned[0] > 2 * estimate
     with pytest.raises(LimitExceeded, match="MAX_BATCH_FRAMES"):  # a transcript long enough to pass the budget
         synthesis.synthesize(model, short_ref, ref_text * 15, "Hi there, friend.", SynthesisParams(nfe_step=2), 4_000)
+
+
+def test_non_finite_audio_is_never_returned(model, reference):
+    """A model whose weights went bad (a corrupt copy, a numerical fault) makes NaN: the job
+    fails instead of delivering it as audio."""
+    import copy
+
+    import torch
+
+    from errors import SynthesisError
+
+    broken = copy.copy(model)
+    broken.vocoder = copy.deepcopy(model.vocoder)
+    with torch.no_grad():
+        next(broken.vocoder.parameters()).fill_(float("nan"))
+    params = SynthesisParams(nfe_step=4, seed=1)
+    with pytest.raises(SynthesisError, match="invalid audio"):
+        synthesis.synthesize(broken, reference, REF_TEXT, "Hello there.", params, 24_000)
+    assert np.isfinite(synthesis.synthesize(model, reference, REF_TEXT, "Hello there.", params, 24_000).audio).all()
