@@ -78,6 +78,11 @@ CASES = [
     ("url-6to4-loopback", {"text": "hi", "voice_url": "https://[2002:7f00:1::]/x"}, "private, loopback"),
     ("url-v4-compatible", {"text": "hi", "voice_url": "https://[::7f00:1]/x"}, "private, loopback"),
     ("url-v4-mapped", {"text": "hi", "voice_url": "https://[::ffff:169.254.169.254]/x"}, "private, loopback"),
+    ("url-site-local", {"text": "hi", "voice_url": "https://[fec0::1]/a.wav"}, "private, loopback"),
+    ("url-site-local-2", {"text": "hi", "voice_url": "https://[feff:ffff::1]/a.wav"}, "private, loopback"),
+    ("url-long-host", {"text": "hi", "voice_url": "https://" + "a" * 3000 + ".test/x"},
+     "voice_url host '" + "a" * 39 + "…' could not be resolved."),
+    ("name-long-missing", {"text": "hi", "voice_name": "n" * 200}, "No voice named '" + "n" * 39 + "…' under"),
     ("url-decimal-ip", {"text": "hi", "voice_url": "https://2130706433/a.wav"}, "private, loopback"),
     ("url-credentials", {"text": "hi", "voice_url": "https://user:pw@example.test/a.wav"}, "must not carry credentials"),
     ("url-no-host", {"text": "hi", "voice_url": "https:///a.wav"}, "voice_url has no host"),
@@ -169,6 +174,26 @@ def test_a_ten_minute_recording_is_clipped_and_used(worker):
     assert "error" not in out, out
 
 
+@pytest.mark.parametrize("rate, peak, fmt, subtype", [
+    (23_999, 0.3, "WAV", "PCM_16"),   # torchaudio's resampler took 9 GB for this
+    (383_999, 0.3, "WAV", "PCM_16"),  # and asked for 36 GB for this
+    (24_000, 3e38, "WAV", "FLOAT"),   # finite, but far past full scale
+])
+def test_awkward_voices_make_finite_speech(tmp_path, rate, peak, fmt, subtype):
+    t = np.arange(int(3 * rate)) / rate
+    buf = io.BytesIO()
+    sf.write(buf, (peak * np.sin(2 * np.pi * 220 * t)).astype(np.float32), rate, format=fmt, subtype=subtype)
+    worker = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None, "write_local_output": False}))
+    for output_format in ("flac", "wav"):
+        out = worker({"id": "awkward", "input": {"text": "Hello.", "voice_base64": b64(buf.getvalue()),
+                                                   "ref_text": "Hello there.", "nfe_step": 4,
+                                                   "output_format": output_format}})
+        assert "error" not in out, out
+        audio, _ = sf.read(io.BytesIO(base64.b64decode(out["audio_base64"])), dtype="float32")
+        assert len(audio) and np.isfinite(audio).all()
+    assert job_dirs() == []
+
+
 @pytest.mark.parametrize("update, raw, message", [
     ({"max_text_chars": 10}, {"text": "eleven chars"}, "text is 12 characters; at most 10 are accepted."),
     ({"max_voice_bytes": 2048}, {"voice_base64": GOOD_VOICE}, "voice_base64 decodes to over 2048 bytes."),
@@ -244,6 +269,86 @@ def test_a_slow_url_is_cut_off(first_hop_is_public):
         out = worker({"id": "slow", "input": {"text": "Hi.", "voice_url": server.url + "/v", "ref_text": "x"}})
     assert out["error"] == "voice_url took over 1 s."
     assert job_dirs() == []
+
+
+class TrickleServer:
+    """A TCP server on 127.0.0.1 that answers every connection with `payload`, one byte every
+    `gap` seconds (or nothing at all when `payload` is empty), to play a server that keeps a
+    fetch alive without ever finishing it."""
+
+    def __init__(self, payload: bytes, gap: float = 0.3):
+        import socket
+
+        self.payload, self.gap, self.stop = payload, gap, threading.Event()
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+
+    def serve(self):
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.trickle, args=(conn,), daemon=True).start()
+
+    def trickle(self, conn):
+        with conn:
+            for i in range(len(self.payload) if self.payload else 0):
+                if self.stop.wait(self.gap):
+                    return
+                try:
+                    conn.sendall(self.payload[i : i + 1])
+                except OSError:
+                    return
+            self.stop.wait(30)
+
+    def __enter__(self):
+        threading.Thread(target=self.serve, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.sock.close()
+
+
+SLOW_BODY = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"\0" * 1000
+
+
+@pytest.mark.parametrize("scheme, payload, gap", [
+    ("http", SLOW_BODY[:44], 0.0),        # headers at once, then nothing
+    ("http", SLOW_BODY[:44] + b"\0" * 200, 0.0),  # headers, some body, then nothing
+    ("http", SLOW_BODY, 0.5),             # a byte of body every half second
+    ("http", SLOW_BODY, 0.3),             # the status line and headers a byte at a time
+    ("https", b"\x16\x03\x01" * 100, 0.3),  # a TLS handshake that never completes
+    ("https", b"", 0.0),                  # connected, then silence
+], ids=["silent-after-headers", "stalled-body", "trickled-body", "trickled-headers", "trickled-tls", "silent-tls"])
+def test_the_whole_fetch_ends_by_the_timeout(first_hop_is_public, scheme, payload, gap):
+    import time
+
+    if gap == 0.0 and scheme == "http":
+        payload, gap = payload, 0.0001  # all at once, then the server holds the connection open
+    with TrickleServer(payload, gap) as server:
+        worker = Worker(model_cache.SETTINGS.model_copy(update={"allow_http_urls": True, "voice_url_timeout_s": 2.0}))
+        started = time.monotonic()
+        out = worker({"id": "trickle", "input": {"text": "Hi.", "voice_url": f"{scheme}://127.0.0.1:{server.port}/v",
+                                                   "ref_text": "x"}})
+        took = time.monotonic() - started
+    assert out == {"error": "voice_url took over 2 s."}
+    assert took < 3.0, took
+    assert job_dirs() == []
+
+
+def test_a_slow_name_lookup_ends_by_the_timeout(monkeypatch):
+    import socket
+    import time
+
+    monkeypatch.setattr(voices.socket, "getaddrinfo", lambda *a, **k: time.sleep(10))
+    worker = Worker(model_cache.SETTINGS.model_copy(update={"voice_url_timeout_s": 1.5}))
+    started = time.monotonic()
+    out = worker({"id": "dns", "input": {"text": "Hi.", "voice_url": "https://slow-dns.example/v.wav", "ref_text": "x"}})
+    assert out == {"error": "voice_url took over 1.5 s."}
+    assert time.monotonic() - started < 2.5
+    assert socket.getaddrinfo is not None
 
 
 def test_no_sidecar_transcript_larger_than_a_transcript(s3):
