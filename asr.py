@@ -17,20 +17,22 @@ import numpy as np
 import model_cache
 from audio_io import resample
 from config import Settings
-from errors import AudioError, InvalidInput, ModelLoadError
+from errors import AudioError, InvalidInput, ModelLoadError, TranscriptUnavailable
 
 log = logging.getLogger("f5worker.asr")
 
 WHISPER_RATE = 16_000
+#: After Whisper could not be loaded, jobs without a transcript fail at once for this long
+#: instead of each trying again (a download from a hub that is down retries for 20 s and more).
+RETRY_AFTER_SECONDS = 300.0
 
 
 class Transcriber:
-    def __init__(self, repo_id: str, device: str, download: bool):
+    def __init__(self, folder, device: str):
         started = time.perf_counter()
         import torch
         from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-        folder = model_cache.hub_snapshot(repo_id, download=download)
         dtype = model_cache.inference_dtype(device)
         try:
             self.processor = WhisperProcessor.from_pretrained(folder)
@@ -39,7 +41,7 @@ class Transcriber:
             raise ModelLoadError(f"The ASR model in {folder} could not be loaded: {type(exc).__name__}: {exc}") from exc
         self.device, self.dtype, self.torch = device, dtype, torch
         self.lock = threading.Lock()
-        log.info("loaded ASR model %s on %s in %.2f s", repo_id, device, time.perf_counter() - started)
+        log.info("loaded ASR model %s on %s in %.2f s", folder, device, time.perf_counter() - started)
 
     def __call__(self, audio_16k: np.ndarray, language: str | None) -> str:
         features = self.processor(audio_16k, sampling_rate=WHISPER_RATE, return_tensors="pt").input_features
@@ -55,42 +57,67 @@ class Transcriber:
 
 
 _transcriber: Transcriber | None = None
+_failed_at: float | None = None
+_failed_why = ""
 _lock = threading.Lock()
 
 
-def get_transcriber(settings: Settings) -> Transcriber:
-    global _transcriber
+def get_transcriber(settings: Settings, remedy: str = "send ref_text") -> Transcriber:
+    """The process's Whisper, loaded on first need. When it cannot be had (not on the volume
+    with downloads off, the hub down, a broken snapshot), the job fails alone with one sentence
+    saying how to give a transcript (`remedy`); the worker is not replaced: jobs that bring a
+    transcript keep working on it."""
+    global _transcriber, _failed_at, _failed_why
     if _transcriber is None:
         with _lock:
             if _transcriber is None:
+                if _failed_at is not None and time.monotonic() - _failed_at < RETRY_AFTER_SECONDS:
+                    raise _unavailable(settings, remedy, _failed_why)
                 device = model_cache.get_model().device  # beside the TTS model
-                _transcriber = Transcriber(settings.asr_model, device, settings.allow_model_download)
+                why = "it is not on the volume and ALLOW_MODEL_DOWNLOAD is false" if not settings.allow_model_download \
+                    else "it is not on the volume and could not be downloaded"
+                try:
+                    folder = model_cache.hub_snapshot(settings.asr_model, download=settings.allow_model_download)
+                    why = "its copy on the volume could not be loaded"
+                    _transcriber = Transcriber(folder, device)
+                except ModelLoadError as exc:
+                    _failed_at, _failed_why = time.monotonic(), why
+                    log.error("the ASR model is unavailable: %s", exc.message)
+                    raise _unavailable(settings, remedy, why) from None
     return _transcriber
 
 
-def transcribe(audio: np.ndarray, rate: int, language: str | None, settings: Settings) -> str:
-    text = get_transcriber(settings)(resample(audio, rate, WHISPER_RATE), language)
+def _unavailable(settings: Settings, remedy: str, why: str) -> TranscriptUnavailable:
+    return TranscriptUnavailable(
+        f"The voice has no transcript and speech recognition ({settings.asr_model}) is unavailable on this worker "
+        f"({why}): {remedy}."
+    )
+
+
+def transcribe(audio: np.ndarray, rate: int, language: str | None, settings: Settings,
+               remedy: str = "send ref_text") -> str:
+    text = get_transcriber(settings, remedy)(resample(audio, rate, WHISPER_RATE), language)
     if not any(ch.isalnum() for ch in text):
         raise AudioError("No speech could be transcribed from the voice; send its transcript as ref_text.")
     return text
 
 
 class TranscriptCache:
-    """Transcripts of voices sent by URL or base64, by content hash; the oldest go first."""
+    """Whisper's transcripts by (content hash, language asked for); the oldest go first."""
 
     def __init__(self, size: int = 256):
         self.size = size
         self._items: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: str) -> str | None:
+    def get(self, key) -> str | None:
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
             return None
 
-    def put(self, key: str, text: str) -> None:
+    def put(self, key, text: str) -> None:
         with self._lock:
             self._items[key] = text
             self._items.move_to_end(key)

@@ -3,6 +3,7 @@ types, NaN and out-of-range numbers are refused), with one clear sentence on fai
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Literal, Optional
 
@@ -14,6 +15,7 @@ from voices import check_voice_name
 
 MAX_SEED = 2**31 - 1
 MAX_TRANSCRIPT_CHARS = 2000
+LANGUAGE = re.compile(r"[A-Za-z][A-Za-z ]{1,31}")
 
 
 class JobInput(BaseModel):
@@ -24,7 +26,7 @@ class JobInput(BaseModel):
     voice_url: Optional[str] = Field(None, min_length=1, max_length=4096)
     voice_base64: Optional[str] = Field(None, min_length=1)
     ref_text: Optional[str] = Field(None, max_length=MAX_TRANSCRIPT_CHARS)
-    language: Optional[str] = Field(None, pattern=r"^[A-Za-z][A-Za-z ]{1,31}$")
+    language: Optional[str] = Field(None, max_length=32)
 
     speed: float = Field(1.0, ge=0.3, le=3.0)
     nfe_step: int = Field(32, ge=4, le=128)
@@ -46,6 +48,21 @@ class JobInput(BaseModel):
                 check_voice_name(value)
             except InvalidInput as exc:
                 raise ValueError(exc.message.removeprefix("voice_name ")) from None
+        return value
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, value):
+        if value is not None and not LANGUAGE.fullmatch(value):
+            raise ValueError("must be a language name or code, such as 'en' or 'german'")
+        return value
+
+    @field_validator("ref_text")
+    @classmethod
+    def _spoken(cls, value):
+        if value and not any(ch.isalnum() for ch in value):  # blank means: transcribe it
+            raise ValueError("has no letters or digits: send the words spoken in the reference, or leave it out "
+                             "to have it transcribed")
         return value
 
     @model_validator(mode="after")

@@ -22,8 +22,10 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 
@@ -38,6 +40,15 @@ from synthesis import SynthesisParams, synthesize
 log = logging.getLogger("f5worker.handler")
 
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+#: Object metadata of a sidecar the worker wrote: the recording it transcribes.
+SIDECAR_VOICE_KEY, SIDECAR_VOICE_ETAG = "f5-voice-key", "f5-voice-etag"
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    source: str  # request, sidecar or asr
+    store: tuple[str, dict] | None = None  # (sidecar key, metadata) to write once the job succeeded
 
 
 @contextmanager
@@ -104,7 +115,7 @@ class Worker:
             reference = audio_io.prepare_reference(audio, rate, model.sample_rate, s.ref_clip_seconds,
                                                    s.min_voice_seconds)
             t = time.perf_counter()
-            ref_text, ref_text_source = self.transcript(job, voice, reference, model.sample_rate)
+            transcript = self.transcript(job, voice, reference, model.sample_rate)
             timings["transcript"] = time.perf_counter() - t
 
             t = time.perf_counter()
@@ -112,7 +123,7 @@ class Worker:
                 nfe_step=job.nfe_step, cfg_strength=job.cfg_strength, sway_sampling_coef=job.sway_sampling_coef,
                 speed=job.speed, cross_fade_duration=job.cross_fade_duration, target_rms=job.target_rms, seed=seed,
             )
-            result = synthesize(model, reference, ref_text, job.text, params, s.max_batch_frames,
+            result = synthesize(model, reference, transcript.text, job.text, params, s.max_batch_frames,
                                 s.max_output_seconds)
             wave = result.audio
             if job.remove_silence:
@@ -127,6 +138,8 @@ class Worker:
             t = time.perf_counter()
             output = self.deliver(job, job_id, out_path, content_type)
             timings["upload"] = time.perf_counter() - t
+            if transcript.store:  # only now: a failed job leaves no transcript behind
+                self.store_sidecar(transcript)
 
         duration = len(wave) / result.sample_rate
         timings["total"] = time.perf_counter() - started
@@ -136,8 +149,8 @@ class Worker:
             format=job.output_format,
             seed=seed,
             model=model.files.name,
-            ref_text=ref_text,
-            ref_text_source=ref_text_source,
+            ref_text=transcript.text,
+            ref_text_source=transcript.source,
             chunks=result.chunks,
             batches=result.batches,
             timings={k: round(v, 3) for k, v in timings.items()},
@@ -154,30 +167,52 @@ class Worker:
             return voices.from_url(job.voice_url, self.settings, job_dir)
         return voices.from_base64(job.voice_base64, self.settings, job_dir)
 
-    def transcript(self, job: JobInput, voice: voices.StagedVoice, reference, rate: int) -> tuple[str, str]:
+    def transcript(self, job: JobInput, voice: voices.StagedVoice, reference, rate: int) -> Transcript:
         """The reference's transcript and where it came from: the request, the named voice's
-        sidecar in S3, or Whisper on the clipped reference (the audio the model sees). A
-        Whisper transcript is written back as the sidecar, or kept in memory by content hash
-        for URL and base64 voices, so the next job with that voice skips ASR."""
+        sidecar in S3, or Whisper on the clipped reference (the audio the model sees), kept in
+        memory by content and language.
+
+        Sidecars: one you store as `<stem>.txt` is used for every recording of that stem. One
+        the worker writes back names the recording it was made from (key and ETag, as object
+        metadata) and is used for that recording only: a sibling `bob.flac` never gets
+        `bob.wav`'s transcript, and a re-uploaded `bob.wav` is transcribed again. The worker
+        writes back only where no sidecar is, or over its own for the same key, and only a
+        transcript whose language Whisper chose itself."""
         if job.ref_text:
-            return job.ref_text, "request"
-        if voice.sidecar_key and self.storage is not None:
-            text = (self.storage.read_text(voice.sidecar_key) or "").strip()
-            if len(text) > MAX_TRANSCRIPT_CHARS:
-                raise LimitExceeded(f"The transcript {voice.sidecar_key} is over {MAX_TRANSCRIPT_CHARS} characters.")
-            if text:
-                return text, "sidecar"
-        digest = hashlib.sha256(voice.path.read_bytes()).hexdigest()
-        text = self.transcripts.get(digest)
+            return Transcript(job.ref_text, "request")
+        may_store = voice.sidecar_key is not None and self.storage is not None
+        if may_store:
+            stored = self.storage.read_text(voice.sidecar_key)
+            if stored is not None:
+                text, meta = stored[0].strip(), stored[1]
+                owner = meta.get(SIDECAR_VOICE_KEY)
+                if owner is None or (owner == quote(voice.key) and meta.get(SIDECAR_VOICE_ETAG) == voice.etag):
+                    if len(text) > MAX_TRANSCRIPT_CHARS:
+                        raise LimitExceeded(
+                            f"The transcript {voice.sidecar_key} is over {MAX_TRANSCRIPT_CHARS} characters.")
+                    if text:
+                        return Transcript(text, "sidecar")
+                may_store = owner == quote(voice.key)  # never over yours, nor over a sibling's
+        cache_key = (hashlib.sha256(voice.path.read_bytes()).hexdigest(), job.language)
+        text = self.transcripts.get(cache_key)
         if text is None:
-            text = asr.transcribe(reference, rate, job.language, self.settings)
-            if voice.sidecar_key and self.storage is not None:
-                try:
-                    self.storage.write_text(voice.sidecar_key, text)
-                except StorageError as exc:  # the job still has its transcript
-                    log.warning("could not store the transcript sidecar: %s", exc.message)
-            self.transcripts.put(digest, text)
-        return text, "asr"
+            remedy = f"send ref_text, or store the transcript as {voice.sidecar_key}" if voice.sidecar_key else \
+                "send ref_text"
+            text = asr.transcribe(reference, rate, job.language, self.settings, remedy)
+            self.transcripts.put(cache_key, text)
+        store = None
+        if may_store and job.language is None:
+            store = (voice.sidecar_key, {SIDECAR_VOICE_KEY: quote(voice.key), SIDECAR_VOICE_ETAG: voice.etag})
+        return Transcript(text, "asr", store)
+
+    def store_sidecar(self, transcript: Transcript) -> None:
+        """Write Whisper's transcript back beside the voice (after the job succeeded), so the
+        next job with that recording skips ASR. A failure costs only that."""
+        key, metadata = transcript.store
+        try:
+            self.storage.write_text(key, transcript.text, metadata)
+        except StorageError as exc:
+            log.warning("could not store the transcript sidecar: %s", exc.message)
 
     def deliver(self, job: JobInput, job_id: str, path: Path, content_type: str) -> dict:
         s, output = self.settings, {}

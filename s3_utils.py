@@ -55,13 +55,13 @@ class S3Storage:
         log.warning("S3 %s of s3://%s/%s failed: %s", action, self.bucket, key, code)
         return StorageError(f"S3 {action} of '{key}' failed ({code or 'error'}).")
 
-    def exists(self, key: str) -> bool:
+    def etag(self, key: str) -> str | None:
+        """The object's ETag (its content's identity), or None when there is no such object."""
         try:
-            self.client.head_object(Bucket=self.bucket, Key=key)
-            return True
+            return self.client.head_object(Bucket=self.bucket, Key=key)["ETag"].strip('"')
         except ClientError as exc:
             if _missing(exc):
-                return False
+                return None
             raise self._fail("lookup", key, exc) from None
         except BotoCoreError as exc:
             raise self._fail("lookup", key, exc) from None
@@ -85,8 +85,8 @@ class S3Storage:
         except (ClientError, BotoCoreError) as exc:
             raise self._fail("download", key, exc) from None
 
-    def read_text(self, key: str, max_bytes: int = 64 * 1024) -> str | None:
-        """A small text object, or None when there is none."""
+    def read_text(self, key: str, max_bytes: int = 64 * 1024) -> tuple[str, dict] | None:
+        """A small text object and its user metadata, or None when there is none."""
         try:
             obj = self.client.get_object(Bucket=self.bucket, Key=key)
             data = obj["Body"].read(max_bytes + 1)
@@ -98,12 +98,12 @@ class S3Storage:
             raise self._fail("download", key, exc) from None
         if len(data) > max_bytes:
             raise LimitExceeded(f"'{key}' is over {max_bytes} bytes.")
-        return data.decode("utf-8", errors="replace")
+        return data.decode("utf-8", errors="replace"), obj.get("Metadata", {})
 
-    def write_text(self, key: str, text: str) -> None:
+    def write_text(self, key: str, text: str, metadata: dict | None = None) -> None:
         try:
             self.client.put_object(Bucket=self.bucket, Key=key, Body=text.encode("utf-8"),
-                                   ContentType="text/plain; charset=utf-8")
+                                   ContentType="text/plain; charset=utf-8", Metadata=metadata or {})
         except (ClientError, BotoCoreError) as exc:
             raise self._fail("upload", key, exc) from None
 

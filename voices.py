@@ -30,7 +30,10 @@ MAX_REDIRECTS = 3
 @dataclass(frozen=True)
 class StagedVoice:
     path: Path
-    sidecar_key: str | None = None  # where the voice's transcript lives in S3, for voice_name
+    #: For voice_name: the object, its ETag, and where its transcript (sidecar) lives in S3.
+    key: str | None = None
+    etag: str | None = None
+    sidecar_key: str | None = None
 
 
 def check_voice_name(name: str) -> str:
@@ -56,11 +59,15 @@ def from_s3(storage, settings: Settings, name: str, job_dir: Path) -> StagedVoic
     if not PurePosixPath(name).suffix:
         candidates += [key + ext for ext in VOICE_EXTENSIONS]
     for candidate in candidates:
-        if storage.exists(candidate):
+        etag = storage.etag(candidate)
+        if etag is not None:
             suffix = PurePosixPath(candidate).suffix.lower()
             path = job_dir / ("voice" + (suffix if suffix in VOICE_EXTENSIONS else ""))
-            storage.download(candidate, path, settings.max_voice_bytes)
-            return StagedVoice(path, sidecar_key_for(candidate))
+            try:
+                storage.download(candidate, path, settings.max_voice_bytes)
+            except OSError as exc:
+                raise os_error(exc, "the voice", "JOB_TMP_DIR", path) from None
+            return StagedVoice(path, candidate, etag, sidecar_key_for(candidate))
     raise VoiceNotFound(f"No voice named '{preview(name)}' under '{settings.s3_voices_prefix}' in the bucket.")
 
 
@@ -77,7 +84,10 @@ def from_base64(data: str, settings: Settings, job_dir: Path) -> StagedVoice:
     if not raw:
         raise InvalidInput("voice_base64 is empty.")
     path = job_dir / "voice"
-    path.write_bytes(raw)
+    try:
+        path.write_bytes(raw)
+    except OSError as exc:
+        raise os_error(exc, "the voice", "JOB_TMP_DIR", path) from None
     return StagedVoice(path)
 
 

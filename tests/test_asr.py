@@ -5,7 +5,7 @@ import base64
 import json
 
 import pytest
-from conftest import ASR_REPO, BUCKET, REF_TEXT, job_dirs, run_py
+from conftest import ASR_REPO, BUCKET, REF_TEXT, REF_WAV, job_dirs, run_py
 from fake_hub import FakeHub
 from test_model_cache import hub_files, prefetch_env
 
@@ -14,6 +14,7 @@ import model_cache
 from runpod_handler import Worker
 
 TEXT = "A few words to speak."
+REF_WAV_BYTES = REF_WAV.read_bytes()
 
 
 @pytest.fixture
@@ -89,6 +90,132 @@ def test_language_passes_through_to_whisper(worker, ref_wav_bytes, monkeypatch):
     out = other(job(voice_base64=base64.b64encode(ref_wav_bytes).decode(), language="german"))
     assert "error" not in out, out
     assert seen["language"] == "german" and seen["task"] == "transcribe"
+
+
+def test_the_cache_keeps_each_language_apart(ref_wav_bytes, asr_calls):
+    """A transcript Whisper made in one caller's language is not handed to a caller who asked
+    for another, or for none."""
+    other = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None}))
+    voice = base64.b64encode(ref_wav_bytes).decode()
+    for language in ("german", None, "german", None, "english"):
+        out = other(job(voice_base64=voice, **({"language": language} if language else {})))
+        assert out["ref_text_source"] == "asr", out
+    assert asr_calls == ["german", None, "english"]
+
+
+def sidecar(s3, key):
+    obj = s3.get_object(Bucket=BUCKET, Key=key)
+    return obj["Body"].read().decode(), obj["Metadata"]
+
+
+def no_object(s3, key):
+    return "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix=key)
+
+
+def test_a_forced_language_is_never_written_back(worker, s3, ref_wav_bytes, asr_calls):
+    s3.put_object(Bucket=BUCKET, Key="voices/gus.wav", Body=ref_wav_bytes)
+    out = worker(job(voice_name="gus", language="german"))
+    assert out["ref_text_source"] == "asr" and no_object(s3, "voices/gus.txt")
+    out = worker(job(voice_name="gus"))
+    assert out["ref_text_source"] == "asr" and asr_calls == ["german", None]
+    assert sidecar(s3, "voices/gus.txt")[0] == out["ref_text"]
+
+
+def test_a_failed_job_writes_no_sidecar(s3, ref_wav_bytes, asr_calls):
+    s3.put_object(Bucket=BUCKET, Key="voices/hana.wav", Body=ref_wav_bytes)
+    short = Worker(model_cache.SETTINGS.model_copy(update={"max_output_seconds": 0.5}))
+    out = short(job(voice_name="hana"))
+    assert "MAX_OUTPUT_SECONDS" in out["error"] and len(asr_calls) == 1
+    assert no_object(s3, "voices/hana.txt")
+
+
+def speech_at(rate_factor: float) -> bytes:
+    """The reference recording, sped up: another recording, with other words' timing."""
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    audio, rate = sf.read(io.BytesIO(REF_WAV_BYTES), dtype="float32")
+    picked = audio[np.clip((np.arange(int(len(audio) / rate_factor)) * rate_factor).astype(int), 0, len(audio) - 1)]
+    buf = io.BytesIO()
+    sf.write(buf, picked, rate, format="FLAC")
+    return buf.getvalue()
+
+
+def test_voices_sharing_a_stem_never_get_each_others_transcript(worker, s3, ref_wav_bytes, asr_calls, monkeypatch):
+    """voices/bob.wav and voices/bob.flac share the name voices/bob.txt: the worker's sidecar
+    records which recording it transcribes and serves that recording only."""
+    heard = {}
+    real = asr.transcribe
+
+    def labelled(audio, rate, language, settings, remedy="send ref_text"):
+        real(audio, rate, language, settings, remedy)
+        return f"words of a recording of {len(audio)} samples"  # tells the recordings apart
+
+    monkeypatch.setattr(asr, "transcribe", labelled)
+    s3.put_object(Bucket=BUCKET, Key="voices/bob.wav", Body=ref_wav_bytes)
+    s3.put_object(Bucket=BUCKET, Key="voices/bob.flac", Body=speech_at(1.25))
+    wav = worker(job(voice_name="bob.wav"))
+    text, meta = sidecar(s3, "voices/bob.txt")
+    assert text == wav["ref_text"] and meta["f5-voice-key"] == "voices/bob.wav"
+
+    flac = worker(job(voice_name="bob.flac"))
+    assert flac["ref_text_source"] == "asr" and flac["ref_text"] != wav["ref_text"]
+    assert sidecar(s3, "voices/bob.txt")[0] == wav["ref_text"]  # the sibling's sidecar is left alone
+    assert Worker(model_cache.SETTINGS)(job(voice_name="bob.wav"))["ref_text_source"] == "sidecar"
+
+    # bob.wav uploaded anew: its old transcript is not used, and is replaced
+    s3.put_object(Bucket=BUCKET, Key="voices/bob.wav", Body=speech_at(0.8))
+    fresh = Worker(model_cache.SETTINGS)(job(voice_name="bob.wav"))
+    assert fresh["ref_text_source"] == "asr" and fresh["ref_text"] not in (wav["ref_text"], flac["ref_text"])
+    assert sidecar(s3, "voices/bob.txt")[0] == fresh["ref_text"]
+    assert len(asr_calls) == 3
+
+
+def test_a_transcript_you_store_serves_every_recording_of_its_stem(worker, s3, ref_wav_bytes, asr_calls):
+    s3.put_object(Bucket=BUCKET, Key="voices/ida.wav", Body=ref_wav_bytes)
+    s3.put_object(Bucket=BUCKET, Key="voices/ida.flac", Body=speech_at(1.25))
+    s3.put_object(Bucket=BUCKET, Key="voices/ida.txt", Body=REF_TEXT.encode())
+    for name in ("ida.wav", "ida.flac"):
+        out = worker(job(voice_name=name))
+        assert (out["ref_text"], out["ref_text_source"]) == (REF_TEXT, "sidecar")
+    assert asr_calls == []
+
+
+@pytest.fixture
+def no_whisper_yet(monkeypatch):
+    """The process's Whisper as if never loaded (restored after the test)."""
+    monkeypatch.setattr(asr, "_transcriber", None)
+    monkeypatch.setattr(asr, "_failed_at", None)
+    monkeypatch.setattr(asr, "_failed_why", "")
+
+
+@pytest.mark.parametrize("broken", ["not on the volume", "unloadable"])
+def test_without_whisper_only_jobs_without_a_transcript_fail(s3, ref_wav_bytes, no_whisper_yet, tmp_path, broken,
+                                                             monkeypatch):
+    from fake_hub import place_folder_in_hub_cache
+
+    repo = "test/whisper-missing"
+    if broken == "unloadable":
+        repo = "test/whisper-broken"
+        folder = tmp_path / "broken"
+        folder.mkdir()
+        (folder / "config.json").write_text("{not json")
+        place_folder_in_hub_cache(model_cache.HUB_DIR, repo, folder)
+    settings = model_cache.SETTINGS.model_copy(update={"asr_model": repo, "allow_model_download": False})
+    worker = Worker(settings)
+    s3.put_object(Bucket=BUCKET, Key="voices/jo.wav", Body=ref_wav_bytes)
+    out = worker(job(voice_name="jo"))
+    why = "it is not on the volume and ALLOW_MODEL_DOWNLOAD is false" if broken == "not on the volume" else \
+        "its copy on the volume could not be loaded"
+    assert out == {"error": f"The voice has no transcript and speech recognition ({repo}) is unavailable on this "
+                            f"worker ({why}): send ref_text, or store the transcript as voices/jo.txt."}
+    out = worker(job(voice_base64=base64.b64encode(ref_wav_bytes).decode()))
+    assert out["error"].endswith("unavailable on this worker (" + why + "): send ref_text.")
+    assert "refresh_worker" not in out
+    assert "error" not in worker(job(voice_name="jo", ref_text=REF_TEXT))  # the worker goes on serving
+    assert job_dirs() == []
 
 
 def test_bad_language_is_a_clear_error(ref_wav_bytes):

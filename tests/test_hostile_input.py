@@ -118,7 +118,14 @@ CASES = [
     ("bool-string", {"text": "hi", "voice_base64": GOOD_VOICE, "remove_silence": "yes"}, "remove_silence: input should be a valid boolean"),
     ("unknown-field", {"text": "hi", "voice_base64": GOOD_VOICE, "evil": 1}, "evil: is not a known field"),
     ("ref-text-huge", {"text": "hi", "voice_base64": GOOD_VOICE, "ref_text": "a" * 5000}, "ref_text: string should have at most 2000"),
-    ("language-injection", {"text": "hi", "voice_base64": GOOD_VOICE, "language": "en; DROP TABLE"}, "language: string should match"),
+    ("language-injection", {"text": "hi", "voice_base64": GOOD_VOICE, "language": "en; DROP TABLE"},
+     "language: must be a language name or code, such as 'en' or 'german'."),
+    ("language-long", {"text": "hi", "voice_base64": GOOD_VOICE, "language": "e" * 33},
+     "language: string should have at most 32 characters"),
+    ("ref-text-emoji", {"text": "hi", "voice_base64": GOOD_VOICE, "ref_text": "😀🎉"},
+     "ref_text: has no letters or digits: send the words spoken in the reference"),
+    ("ref-text-zero-width", {"text": "hi", "voice_base64": GOOD_VOICE, "ref_text": "\u200b\u200c\u2060"},
+     "ref_text: has no letters or digits"),
 ]
 
 
