@@ -4,15 +4,15 @@ Measured on an H100 host (docs/benchmarks.md), importing `f5_tts.model.cfm` take
 which 4 s is torch and most of the rest is not used by inference at all:
 - `f5_tts/model/__init__.py` imports the trainer (wandb, accelerate, datasets);
 - `x_transformers` (6 s: einx -> sympy and torch._dynamo) provides two small rotary-embedding
-  helpers to the DiT;
+  helpers to the DiT, and RMSNorm to E2-TTS's UNetT;
 - `librosa.filters` (1.8 s, scipy.signal) gives the mel filters of the BigVGAN front end only;
 - `torchdiffeq` gives `odeint`, which `sampler.py` replaces;
 - `pypinyin` (its phrase dictionary: 0.4-0.6 s) is needed only for Chinese text.
 
 `import_f5_model()` imports f5-tts's modules with stand-ins in `sys.modules` for exactly those
 imports and removes the stand-ins afterwards, so anything imported later gets the real library.
-The rotary helpers below are line-for-line the x_transformers functions f5-tts calls (tests
-compare them on random inputs); the others load the real library on first use.
+The rotary helpers and RMSNorm below are line-for-line the x_transformers code f5-tts calls
+(tests compare them on random inputs); the others load the real library on first use.
 """
 
 from __future__ import annotations
@@ -49,8 +49,10 @@ class _LazyNamespace:
 
 
 def _rotary_module() -> types.ModuleType:
-    """`x_transformers.x_transformers`' RotaryEmbedding and apply_rotary_pos_emb, as f5-tts uses them."""
+    """`x_transformers.x_transformers`' RotaryEmbedding, apply_rotary_pos_emb and RMSNorm, as
+    f5-tts uses them."""
     import torch
+    import torch.nn.functional as F
     from torch import nn
 
     class RotaryEmbedding(nn.Module):
@@ -94,16 +96,28 @@ def _rotary_module() -> types.ModuleType:
             t = (t * freqs.cos() * scale) + (rotate_half(t) * freqs.sin() * scale)
             return torch.cat((t, t_unrotated), dim=-1).type(orig_dtype)
 
-    module = types.ModuleType("x_transformers.x_transformers", "f5-tts's rotary helpers (lean_imports)")
-    module.RotaryEmbedding, module.apply_rotary_pos_emb, module.rotate_half = (
-        RotaryEmbedding, apply_rotary_pos_emb, rotate_half)
+    class RMSNorm(nn.Module):
+        def __init__(self, dim, unit_offset=False):
+            super().__init__()
+            self.unit_offset = unit_offset
+            self.scale = dim**0.5
+            self.g = nn.Parameter(torch.zeros(dim))  # named as in the published E2-TTS checkpoints
+            nn.init.constant_(self.g, 1.0 - float(unit_offset))
+
+        def forward(self, x):
+            gamma = self.g + float(self.unit_offset)
+            return F.normalize(x, dim=-1) * self.scale * gamma
+
+    module = types.ModuleType("x_transformers.x_transformers", "f5-tts's rotary helpers and RMSNorm (lean_imports)")
+    module.RotaryEmbedding, module.apply_rotary_pos_emb, module.rotate_half, module.RMSNorm = (
+        RotaryEmbedding, apply_rotary_pos_emb, rotate_half, RMSNorm)
     return module
 
 
 def _stand_ins() -> dict[str, types.ModuleType]:
     rotary = _rotary_module()
     package = types.ModuleType("x_transformers")
-    package.x_transformers = rotary
+    package.x_transformers, package.RMSNorm = rotary, rotary.RMSNorm
     filters = types.ModuleType("librosa.filters")
     filters.mel = _lazy_function("librosa.filters", "mel")
     diffeq = types.ModuleType("torchdiffeq")
@@ -153,12 +167,12 @@ def _register_model_package() -> None:
 
 
 def import_f5_model():
-    """f5-tts's `f5_tts.model` package, with CFM, DiT and their modules imported lean."""
+    """f5-tts's `f5_tts.model` package, with CFM, DiT, UNetT and their modules imported lean."""
     if "f5_tts.model" not in sys.modules:
         _register_model_package()
     if "f5_tts.model.cfm" not in sys.modules:
         with _standing_in(_stand_ins()):
             for name in ("f5_tts.model.utils", "f5_tts.model.modules", "f5_tts.model.backbones.dit",
-                         "f5_tts.model.cfm"):
+                         "f5_tts.model.backbones.unett", "f5_tts.model.cfm"):
                 importlib.import_module(name)
     return sys.modules["f5_tts.model"]

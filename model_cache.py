@@ -428,7 +428,9 @@ class LoadedModel:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self):
-        self.blocks = self.blocks or list(self.cfm.transformer.transformer_blocks)
+        import sampler
+
+        self.blocks = self.blocks or sampler.blocks_of(self.cfm.transformer)
 
     @contextmanager
     def in_use(self):
@@ -554,9 +556,9 @@ def load_files(files: ModelFiles, requested_device: str = "auto", started: float
              ", ".join(f"{name} {b - a:.2f} s" for name, a, b in zip(phases, marks, marks[1:])),
              f"; ready {age:.2f} s after the process started" if age is not None else "")
     model = LoadedModel(cfm, vocoder, files, device, dtype, seconds, checkpoint, cuda_graphs=cuda_graphs)
-    if device.startswith("cuda") if compile_blocks is None else compile_blocks:
+    if (device.startswith("cuda") if compile_blocks is None else compile_blocks) and files.backbone == "DiT":
         compile_in_background(model)
-    else:
+    else:  # E2-TTS's UNetT runs its layers eagerly (CUDA graphs still apply)
         model.compile_done.set()
     return model
 

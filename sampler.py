@@ -10,8 +10,9 @@ It computes what `CFM.sample` computes, with these differences:
   step launches about a thousand kernels, and at real sizes launching them, not running them,
   is what paces the GPU.
 
-The transformer pass mirrors `DiT.forward(..., cfg_infer=True, cache=True)` of f5-tts 1.1.22
-(pinned); tests compare this sampler with `CFM.sample` on the same seed.
+The network pass mirrors `DiT.forward(..., cfg_infer=True, cache=True)` (F5-TTS) and
+`UNetT.forward` (E2-TTS) of f5-tts 1.1.22 (pinned); tests compare this sampler with
+`CFM.sample` on the same seed for both.
 """
 
 from __future__ import annotations
@@ -25,6 +26,27 @@ log = logging.getLogger("sampler")
 
 #: CFM.sample's cap on a row's length, in mel frames.
 MAX_FRAMES = 65536
+
+
+def is_unet(net) -> bool:
+    """E2-TTS's flat U-Net transformer (UNetT), rather than F5-TTS's DiT."""
+    return not hasattr(net, "transformer_blocks")
+
+
+def blocks_of(net) -> list:
+    """The network's transformer blocks: DiT blocks, or UNetT's layers (skip projection,
+    attention norm, attention, feed-forward norm, feed-forward)."""
+    return list(net.layers if is_unet(net) else net.transformer_blocks)
+
+
+def max_frames(net) -> int:
+    """The longest row `net` can take in one pass: CFM.sample's cap, and for a DiT with text
+    convolutions its table of text positions (8,192 frames, 87 s, in f5-tts 1.1.22; longer
+    rows fail inside the model). UNetT clamps positions instead of failing."""
+    text = net.text_embed
+    if not is_unet(net) and getattr(text, "extra_modeling", False):
+        return min(MAX_FRAMES, int(text.precompute_max_pos))
+    return MAX_FRAMES
 
 
 def row_length(text_tokens: int, ref_frames: int, duration: int) -> int:
@@ -46,15 +68,16 @@ def time_grid(steps: int, sway_sampling_coef: float | None, device) -> torch.Ten
 class _Flow:
     """The guided velocity field of one request: v(step, x) for the whole batch."""
 
-    def __init__(self, dit, blocks, step_cond, text_ids, mask, t_grid, cfg_strength: float, dtype):
-        self.dit, self.blocks, self.dtype = dit, blocks, dtype
+    def __init__(self, net, blocks, step_cond, text_ids, mask, t_grid, cfg_strength: float, dtype):
+        self.net, self.blocks, self.dtype = net, blocks, dtype
+        self.unet = is_unet(net)
         self.guided = cfg_strength >= 1e-5  # CFM.sample's threshold
         self.cfg_strength = cfg_strength
         batch, n = step_cond.shape[:2]
-        seq_len = n if mask is None else mask.sum(dim=1)
-        text_cond = dit.text_embed(text_ids, seq_len=seq_len, drop_text=False)
+        seq_len = n if mask is None or self.unet else mask.sum(dim=1)  # UNetT's text embedding takes one length
+        text_cond = net.text_embed(text_ids, seq_len=seq_len, drop_text=False)
         if self.guided:
-            text_uncond = dit.text_embed(text_ids, seq_len=seq_len, drop_text=True)
+            text_uncond = net.text_embed(text_ids, seq_len=seq_len, drop_text=True)
             # Rows [0, b) are conditional, [b, 2b) unconditional (no reference audio, no text).
             self.fixed = torch.cat((torch.cat((step_cond, text_cond), dim=-1),
                                     torch.cat((torch.zeros_like(step_cond), text_uncond), dim=-1)), dim=0)
@@ -63,28 +86,55 @@ class _Flow:
             self.fixed = torch.cat((step_cond, text_cond), dim=-1)
             self.rows_mask = mask
         rows = self.fixed.shape[0]
-        self.rope = dit.rotary_embed.forward_from_seq_len(n)
+        if self.unet:  # UNetT puts the time embedding in front of the sequence, as one more position
+            self.rope = net.rotary_embed.forward_from_seq_len(n + 1)
+            self.token_mask = F.pad(self.rows_mask, (1, 0), value=True) if self.rows_mask is not None else None
+        else:
+            self.rope = net.rotary_embed.forward_from_seq_len(n)
         # TimestepEmbedding with the float32 time: sinusoids in float32, the MLP in the model's dtype.
-        temb = dit.time_embed.time_mlp(dit.time_embed.time_embed(t_grid[:-1]).to(dtype))
+        temb = net.time_embed.time_mlp(net.time_embed.time_embed(t_grid[:-1]).to(dtype))
         self.time_embeddings = temb[:, None, :].expand(-1, rows, -1).contiguous()  # steps x rows x dim
 
     def __call__(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        dit = self.dit
+        net = self.net
         x = x.to(self.dtype)
         rows = self.fixed.shape[0]
         xs = x.repeat(rows // x.shape[0], 1, 1)
-        h = dit.input_embed.proj(torch.cat((xs, self.fixed), dim=-1))
-        h = dit.input_embed.conv_pos_embed(h, mask=self.rows_mask) + h
-        residual = h
-        for block in self.blocks:
-            h = block(h, temb, mask=self.rows_mask, rope=self.rope)
-        if dit.long_skip_connection is not None:
-            h = dit.long_skip_connection(torch.cat((h, residual), dim=-1))
-        pred = dit.proj_out(dit.norm_out(h, temb))
+        h = net.input_embed.proj(torch.cat((xs, self.fixed), dim=-1))
+        pred = self._unet(h, temb) if self.unet else self._dit(h, temb)
         if not self.guided:
             return pred
         pred, null_pred = torch.chunk(pred, 2, dim=0)
         return pred + (pred - null_pred) * self.cfg_strength
+
+    def _dit(self, h, temb):
+        """DiT.forward after the input projection: blocks modulated by the time embedding."""
+        net = self.net
+        h = net.input_embed.conv_pos_embed(h, mask=self.rows_mask) + h
+        residual = h
+        for block in self.blocks:
+            h = block(h, temb, mask=self.rows_mask, rope=self.rope)
+        if net.long_skip_connection is not None:
+            h = net.long_skip_connection(torch.cat((h, residual), dim=-1))
+        return net.proj_out(net.norm_out(h, temb))
+
+    def _unet(self, h, temb):
+        """UNetT.forward after the input projection: the time embedding as the first position,
+        then layers whose second half takes the first half's outputs back, last in first."""
+        net = self.net
+        h = net.input_embed.conv_pos_embed(h) + h
+        h = torch.cat((temb.unsqueeze(1), h), dim=1)
+        skips, half = [], len(self.blocks) // 2
+        for i, (skip_proj, attn_norm, attn, ff_norm, ff) in enumerate(self.blocks):
+            if i < half:
+                skips.append(h)
+            elif net.skip_connect_type == "concat":
+                h = skip_proj(torch.cat((h, skips.pop()), dim=-1))
+            elif net.skip_connect_type == "add":
+                h = h + skips.pop()
+            h = attn(attn_norm(h), rope=self.rope, mask=self.token_mask) + h
+            h = ff(ff_norm(h)) + h
+        return net.proj_out(net.norm_out(h)[:, 1:, :])
 
 
 def _euler_eager(flow: _Flow, y: torch.Tensor, dts: torch.Tensor, start: int = 0) -> torch.Tensor:
@@ -135,10 +185,10 @@ def sample(
     voice of `ref_wave` (batch x samples), as `CFM.sample(ref_wave, text, duration, steps=...,
     ...)` would make them, and each row's length in frames (reference included): `duration`,
     lengthened as CFM.sample lengthens it; frames past a row's length are padding. `blocks`: the
-    DiT blocks to run (compiled ones, say); the model's own by default."""
+    network's blocks to run (compiled ones, say); the model's own by default."""
     from f5_tts.model.utils import lens_to_mask, list_str_to_idx
 
-    dit, dtype, device = cfm.transformer, next(cfm.parameters()).dtype, ref_wave.device
+    net, dtype, device = cfm.transformer, next(cfm.parameters()).dtype, ref_wave.device
     cond = cfm.mel_spec(ref_wave).permute(0, 2, 1).to(dtype)
     batch, ref_frames = cond.shape[:2]
     text_ids = list_str_to_idx(text, cfm.vocab_char_map).to(device)
@@ -161,8 +211,7 @@ def sample(
 
     t = time_grid(steps, sway_sampling_coef, device)
     dts = t[1:] - t[:-1]
-    flow = _Flow(dit, dit.transformer_blocks if blocks is None else blocks, step_cond, text_ids, mask, t,
-                 cfg_strength, dtype)
+    flow = _Flow(net, blocks_of(net) if blocks is None else blocks, step_cond, text_ids, mask, t, cfg_strength, dtype)
     graphed = cuda_graph and device.type == "cuda" and steps > 1
     y = _euler_graphed(flow, y, dts) if graphed else _euler_eager(flow, y, dts)
     return torch.where(cond_mask, cond.float(), y), lengths

@@ -205,8 +205,13 @@ def synthesize(
             f"The text would make about {planned:.0f} s of audio; at most {max_output_seconds:.0f} s is allowed "
             "per job (MAX_OUTPUT_SECONDS): split it into several jobs."
         )
-    longest = max(c.frames for c in chunks)
-    if longest > min(max_batch_frames, sampler.MAX_FRAMES):
+    longest, model_limit = max(c.frames for c in chunks), sampler.max_frames(model.cfm.transformer)
+    if longest > model_limit:
+        raise LimitExceeded(
+            f"One chunk of the text needs {longest} mel frames, over the {model_limit} this model takes in one pass; "
+            "check that ref_text is the transcript of the reference."
+        )
+    if longest > max_batch_frames:
         raise LimitExceeded(
             f"One chunk of the text needs {longest} mel frames in one sampling call, over the memory budget "
             f"(MAX_BATCH_FRAMES={max_batch_frames}); check that ref_text is the transcript of the reference."

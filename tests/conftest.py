@@ -90,6 +90,21 @@ def tiny_model():
     shutil.rmtree(SESSION_DIR, ignore_errors=True)
 
 
+#: A tiny E2-TTS: the real UNetT class, shaped like E2TTS_Base's config at toy size.
+TINY_E2_ARCH = dict(dim=64, depth=2, heads=2, dim_head=32, ff_mult=2, text_mask_padding=False, pe_attn_head=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_e2_model(tiny_model):
+    """A tiny random-weight E2-TTS (UNetT), written in the published format and loaded by the
+    code that loads published weights."""
+    folder = SESSION_DIR / "tiny-e2"
+    files = model_cache.ModelFiles("tiny-e2", "UNetT", dict(TINY_E2_ARCH), folder / "model.safetensors",
+                                   tiny_model / "vocab.txt", folder / "vocos")
+    model_cache.write_random_model(files, model_cache.TINY_VOCOS, seed=1)
+    return model_cache.load_files(files, "cpu")
+
+
 @pytest.fixture(scope="session")
 def s3_server():
     from moto.server import ThreadedMotoServer

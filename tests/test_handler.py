@@ -198,3 +198,24 @@ def _to_flac(wav_bytes: bytes) -> bytes:
     buf = io.BytesIO()
     sf.write(buf, audio, rate, format="FLAC")
     return buf.getvalue()
+
+
+def test_an_e2_tts_model_serves_jobs_end_to_end(tiny_e2_model, monkeypatch, ref_wav_bytes):
+    """E2TTS_Base and E2TTS_Small are UNetTs: a tiny one of the real class, loaded as published
+    weights are, serves a job of several chunks in batches."""
+    monkeypatch.setattr(model_cache, "_model", tiny_e2_model)
+    worker = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None, "write_local_output": False}))
+    text = "Seven words in every one of these. " * 12
+    out = worker({"id": "e2", "input": {"text": text, "ref_text": REF_TEXT, "nfe_step": 4, "seed": 5,
+                                        "voice_base64": base64.b64encode(ref_wav_bytes).decode()}})
+    assert "error" not in out, out
+    assert out["model"] == "tiny-e2" and out["chunks"] > 1 and out["batches"] < out["chunks"]
+    audio, rate = sf.read(io.BytesIO(base64.b64decode(out["audio_base64"])), dtype="float32")
+    assert len(audio) / rate == pytest.approx(out["duration_s"], abs=0.01) and audio.std() > 0
+    assert_clean()
+
+
+def test_e2_tts_blocks_are_not_compiled(tiny_e2_model):
+    """COMPILE compiles DiT blocks; UNetT's layers run eagerly (with CUDA graphs on a GPU)."""
+    model = model_cache.load_files(tiny_e2_model.files, "cpu", compile_blocks=True)
+    assert model.compile_done.is_set() and model.compile_thread is None

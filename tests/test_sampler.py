@@ -17,10 +17,15 @@ def model():
     return model_cache.get_model()
 
 
+@pytest.mark.parametrize("backbone", ["DiT", "UNetT"])
 @pytest.mark.parametrize("rows", [1, 2])
 @pytest.mark.parametrize("cfg_strength", [2.0, 0.0])
-def test_sampler_matches_cfm_sample_for_the_same_seed(model, rows, cfg_strength):
+def test_sampler_matches_cfm_sample_for_the_same_seed(model, tiny_e2_model, backbone, rows, cfg_strength):
+    """For F5-TTS's DiT and E2-TTS's UNetT alike."""
     from f5_tts.model.utils import convert_char_to_pinyin
+
+    model = model if backbone == "DiT" else tiny_e2_model
+    assert type(model.cfm.transformer).__name__ == backbone
 
     generator = torch.Generator().manual_seed(rows)
     ref = 0.1 * torch.randn(rows, 24_000 * 3, generator=generator)
@@ -35,6 +40,24 @@ def test_sampler_matches_cfm_sample_for_the_same_seed(model, rows, cfg_strength)
     assert float((ours - stock).norm() / stock.norm()) < 1e-6
 
 
+def test_e2_tts_configs_build_the_network_the_sampler_walks():
+    """E2TTS_Base and E2TTS_Small, at their real sizes (on the meta device: no memory), are
+    UNetTs whose layers the sampler takes apart; F5-TTS's are DiTs with a text position table."""
+    for name in ("E2TTS_Base", "E2TTS_Small", "F5TTS_v1_Base"):
+        backbone, arch = model_cache.model_config(name)
+        files = model_cache.ModelFiles(name, backbone, arch, model_cache.TINY_DIR / "model.safetensors",
+                                       model_cache.TINY_DIR / "vocab.txt", model_cache.TINY_DIR / "vocos")
+        with torch.device("meta"):
+            net = model_cache.build_cfm(files).transformer
+        assert sampler.is_unet(net) == (backbone == "UNetT") == name.startswith("E2")
+        assert len(sampler.blocks_of(net)) == arch["depth"]
+        if sampler.is_unet(net):
+            assert all(len(layer) == 5 for layer in sampler.blocks_of(net))
+            assert sampler.max_frames(net) == sampler.MAX_FRAMES
+        else:
+            assert sampler.max_frames(net) == 8192  # f5-tts 1.1.22's text position table
+
+
 def test_time_grid_is_float32_and_ends_at_one():
     grid = sampler.time_grid(32, -1.0, "cpu")
     assert grid.dtype == torch.float32 and len(grid) == 33
@@ -42,7 +65,7 @@ def test_time_grid_is_float32_and_ends_at_one():
 
 
 def test_rotary_stand_ins_are_x_transformers_own():
-    from x_transformers.x_transformers import RotaryEmbedding, apply_rotary_pos_emb
+    from x_transformers.x_transformers import RMSNorm, RotaryEmbedding, apply_rotary_pos_emb
 
     ours = lean_imports._rotary_module()
     real_rope, our_rope = RotaryEmbedding(64), ours.RotaryEmbedding(64)
@@ -57,6 +80,14 @@ def test_rotary_stand_ins_are_x_transformers_own():
         assert torch.equal(apply_rotary_pos_emb(q, freqs, scale), ours.apply_rotary_pos_emb(q, our_freqs, our_scale))
         # fewer rotary dimensions than the head: the rest passes through
         assert torch.equal(apply_rotary_pos_emb(q, freqs[..., :32]), ours.apply_rotary_pos_emb(q, our_freqs[..., :32]))
+    for unit_offset in (False, True):
+        real_norm, our_norm = RMSNorm(64, unit_offset), ours.RMSNorm(64, unit_offset)
+        with torch.no_grad():
+            for norm in (real_norm, our_norm):
+                norm.g.copy_(torch.linspace(-1, 2, 64))
+        assert real_norm.state_dict().keys() == our_norm.state_dict().keys()
+        x = torch.randn(3, 50, 64, generator=generator)
+        assert torch.equal(real_norm(x), our_norm(x))
 
 
 LEAN = """

@@ -253,3 +253,14 @@ def test_non_finite_audio_is_never_returned(model, reference):
     with pytest.raises(SynthesisError, match="invalid audio"):
         synthesis.synthesize(broken, reference, REF_TEXT, "Hello there.", params, 24_000)
     assert np.isfinite(synthesis.synthesize(model, reference, REF_TEXT, "Hello there.", params, 24_000).audio).all()
+
+
+def test_a_chunk_longer_than_the_models_text_positions_is_refused(model):
+    """f5-tts's DiT has text positions for 8,192 frames: a longer row failed inside the model
+    ("Internal error (RuntimeError)"). A transcript far shorter than the reference's speech with
+    a slow speed makes such a chunk within the memory budget; it is refused with the limit."""
+    t = np.arange(12 * 24_000) / 24_000
+    reference = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    params = SynthesisParams(nfe_step=4, seed=1, speed=0.3)
+    with pytest.raises(LimitExceeded, match="over the 8192 this model takes in one pass; check that ref_text"):
+        synthesis.synthesize(model, reference, "Hi.", "!!!!!!!!a!!!!!!!! b", params, 24_000)
