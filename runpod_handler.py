@@ -35,7 +35,8 @@ import voices
 from config import Settings
 from errors import DiskSpaceError, LimitExceeded, StorageError, to_runpod_result
 from job_schema import MAX_TRANSCRIPT_CHARS, JobInput, parse_job_input
-from synthesis import SynthesisParams, synthesize
+import synthesis
+from synthesis import SynthesisParams
 
 log = logging.getLogger("f5worker.handler")
 
@@ -123,8 +124,12 @@ class Worker:
                 nfe_step=job.nfe_step, cfg_strength=job.cfg_strength, sway_sampling_coef=job.sway_sampling_coef,
                 speed=job.speed, cross_fade_duration=job.cross_fade_duration, target_rms=job.target_rms, seed=seed,
             )
-            result = synthesize(model, reference, transcript.text, job.text, params, s.max_batch_frames,
-                                s.max_output_seconds)
+            plan = synthesis.plan_synthesis(model, len(reference), transcript.text, job.text, params,
+                                            s.max_batch_frames, s.max_output_seconds)
+            least = audio_io.least_encoded_bytes(job.output_format, plan.samples)
+            if least is not None and not job.remove_silence:  # refuse now, not after the work
+                self.check_inline_size(job, least, planned=True)
+            result = synthesis.run(model, reference, plan, params)
             wave = result.audio
             if job.remove_silence:
                 wave = audio_io.shorten_silences(wave, result.sample_rate)
@@ -214,16 +219,22 @@ class Worker:
         except StorageError as exc:
             log.warning("could not store the transcript sidecar: %s", exc.message)
 
+    def check_inline_size(self, job: JobInput, size: int, planned: bool = False) -> None:
+        """Audio returned inline must fit RunPod's payload limits (MAX_INLINE_BYTES)."""
+        s = self.settings
+        if (self.storage is not None and not job.return_base64) or size <= s.max_inline_bytes:
+            return
+        remedy = "drop return_base64 to get an S3 URL" if self.storage is not None else "configure S3_BUCKET"
+        raise LimitExceeded(
+            f"The audio {'would be at least' if planned else 'is'} {_human(size)}, over the "
+            f"{_human(s.max_inline_bytes)} that can be returned inline (RunPod refuses large payloads): {remedy}, "
+            "or ask for output_format mp3 or a shorter text."
+        )
+
     def deliver(self, job: JobInput, job_id: str, path: Path, content_type: str) -> dict:
         s, output = self.settings, {}
         inline = self.storage is None or job.return_base64
-        size = path.stat().st_size
-        if inline and size > s.max_inline_bytes:  # before any upload: a failed job leaves no object
-            raise LimitExceeded(
-                f"The audio is {_human(size)}, over the {_human(s.max_inline_bytes)} that can be "
-                "returned inline (RunPod refuses large payloads): configure S3_BUCKET, or ask for "
-                "output_format mp3 or a shorter text."
-            )
+        self.check_inline_size(job, path.stat().st_size)  # before any upload: a failed job leaves no object
         if self.storage is not None:
             key = f"{s.s3_output_prefix}{job_id}.{job.output_format}"
             self.storage.upload(path, key, content_type)
@@ -277,8 +288,8 @@ def load_at_start() -> None:
     try:
         t = np.arange(model.sample_rate) / model.sample_rate
         tone = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
-        synthesize(model, tone, "Warm up.", "Warm up.", SynthesisParams(nfe_step=2, seed=0),
-                   model_cache.SETTINGS.max_batch_frames)
+        synthesis.synthesize(model, tone, "Warm up.", "Warm up.", SynthesisParams(nfe_step=2, seed=0),
+                             model_cache.SETTINGS.max_batch_frames)
         age = model_cache.process_age()
         log.info("warm-up done%s", f" {age:.2f} s after the process started" if age is not None else "")
     except Exception as exc:  # noqa: BLE001 - a job reports its own errors

@@ -169,33 +169,38 @@ def cross_fade(waves: list[np.ndarray], samples: int) -> np.ndarray:
     return np.concatenate(parts).astype(np.float32, copy=False)
 
 
-def synthesize(
+@dataclass(frozen=True)
+class Plan:
+    """What a synthesis will do, known before any sampling: its chunks (frame counts as the
+    sampler will lengthen them), its batches, and the audio it will make."""
+
+    chunks: list[Chunk]
+    tokens: list[list[str]]  # reference transcript + chunk, as the model's vocabulary reads them
+    batches: list[list[Chunk]]
+    ref_frames: int
+    samples: int  # of output audio: each chunk's frames less the reference's, less the cross-fades
+
+
+def plan_synthesis(
     model: LoadedModel,
-    ref_audio: np.ndarray,
+    ref_samples: int,
     ref_text: str,
     text: str,
     params: SynthesisParams,
     max_batch_frames: int,
     max_output_seconds: float = float("inf"),
-) -> SynthesisResult:
-    """Speech for `text` in the voice of `ref_audio` (mono float32 at the model's rate)."""
-    import torch
+) -> Plan:
+    """Chunk, size and batch `text` for a reference of `ref_samples`, refusing what is over a
+    limit (MAX_OUTPUT_SECONDS, the model's longest row, the memory budget) before any work."""
     from f5_tts.model.utils import convert_char_to_pinyin
 
     import sampler
 
-    ref = torch.from_numpy(np.ascontiguousarray(ref_audio, dtype=np.float32))[None, :]
-    rms = float(torch.sqrt(torch.mean(torch.square(ref))))
-    quiet = 0 < rms < params.target_rms
-    if quiet:
-        ref = ref * (params.target_rms / rms)
-    ref = ref.to(model.device)
-
     ref_text = normalise_ref_text(ref_text)
-    chunks = plan_chunks(ref_text, ref.shape[-1], text, params.speed, model.sample_rate, model.hop_length)
+    chunks = plan_chunks(ref_text, ref_samples, text, params.speed, model.sample_rate, model.hop_length)
     if len(ref_text[-1].encode("utf-8")) == 1:
         ref_text += " "
-    ref_frames = ref.shape[-1] // model.hop_length
+    ref_frames = ref_samples // model.hop_length
     tokens = convert_char_to_pinyin([ref_text + c.text for c in chunks])
     # The sampler lengthens a row to hold its text: plan with those lengths.
     chunks = [replace(c, frames=sampler.row_length(len(t), ref_frames, c.frames)) for c, t in zip(chunks, tokens)]
@@ -216,16 +221,47 @@ def synthesize(
             f"One chunk of the text needs {longest} mel frames in one sampling call, over the memory budget "
             f"(MAX_BATCH_FRAMES={max_batch_frames}); check that ref_text is the transcript of the reference."
         )
-    batches = plan_batches(chunks, max_batch_frames)
+    fade = int(params.cross_fade_duration * model.sample_rate)
+    lengths = [(c.frames - ref_frames) * model.hop_length for c in chunks]
+    samples = sum(lengths) - sum(min(fade, a, b) for a, b in zip(lengths, lengths[1:]))
+    return Plan(chunks, tokens, plan_batches(chunks, max_batch_frames), ref_frames, samples)
+
+
+def synthesize(
+    model: LoadedModel,
+    ref_audio: np.ndarray,
+    ref_text: str,
+    text: str,
+    params: SynthesisParams,
+    max_batch_frames: int,
+    max_output_seconds: float = float("inf"),
+) -> SynthesisResult:
+    """Speech for `text` in the voice of `ref_audio` (mono float32 at the model's rate)."""
+    plan = plan_synthesis(model, len(ref_audio), ref_text, text, params, max_batch_frames, max_output_seconds)
+    return run(model, ref_audio, plan, params)
+
+
+def run(model: LoadedModel, ref_audio: np.ndarray, plan: Plan, params: SynthesisParams) -> SynthesisResult:
+    """Sample `plan`'s batches, decode each chunk and cross-fade them in reading order."""
+    import torch
+
+    import sampler
+
+    ref = torch.from_numpy(np.ascontiguousarray(ref_audio, dtype=np.float32))[None, :]
+    rms = float(torch.sqrt(torch.mean(torch.square(ref))))
+    quiet = 0 < rms < params.target_rms
+    if quiet:
+        ref = ref * (params.target_rms / rms)
+    ref = ref.to(model.device)
 
     waves: dict[int, np.ndarray] = {}
     with model.in_use(), torch.inference_mode():
-        for batch in batches:
+        for batch in plan.batches:
             frames = torch.tensor([c.frames for c in batch], dtype=torch.long, device=model.device)
             mel, lengths = sampler.sample(
                 model.cfm,
                 ref.expand(len(batch), -1),
-                [tokens[c.index] for c in batch],
+                [plan.tokens[c.index] for c in batch],
                 frames,
                 steps=params.nfe_step,
                 cfg_strength=params.cfg_strength,
@@ -235,14 +271,14 @@ def synthesize(
                 blocks=model.blocks,
             )
             for row, chunk in enumerate(batch):
-                generated = mel[row : row + 1, ref_frames : lengths[row]].permute(0, 2, 1)
+                generated = mel[row : row + 1, plan.ref_frames : lengths[row]].permute(0, 2, 1)
                 wave = model.vocoder.decode(generated)
                 if quiet:
                     wave = wave * (rms / params.target_rms)
                 waves[chunk.index] = wave.squeeze(0).cpu().numpy().astype(np.float32)
 
-    ordered = [waves[c.index] for c in chunks]
+    ordered = [waves[c.index] for c in plan.chunks]
     audio = cross_fade(ordered, int(params.cross_fade_duration * model.sample_rate))
     if not np.isfinite(audio).all():  # never deliver NaN or infinity as audio
         raise SynthesisError("The model produced invalid audio (NaN or infinite samples); the job was not completed.")
-    return SynthesisResult(audio, model.sample_rate, len(chunks), len(batches))
+    return SynthesisResult(audio, model.sample_rate, len(plan.chunks), len(plan.batches))

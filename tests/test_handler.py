@@ -101,18 +101,50 @@ def test_inline_audio_without_s3_and_local_copy(inline_worker, ref_wav_bytes):
     assert_clean()
 
 
-def test_inline_audio_over_the_limit_is_an_error_not_a_loss(ref_wav_bytes):
+@pytest.fixture
+def synthesis_runs(monkeypatch):
+    import synthesis
+
+    runs, real = [], synthesis.run
+    monkeypatch.setattr(synthesis, "run", lambda *a, **k: runs.append(1) or real(*a, **k))
+    return runs
+
+
+@pytest.mark.parametrize("fmt, before", [("wav", True), ("flac", True), ("mp3", False)])
+def test_inline_audio_over_the_limit_is_an_error_not_a_loss(ref_wav_bytes, synthesis_runs, fmt, before):
+    """WAV's size follows from the plan, and FLAC's cannot go under a quarter of it: those are
+    refused before any synthesis. MP3's is known once encoded."""
     small = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None, "max_inline_bytes": 10_000}))
-    out = small(job(voice_base64=base64.b64encode(ref_wav_bytes).decode(), ref_text=REF_TEXT))
-    assert "configure S3_BUCKET" in out["error"]
+    out = small(job(voice_base64=base64.b64encode(ref_wav_bytes).decode(), ref_text=REF_TEXT, output_format=fmt,
+                    text="A sentence long enough to make more than ten kilobytes of audio in any format at all."))
+    assert out["error"].startswith("The audio would be at least" if before else "The audio is ")
+    assert out["error"].endswith("that can be returned inline (RunPod refuses large payloads): configure S3_BUCKET, "
+                                 "or ask for output_format mp3 or a shorter text.")
+    assert synthesis_runs == ([] if before else [1])
     assert_clean()
 
 
-def test_oversize_inline_with_s3_fails_before_uploading(s3, ref_wav_bytes):
+def test_the_planned_size_is_a_floor_of_the_real_one(ref_wav_bytes, synthesis_runs):
+    """Jobs just under the limit are not refused by the estimate."""
+    probe = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None, "write_local_output": False}))
+    voice = base64.b64encode(ref_wav_bytes).decode()
+    out = probe(job(voice_base64=voice, ref_text=REF_TEXT))
+    size = len(base64.b64decode(out["audio_base64"]))
+    fits = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None, "max_inline_bytes": size,
+                                                          "write_local_output": False}))
+    assert "error" not in fits(job(voice_base64=voice, ref_text=REF_TEXT))
+    tight = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None, "max_inline_bytes": size - 1}))
+    assert tight(job(voice_base64=voice, ref_text=REF_TEXT))["error"].startswith("The audio is ")
+
+
+def test_oversize_inline_with_s3_fails_before_uploading(s3, ref_wav_bytes, synthesis_runs):
     small = Worker(model_cache.SETTINGS.model_copy(update={"max_inline_bytes": 10_000}))
     out = small(job(voice_base64=base64.b64encode(ref_wav_bytes).decode(), ref_text=REF_TEXT, return_base64=True))
-    assert "configure S3_BUCKET" in out["error"]
+    assert "drop return_base64 to get an S3 URL, or ask for output_format mp3" in out["error"]
+    assert "S3_BUCKET" not in out["error"] and synthesis_runs == []
     assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="output/")
+    out = small(job(voice_base64=base64.b64encode(ref_wav_bytes).decode(), ref_text=REF_TEXT))
+    assert "error" not in out and out["s3_key"]  # the same job as a URL
 
 
 def test_return_base64_with_s3_gives_both(worker, ref_wav_bytes):

@@ -264,3 +264,11 @@ def test_a_chunk_longer_than_the_models_text_positions_is_refused(model):
     params = SynthesisParams(nfe_step=4, seed=1, speed=0.3)
     with pytest.raises(LimitExceeded, match="over the 8192 this model takes in one pass; check that ref_text"):
         synthesis.synthesize(model, reference, "Hi.", "!!!!!!!!a!!!!!!!! b", params, 24_000)
+
+
+@pytest.mark.parametrize("text, fade", [("Hello there.", 0.15), (LONG_TEXT, 0.15), (LONG_TEXT, 0.0), (LONG_TEXT, 2.0)])
+def test_the_plan_knows_how_long_the_audio_will_be(model, reference, text, fade):
+    params = SynthesisParams(nfe_step=2, seed=1, cross_fade_duration=fade)
+    plan = synthesis.plan_synthesis(model, len(reference), REF_TEXT, text, params, 24_000)
+    result = synthesis.run(model, reference, plan, params)
+    assert plan.samples == len(result.audio) and (result.chunks > 1) == (text == LONG_TEXT)
