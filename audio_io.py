@@ -3,12 +3,13 @@ MP3 without FFmpeg), and the reference clipping f5-tts does with pydub, in numpy
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
-from errors import AudioError
+from errors import AudioError, os_error
 
 #: output_format -> (soundfile format, subtype, content type)
 FORMATS = {
@@ -162,7 +163,15 @@ def least_encoded_bytes(fmt: str, samples: int) -> int | None:
 
 
 def encode_audio(audio: np.ndarray, rate: int, fmt: str, path: Path) -> str:
-    """Write `audio` to `path` in `fmt`; returns the content type."""
+    """Write `audio` to `path` in `fmt`; returns the content type.
+
+    Encoded in memory, then written: libsndfile's MP3 and Ogg encoders ignore failed writes
+    and leave a truncated file on a full disk, where Python's own write raises."""
     container, subtype, content_type = FORMATS[fmt]
-    sf.write(str(path), np.clip(audio, -1.0, 1.0), rate, format=container, subtype=subtype)
+    encoded = io.BytesIO()
+    sf.write(encoded, np.clip(audio, -1.0, 1.0), rate, format=container, subtype=subtype)
+    try:
+        path.write_bytes(encoded.getbuffer())
+    except OSError as exc:
+        raise os_error(exc, "the audio", "JOB_TMP_DIR", path) from None
     return content_type

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import lean_imports
 from config import Settings, get_settings
-from errors import ModelLoadError
+from errors import ModelLoadError, WorkerSetupError, os_error
 
 log = logging.getLogger("f5worker.model_cache")
 
@@ -70,7 +70,10 @@ CHECKPOINTS_DIR = MODELS_DIR / "checkpoints"
 
 def ensure_layout(models_dir: Path = MODELS_DIR) -> None:
     for name in LAYOUT:
-        (models_dir / name).mkdir(parents=True, exist_ok=True)
+        try:
+            (models_dir / name).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a read-only volume without its folders, a path through a file
+            raise os_error(exc, "the models folder", "MODELS_DIR", models_dir / name) from None
 
 
 # --------------------------------------------------------------------------------------
@@ -234,7 +237,9 @@ def resolve_model_files(settings: Settings = SETTINGS, *, download: bool | None 
     if settings.f5_vocab_file is not None:
         vocab = _custom_path(settings.f5_vocab_file)
         if not vocab.is_file():
-            raise ModelLoadError(f"F5_VOCAB_FILE {vocab} does not exist.")
+            raise WorkerSetupError(f"F5_VOCAB_FILE {vocab} does not exist.")
+    elif not vocab.is_file():
+        raise WorkerSetupError(f"The vocabulary file {vocab} is missing: reinstall f5-tts, or set F5_VOCAB_FILE.")
     return ModelFiles(name, backbone, arch, checkpoint, vocab, vocoder_dir)
 
 

@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -33,7 +33,7 @@ import asr
 import audio_io
 import voices
 from config import Settings
-from errors import DiskSpaceError, LimitExceeded, StorageError, to_runpod_result
+from errors import DiskSpaceError, LimitExceeded, StorageError, os_error, to_runpod_result
 from job_schema import MAX_TRANSCRIPT_CHARS, JobInput, parse_job_input
 import synthesis
 from synthesis import SynthesisParams
@@ -52,18 +52,56 @@ class Transcript:
     store: tuple[str, dict] | None = None  # (sidecar key, metadata) to write once the job succeeded
 
 
+#: A job directory's name: the job id (no dots in it), the worker process (its id and start
+#: time: a restarted container reuses process ids), a random part.
+JOB_DIR = re.compile(r"f5job-[A-Za-z0-9_-]+\.(?P<process>\d+-\d+)\.[^.]*")
+#: Job directories older than this are left from a dead worker whatever their name says.
+STALE_AFTER_SECONDS = 24 * 3600
+
+
 @contextmanager
 def job_directory(root: Path, job_id: str, min_free_mb: int):
-    """A scratch directory of this job's own, removed when the job ends, whatever happens."""
-    root.mkdir(parents=True, exist_ok=True)
-    free_mb = shutil.disk_usage(root).free / 2**20
-    if free_mb < min_free_mb:
-        raise DiskSpaceError(f"Only {free_mb:.0f} MB free in {root}; the job needs {min_free_mb} MB of scratch space.")
-    path = Path(tempfile.mkdtemp(prefix=f"f5job-{job_id}-", dir=root))
+    """A scratch directory of this job's own, removed when the job ends, whatever happens (but
+    a kill: `sweep_job_directories` removes those the next worker finds)."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        free_mb = shutil.disk_usage(root).free / 2**20
+        if free_mb < min_free_mb:
+            raise DiskSpaceError(
+                f"Only {free_mb:.0f} MB free in {root}; the job needs {min_free_mb} MB of scratch space (JOB_TMP_DIR).")
+        path = Path(tempfile.mkdtemp(prefix=f"f5job-{job_id}.{_process(os.getpid())}.", dir=root))
+    except OSError as exc:
+        raise os_error(exc, "the job's scratch directory", "JOB_TMP_DIR", root) from None
     try:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def sweep_job_directories(root: Path) -> int:
+    """Remove the job directories a killed worker left (a caller's recording among them): those
+    of a process that is gone, or older than a day. A live worker's are kept."""
+    swept = 0
+    for path in root.glob("f5job-*") if root.is_dir() else ():
+        match = JOB_DIR.fullmatch(path.name)
+        try:
+            old = time.time() - path.stat().st_mtime > STALE_AFTER_SECONDS
+        except OSError:
+            continue
+        if old or (match is not None and _process(int(match["process"].split("-")[0])) != match["process"]):
+            shutil.rmtree(path, ignore_errors=True)
+            swept += 1
+    if swept:
+        log.warning("removed %d job directories left in %s by a worker that stopped mid-job", swept, root)
+    return swept
+
+
+def _process(pid: int) -> str:
+    """'<pid>-<start time in clock ticks>' of a running process; '' when there is none."""
+    try:
+        return f"{pid}-{Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[19]}"
+    except (OSError, IndexError):
+        return ""
 
 
 def _human(size: int) -> str:
@@ -78,6 +116,7 @@ class Worker:
         if storage is not None:
             self.__dict__["storage"] = storage
         self.transcripts = asr.TranscriptCache()
+        sweep_job_directories(settings.job_tmp_dir)
 
     @cached_property
     def storage(self):
@@ -232,22 +271,41 @@ class Worker:
         )
 
     def deliver(self, job: JobInput, job_id: str, path: Path, content_type: str) -> dict:
+        """S3 and/or inline, and the local copy. Whatever fails, the job leaves nothing behind:
+        limits and the local copy come before the upload, and a failed upload removes the copy."""
         s, output = self.settings, {}
         inline = self.storage is None or job.return_base64
-        self.check_inline_size(job, path.stat().st_size)  # before any upload: a failed job leaves no object
-        if self.storage is not None:
-            key = f"{s.s3_output_prefix}{job_id}.{job.output_format}"
-            self.storage.upload(path, key, content_type)
-            output.update(s3_key=key, audio_url=self.storage.presign(key, s.s3_presign_expires))
+        self.check_inline_size(job, path.stat().st_size)
+        local = self.copy_locally(path) if s.local_output_enabled else None
+        try:
+            if self.storage is not None:
+                key = f"{s.s3_output_prefix}{job_id}.{job.output_format}"
+                self.storage.upload(path, key, content_type)
+                output.update(s3_key=key, audio_url=self.storage.presign(key, s.s3_presign_expires))
+        except BaseException:
+            if local is not None:
+                local.unlink(missing_ok=True)
+            raise
         if inline:
             output["audio_base64"] = base64.b64encode(path.read_bytes()).decode("ascii")
-        if s.local_output_enabled:
-            s.output_dir.mkdir(parents=True, exist_ok=True)
-            local = s.output_dir / path.name
-            shutil.copyfile(path, local)
-            output["local_path"] = str(local.absolute())
-            log.info("job %s: wrote %s", job_id, output["local_path"])
+        if local is not None:
+            output["local_path"] = str(local)
+            log.info("job %s: wrote %s", job_id, local)
         return output
+
+    def copy_locally(self, path: Path) -> Path:
+        """The result in OUTPUT_DIR, whole or not at all (through a temporary name)."""
+        folder = self.settings.output_dir.absolute()
+        local, tmp = folder / path.name, folder / f".{path.name}.tmp"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, local)
+        except OSError as exc:
+            with suppress(OSError):
+                tmp.unlink()
+            raise os_error(exc, "the local copy of the result", "OUTPUT_DIR", folder) from None
+        return local
 
 
 _worker: Worker | None = None

@@ -198,7 +198,7 @@ def test_job_directory_is_removed_when_synthesis_fails(worker, ref_wav_bytes, mo
         seen.extend(p.name for d in job_dirs() for p in d.iterdir())
         raise RuntimeError("simulated failure")
 
-    monkeypatch.setattr("runpod_handler.synthesize", boom)
+    monkeypatch.setattr("synthesis.run", boom)
     out = worker(job(voice_base64=base64.b64encode(ref_wav_bytes).decode(), ref_text=REF_TEXT))
     assert out["error"].startswith("Internal error (RuntimeError)")
     assert seen == ["voice"]  # the staged voice was in the job directory during the job...
@@ -218,7 +218,7 @@ def test_gpu_failure_asks_for_a_fresh_worker_and_never_reports_success(worker, r
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
         raise RuntimeError(failure)
 
-    monkeypatch.setattr("runpod_handler.synthesize", fail)
+    monkeypatch.setattr("synthesis.run", fail)
     out = worker(job(voice_base64=base64.b64encode(ref_wav_bytes).decode(), ref_text=REF_TEXT))
     assert out == {"error": "The GPU failed during synthesis (out of memory or a device error); the worker will "
                             "restart, retry the job.", "refresh_worker": True}
