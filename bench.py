@@ -380,6 +380,9 @@ def main():
     os.environ.update(ALLOW_MODEL_DOWNLOAD="false", PREFETCH_ASR="false")
     if args.device != "auto":
         os.environ["DEVICE"] = args.device
+    from config import settings_or_exit
+
+    settings_or_exit()
     import model_cache  # noqa: F401  (before torch)
     import torch
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Mapping, Optional
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -133,6 +135,23 @@ class Settings(BaseModel):
             raise ValueError("must not contain '..'")
         return value if not value or value.endswith("/") else value + "/"
 
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _endpoint(cls, value):
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL, such as https://<account>.r2.cloudflarestorage.com")
+        if parts.username is not None or parts.password is not None:  # they would reach every audio_url
+            raise ValueError("must not carry credentials (user:secret@...): set S3_ACCESS_KEY_ID and "
+                             "S3_SECRET_ACCESS_KEY instead")
+        try:
+            parts.port
+        except ValueError:
+            raise ValueError("has an invalid port") from None
+        return value
+
     @model_validator(mode="after")
     def _derive(self) -> "Settings":
         if self.models_dir_override is not None:
@@ -201,7 +220,7 @@ def _describe(exc: ValidationError) -> str:
 def get_settings() -> Settings:
     """The process's settings, read from the environment on first use and never again."""
     settings = Settings.from_env(os.environ)
-    if not settings.on_volume and settings.models_dir_override is None:
+    if not settings.on_volume and settings.models_dir_override is None and settings.f5_model != "tiny":
         log.warning(
             "Network volume %s is not mounted: models and caches go to %s on local disk. "
             "Every cold start will download the models again. Attach a network volume "
@@ -210,3 +229,13 @@ def get_settings() -> Settings:
             settings.models_dir,
         )
     return settings
+
+
+def settings_or_exit() -> Settings:
+    """For the command-line entry points: the settings, or one line naming the bad setting and
+    exit status 2 (a usage error) instead of a traceback."""
+    try:
+        return get_settings()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

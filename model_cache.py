@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import lean_imports
-from config import Settings, get_settings
+from config import Settings, get_settings, settings_or_exit
 from errors import ModelLoadError, WorkerSetupError, os_error
 
 log = logging.getLogger("f5worker.model_cache")
@@ -61,6 +61,8 @@ def _configure_process() -> Settings:
     return settings
 
 
+if __name__ == "__main__":  # the command line: a bad setting is one line, not a traceback
+    settings_or_exit()
 SETTINGS = _configure_process()
 MODELS_DIR = SETTINGS.models_dir
 HUB_DIR = MODELS_DIR / "hub"
@@ -164,9 +166,10 @@ def hub_file(repo_id: str, filename: str, *, download: bool, force: bool = False
             return Path(hf_hub_download(repo_id, filename, cache_dir=HUB_DIR, local_files_only=True))
         except LocalEntryNotFoundError:
             if not download:
+                why = " and ALLOW_MODEL_DOWNLOAD=false keeps the worker from downloading it" \
+                    if not SETTINGS.allow_model_download else ""
                 raise ModelLoadError(
-                    f"{repo_id}/{filename} is not in {HUB_DIR} and downloads are off "
-                    "(ALLOW_MODEL_DOWNLOAD=false); run `python model_cache.py prefetch`."
+                    f"{repo_id}/{filename} is not in {HUB_DIR}{why}; run `python model_cache.py prefetch`."
                 ) from None
     log.info("downloading %s/%s into %s", repo_id, filename, HUB_DIR)
     try:
@@ -212,35 +215,46 @@ def hub_snapshot(repo_id: str, *, download: bool) -> Path:
 def resolve_model_files(settings: Settings = SETTINGS, *, download: bool | None = None) -> ModelFiles:
     """Find (and, if allowed, fetch) everything the configured model needs."""
     download = settings.allow_model_download if download is None else download
-    name = settings.f5_model
-    backbone, arch = model_config(name)
+    backbone, arch = model_config(settings.f5_model)
+    checkpoint = resolve_checkpoint(settings, download)
+    vocoder_dir = resolve_vocoder(settings, download)
+    vocab = resolve_vocab(settings)
+    return ModelFiles(settings.f5_model, backbone, arch, checkpoint, vocab, vocoder_dir)
 
-    if name == "tiny":
-        checkpoint, vocab, vocoder_dir = TINY_DIR / "model.safetensors", TINY_DIR / "vocab.txt", TINY_DIR / "vocos"
+
+def resolve_checkpoint(settings: Settings, download: bool) -> Path:
+    if settings.f5_model == "tiny":
+        checkpoint = TINY_DIR / "model.safetensors"
         if not checkpoint.is_file():
             raise ModelLoadError(f"The tiny test model is not in {TINY_DIR}; run `python model_cache.py make-test-model`.")
-    else:
-        if settings.f5_ckpt_file is not None:
-            checkpoint = _custom_path(settings.f5_ckpt_file)
-            if not checkpoint.is_file():
-                raise ModelLoadError(f"F5_CKPT_FILE {checkpoint} does not exist.")
-        elif name in HUB_CHECKPOINTS:
-            checkpoint = hub_file(*HUB_CHECKPOINTS[name], download=download)
-        else:
-            raise ModelLoadError(f"{name} has no published checkpoint; set F5_CKPT_FILE to yours.")
-        vocab = f5_package_dir() / "infer" / "examples" / "vocab.txt"
-        config_path = None
-        for filename in VOCOS_FILES:
-            config_path = hub_file(VOCOS_REPO, filename, download=download)
-        vocoder_dir = config_path.parent
+        return checkpoint
+    if settings.f5_ckpt_file is not None:
+        checkpoint = _custom_path(settings.f5_ckpt_file)
+        if not checkpoint.is_file():
+            raise ModelLoadError(f"F5_CKPT_FILE {checkpoint} does not exist.")
+        return checkpoint
+    if settings.f5_model in HUB_CHECKPOINTS:
+        return hub_file(*HUB_CHECKPOINTS[settings.f5_model], download=download)
+    raise ModelLoadError(f"{settings.f5_model} has no published checkpoint; set F5_CKPT_FILE to yours.")
 
+
+def resolve_vocoder(settings: Settings, download: bool) -> Path:
+    """The folder holding Vocos's config.yaml and pytorch_model.bin."""
+    if settings.f5_model == "tiny":
+        return TINY_DIR / "vocos"
+    return [hub_file(VOCOS_REPO, filename, download=download) for filename in VOCOS_FILES][0].parent
+
+
+def resolve_vocab(settings: Settings) -> Path:
     if settings.f5_vocab_file is not None:
         vocab = _custom_path(settings.f5_vocab_file)
         if not vocab.is_file():
             raise WorkerSetupError(f"F5_VOCAB_FILE {vocab} does not exist.")
-    elif not vocab.is_file():
+        return vocab
+    vocab = TINY_DIR / "vocab.txt" if settings.f5_model == "tiny" else f5_package_dir() / "infer/examples/vocab.txt"
+    if not vocab.is_file():
         raise WorkerSetupError(f"The vocabulary file {vocab} is missing: reinstall f5-tts, or set F5_VOCAB_FILE.")
-    return ModelFiles(name, backbone, arch, checkpoint, vocab, vocoder_dir)
+    return vocab
 
 
 def verify_hub_file(path: Path) -> bool:
@@ -249,13 +263,22 @@ def verify_hub_file(path: Path) -> bool:
     blob = Path(os.path.realpath(path))
     if not blob.is_file():
         return False
-    if not re.fullmatch(r"[0-9a-f]{64}", blob.name):
-        return blob.stat().st_size > 0
+    digest = hub_digest(blob)
+    return sha256_of(blob) == digest if digest else blob.stat().st_size > 0
+
+
+def hub_digest(path: Path) -> str | None:
+    """The sha256 a hub file must have: LFS blobs are named by it. None for small git files."""
+    name = os.path.basename(os.path.realpath(path))
+    return name if re.fullmatch(r"[0-9a-f]{64}", name) else None
+
+
+def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(blob, "rb") as fh:
-        for block in iter(lambda: fh.read(8 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest() == blob.name
+    with open(path, "rb", buffering=0) as fh:
+        for block in iter(lambda: fh.read(16 << 20), b""):
+            digest.update(block)  # hashlib lets other threads run meanwhile
+    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------------------
@@ -375,37 +398,59 @@ def write_fp16_artifact(files: ModelFiles) -> Path:
             raise ModelLoadError(f"The fp16 copy of {files.checkpoint} did not read back equal; not kept.")
 
     _write_atomic(target, write_verified)
-    manifest = {"source": _source_identity(files.checkpoint), "size": target.stat().st_size, "format": 1}
+    manifest = {"source": _source_identity(files.checkpoint), "size": target.stat().st_size,
+                "sha256": sha256_of(target), "format": 2}
     _write_atomic(target.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(manifest)))
     return target
 
 
-def fp16_copy_is_current(files: ModelFiles) -> bool:
-    """Whether the fp16 copy exists whole and was made from the checkpoint now in place
-    (no torch needed: it is asked before torch is imported)."""
+def _fp16_manifest(files: ModelFiles) -> dict | None:
+    """The fp16 copy's manifest when the copy exists whole (its recorded size) and was made from
+    the checkpoint now in place; None otherwise. No torch needed: asked before it is imported."""
     import json
 
     target = fp16_artifact(files)
     try:
         manifest = json.loads(target.with_suffix(".json").read_text())
-        return manifest["source"] == _source_identity(files.checkpoint) and manifest["size"] == target.stat().st_size
+        if manifest["source"] == _source_identity(files.checkpoint) and manifest["size"] == target.stat().st_size:
+            return manifest
     except (OSError, ValueError, KeyError):
-        return False
+        pass
+    return None
 
 
-def checkpoint_to_load(files: ModelFiles, dtype) -> Path:
-    """The fp16 copy when the model runs in fp16 and the copy belongs to this checkpoint;
-    otherwise the checkpoint itself (a stale or partial copy is ignored)."""
+def fp16_copy_is_current(files: ModelFiles) -> bool:
+    return _fp16_manifest(files) is not None
+
+
+def fp16_copy_is_intact(files: ModelFiles) -> bool:
+    """Current, and its content is what was written (the manifest's sha256): a copy of the
+    right size can still hold flipped bits or zeroed blocks, which load as wrong or NaN weights.
+    Reads the whole copy: `prefetch` and `status` ask; a worker's load checks while it reads ahead."""
+    manifest = _fp16_manifest(files)
+    return manifest is not None and manifest.get("sha256") == sha256_of(fp16_artifact(files))
+
+
+def checkpoint_to_load(files: ModelFiles, dtype, reader: "ReadAhead | None" = None) -> Path:
+    """The fp16 copy when the model runs in fp16 and the copy belongs to this checkpoint (and,
+    when `reader` read it ahead, its digest matched); otherwise the checkpoint itself (a stale,
+    partial or corrupt copy is ignored). A checkpoint whose digest does not match is refused."""
     import torch
 
     target = fp16_artifact(files)
-    if dtype != torch.float16 or not target.is_file():
-        return files.checkpoint
-    if not fp16_copy_is_current(files):
-        log.warning("ignoring %s: it was not made from %s (run `python model_cache.py prefetch`)",
-                    target, files.checkpoint)
-        return files.checkpoint
-    return target
+    if dtype == torch.float16 and target.is_file():
+        if not fp16_copy_is_current(files):
+            log.warning("ignoring %s: it was not made from %s (run `python model_cache.py prefetch`)",
+                        target, files.checkpoint)
+        elif reader is not None and reader.intact(target) is False:
+            log.error("ignoring %s: its content does not match its sha256 (run `python model_cache.py prefetch` "
+                      "to write it again)", target)
+        else:
+            return target
+    if reader is not None and reader.intact(files.checkpoint) is False:
+        raise ModelLoadError(f"The checkpoint {files.checkpoint} is corrupt (its sha256 does not match): run "
+                             "`python model_cache.py prefetch` to repair it.")
+    return files.checkpoint
 
 
 @dataclass
@@ -464,27 +509,47 @@ def load_model(settings: Settings = SETTINGS) -> LoadedModel:
     files = resolve_model_files(settings)
     # Read the weights into the page cache while torch and f5-tts import (seconds of CPU work):
     # from a network volume that read takes seconds too, and the two overlap.
-    fp16 = settings.device != "cpu" and fp16_copy_is_current(files)  # what load_files will pick on a GPU
-    read_ahead([fp16_artifact(files) if fp16 else files.checkpoint, files.vocoder_dir / "pytorch_model.bin"])
+    manifest = _fp16_manifest(files) if settings.device != "cpu" else None  # what load_files picks on a GPU
+    weights = {fp16_artifact(files): manifest.get("sha256")} if manifest else \
+        {files.checkpoint: hub_digest(files.checkpoint)}
+    reader = read_ahead({**weights, files.vocoder_dir / "pytorch_model.bin": None})
     return load_files(files, settings.device, started, compile_blocks=settings.compile,
-                      cuda_graphs=settings.cuda_graphs)
+                      cuda_graphs=settings.cuda_graphs, reader=reader)
 
 
-def read_ahead(paths: list[Path]) -> threading.Thread:
-    """Read files in a background thread, so that a later read finds them in the page cache."""
+class ReadAhead(threading.Thread):
+    """Reads files in the background, so that a later read finds them in the page cache, and
+    checks the sha256 of those whose digest is known on the way (hashing releases the GIL: it
+    runs beside the imports, as the read does)."""
 
-    def read():
-        for path in paths:
+    def __init__(self, files: dict[Path, str | None]):
+        super().__init__(name="read-ahead", daemon=True)
+        self.files, self.verdicts = files, {}
+
+    def run(self):
+        for path, expected in self.files.items():
+            digest = hashlib.sha256() if expected else None
             try:
                 with open(path, "rb", buffering=0) as fh:
-                    while fh.read(16 << 20):
-                        pass
+                    while block := fh.read(16 << 20):
+                        if digest is not None:
+                            digest.update(block)
             except OSError:  # the real read reports it
-                pass
+                continue
+            if digest is not None:
+                self.verdicts[Path(path)] = digest.hexdigest() == expected
 
-    thread = threading.Thread(target=read, name="read-ahead", daemon=True)
-    thread.start()
-    return thread
+    def intact(self, path: Path) -> bool | None:
+        """Whether `path` matched its digest; None when it had none or could not be read."""
+        self.join()
+        return self.verdicts.get(Path(path))
+
+
+def read_ahead(files: dict[Path, str | None]) -> ReadAhead:
+    """Start reading `files` (path -> expected sha256, or None) ahead; see ReadAhead."""
+    reader = ReadAhead(files)
+    reader.start()
+    return reader
 
 
 def compile_in_background(model: "LoadedModel") -> None:
@@ -529,7 +594,8 @@ def compile_in_background(model: "LoadedModel") -> None:
 
 
 def load_files(files: ModelFiles, requested_device: str = "auto", started: float | None = None,
-               compile_blocks: bool | None = False, cuda_graphs: bool = False) -> LoadedModel:
+               compile_blocks: bool | None = False, cuda_graphs: bool = False,
+               reader: ReadAhead | None = None) -> LoadedModel:
     """Load resolved files onto the device: the CFM (DiT) in fp16 on CUDA, fp32 on CPU, and Vocos."""
     started = time.perf_counter() if started is None else started
     phases = {}
@@ -541,7 +607,7 @@ def load_files(files: ModelFiles, requested_device: str = "auto", started: float
     with torch.device(device):  # initialise the weights where they will live: no host copy
         cfm = build_cfm(files)
     phases["import f5-tts, build"] = time.perf_counter()
-    checkpoint = checkpoint_to_load(files, dtype)
+    checkpoint = checkpoint_to_load(files, dtype, reader)
     state = read_checkpoint(checkpoint, device)
     try:
         cfm.load_state_dict(state)
@@ -692,6 +758,9 @@ def prefetch(settings: Settings = SETTINGS, verify: bool = True) -> int:
     if not fp16_copy_is_current(files):
         print(f"writing the fp16 copy of {files.checkpoint} (what GPU workers load at cold start)")
         write_fp16_artifact(files)
+    elif verify and not fp16_copy_is_intact(files):
+        print(f"CORRUPT  {fp16_artifact(files)} (or made before its manifest had a digest): writing it again")
+        write_fp16_artifact(files)
     print(f"ok       {fp16_artifact(files)}  {_size(fp16_artifact(files))}")
     print(f"model {files.name} ready under {MODELS_DIR}")
     if settings.prefetch_asr:
@@ -708,6 +777,7 @@ def prefetch(settings: Settings = SETTINGS, verify: bool = True) -> int:
 
 
 def status(settings: Settings = SETTINGS) -> int:
+    """What is present where: every file on its own line, each found (or not) on its own."""
     print(f"models dir   {MODELS_DIR}  ({'network volume' if settings.on_volume else 'NOT on the network volume'})")
     for name, value in cache_environment(MODELS_DIR).items():
         print(f"  {name}={value}")
@@ -716,24 +786,37 @@ def status(settings: Settings = SETTINGS) -> int:
         total = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink()) if folder.is_dir() else 0
         print(f"  {name + '/':<14} {'present' if folder.is_dir() else 'missing':<8} {total / 2**20:10.1f} MB")
     print(f"model        {settings.f5_model}")
-    missing = 0
-    try:
-        files = resolve_model_files(settings, download=False)
-    except ModelLoadError as exc:
-        print(f"  MISSING: {exc.message}")
-        return 1
-    for label, path in (("checkpoint", files.checkpoint), ("vocab", files.vocab),
-                        ("vocoder", files.vocoder_dir / "pytorch_model.bin")):
-        ok = path.is_file()
-        missing += not ok
-        print(f"  {label:<11} {'ok' if ok else 'MISSING':<8} {_size(path) if ok else '':>9}  {path}")
-    fp16 = fp16_copy_is_current(files)
-    print(f"  {'fp16 copy':<11} {'ok' if fp16 else 'none':<8} "
-          f"{_size(fp16_artifact(files)) if fp16 else '':>9}  {fp16_artifact(files)}")
+
+    def line(label, find):
+        try:
+            path = find()
+        except (ModelLoadError, WorkerSetupError) as exc:
+            print(f"  {label:<11} MISSING   {exc.message}")
+            return None
+        print(f"  {label:<11} ok       {_size(path):>9}  {path}")
+        return path
+
+    checkpoint = line("checkpoint", lambda: resolve_checkpoint(settings, download=False))
+    vocab = line("vocab", lambda: resolve_vocab(settings))
+    vocoder = line("vocoder", lambda: resolve_vocoder(settings, download=False) / "pytorch_model.bin")
+    missing = sum(path is None for path in (checkpoint, vocab, vocoder))
+    if checkpoint is not None and settings.f5_model != "tiny":
+        files = ModelFiles(settings.f5_model, "", {}, checkpoint, Path(), Path())
+        artifact = fp16_artifact(files)
+        if not fp16_copy_is_current(files):
+            print(f"  {'fp16 copy':<11} none      {'':>9}  {artifact} (prefetch writes it; GPU workers load it)")
+        elif not fp16_copy_is_intact(files):
+            missing += 1
+            print(f"  {'fp16 copy':<11} CORRUPT   {_size(artifact):>9}  {artifact}: its content does not match its "
+                  "sha256 (or its manifest predates digests); run `python model_cache.py prefetch`")
+        else:
+            print(f"  {'fp16 copy':<11} ok       {_size(artifact):>9}  {artifact} (sha256 checked)")
     try:
         print(f"ASR          ok        {hub_snapshot(settings.asr_model, download=False)}")
     except ModelLoadError:
-        print(f"ASR          MISSING   {settings.asr_model} (downloaded on the first job without a transcript)")
+        fetched = "downloaded by the first job without a transcript" if settings.allow_model_download else \
+            "jobs without a transcript fail: ALLOW_MODEL_DOWNLOAD=false"
+        print(f"ASR          MISSING   {settings.asr_model} (prefetch downloads it; else {fetched})")
     return 1 if missing else 0
 
 
@@ -748,6 +831,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("make-test-model", help="write the tiny random-weight model (F5_MODEL=tiny)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=SETTINGS.log_level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("huggingface_hub").propagate = False  # it prints through a handler of its own
     try:
         if args.command == "prefetch":
             return prefetch(verify=not args.no_verify)

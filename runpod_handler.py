@@ -8,7 +8,10 @@ The path of a job: validate -> job directory -> stage the voice -> prepare the r
 synthesize -> encode -> deliver (S3 or inline) -> remove the job directory.
 """
 
-import model_cache  # noqa: I001 - first: points every cache at the volume before torch/HF are imported
+from config import settings_or_exit  # noqa: I001 - a bad setting is one line and exit status 2, not a traceback
+
+settings_or_exit()
+import model_cache  # noqa: E402 - next: points every cache at the volume before torch/HF are imported
 
 import base64
 import hashlib
@@ -326,6 +329,7 @@ def configure_logging(level: str) -> None:
     logging.getLogger("f5worker").setLevel(level)
     for name in ("botocore", "boto3", "s3transfer", "urllib3", "httpx", "httpcore", "huggingface_hub", "filelock"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("huggingface_hub").propagate = False  # it prints through a handler of its own: once
     # The RunPod SDK logs every job's input and output at DEBUG, its default, and in local runs
     # (no job queue) the whole result at INFO: base64 audio and presigned URLs.
     local = "RUNPOD_WEBHOOK_GET_JOB" not in os.environ or "--test_input" in sys.argv

@@ -58,12 +58,41 @@ def test_models_dir_override(tmp_path):
         ("S3_PRESIGN_EXPIRES", "-5"),
         ("S3_OUTPUT_PREFIX", "out/../../etc/"),
         ("LOG_LEVEL", "LOUD"),
+        ("S3_ENDPOINT_URL", "not a url"),
+        ("S3_ENDPOINT_URL", "ftp://files.example"),
+        ("S3_ENDPOINT_URL", "https://"),
+        ("S3_ENDPOINT_URL", "https://host.example:99999"),
     ],
 )
 def test_a_bad_value_names_its_variable(tmp_path, name, value):
     with pytest.raises(ConfigError) as err:
         Settings.from_env({"RUNPOD_VOLUME": str(tmp_path), name: value})
     assert name in str(err.value)
+
+
+@pytest.mark.parametrize("url", ["https://key:s3cr3t@r2.example", "https://s3cr3t@r2.example", "http://:s3cr3t@minio:9000"])
+def test_an_endpoint_with_credentials_is_refused_without_echoing_them(tmp_path, url):
+    """Credentials in S3_ENDPOINT_URL would be copied into every presigned audio_url."""
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({"RUNPOD_VOLUME": str(tmp_path), "S3_ENDPOINT_URL": url})
+    assert "must not carry credentials" in str(err.value) and "s3cr3t" not in str(err.value)
+
+
+@pytest.mark.parametrize("url", ["https://abc.r2.cloudflarestorage.com", "http://127.0.0.1:9000", "https://s3.example/"])
+def test_endpoint_urls_of_s3_compatible_stores_are_accepted(tmp_path, url):
+    assert Settings.from_env({"RUNPOD_VOLUME": str(tmp_path), "S3_ENDPOINT_URL": url}).s3_endpoint_url == url
+
+
+@pytest.mark.parametrize("command", [["runpod_handler.py"], ["model_cache.py", "status"], ["bench.py", "--cold"]])
+@pytest.mark.parametrize("name, value", [("F5_MODEL", "F5TTS_Huge"), ("MAX_BATCH_FRAMES", "10"),
+                                         ("S3_ENDPOINT_URL", "https://u:s3cr3t@host.example")])
+def test_every_command_reports_a_bad_setting_in_one_line_with_status_2(command, name, value):
+    from conftest import run_py, subprocess_env
+
+    result = run_py(command, env=subprocess_env(**{name: value}), timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: invalid setting(s): {name}: ") and result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr and "s3cr3t" not in result.stderr and result.stdout == ""
 
 
 def test_runpod_bucket_variables_are_accepted(tmp_path):

@@ -170,9 +170,10 @@ def test_prefetch_repairs_a_corrupt_checkpoint(tmp_path):
         good = blob.read_bytes()
         blob.write_bytes(good[: len(good) // 3])  # a torn write on the volume
 
-        # the worker notices at load, naming the file
+        # the worker notices at load (the read-ahead checks the blob's sha256), naming the file
         load = run_py(["-c", "import model_cache; model_cache.get_model()"], env=prefetch_env(models, hub))
-        assert load.returncode != 0 and "unreadable" in load.stderr and "model_1250000.safetensors" in load.stderr
+        assert load.returncode != 0 and "is corrupt (its sha256 does not match)" in load.stderr
+        assert "model_1250000.safetensors" in load.stderr
 
         repair = run_py(["model_cache.py", "prefetch"], env=prefetch_env(models, hub))
         assert repair.returncode == 0, repair.stderr
@@ -312,6 +313,72 @@ def test_fp16_copy_is_loaded_in_fp16_only_and_ignored_when_stale(copied_tiny, mo
     assert model_cache.checkpoint_to_load(copied_tiny, torch.float16) == copied_tiny.checkpoint
 
 
+def corrupt_in_place(path: Path) -> None:
+    """Bits gone bad on the volume: the same size, a block of 0xff (NaN in fp16) in the middle."""
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 4096] = b"\xff" * 4096
+    path.write_bytes(bytes(data))
+
+
+def test_a_corrupt_fp16_copy_of_the_right_size_is_never_loaded(copied_tiny, monkeypatch, caplog):
+    artifact = model_cache.write_fp16_artifact(copied_tiny)
+    assert model_cache.fp16_copy_is_intact(copied_tiny)
+    corrupt_in_place(artifact)
+    assert model_cache.fp16_copy_is_current(copied_tiny)  # size and source still match...
+    assert not model_cache.fp16_copy_is_intact(copied_tiny)  # ...the digest does not
+
+    monkeypatch.setattr(model_cache, "resolve_model_files", lambda settings: copied_tiny)
+    monkeypatch.setattr(model_cache, "inference_dtype", lambda device: torch.float16)
+    loaded = model_cache.load_model(model_cache.SETTINGS.model_copy(update={"device": "auto"}))
+    assert loaded.loaded_from == copied_tiny.checkpoint  # the checkpoint instead
+    assert "does not match its sha256" in caplog.text
+    assert all(torch.isfinite(p).all() for p in loaded.cfm.parameters())
+
+    model_cache.write_fp16_artifact(copied_tiny)
+    loaded = model_cache.load_model(model_cache.SETTINGS.model_copy(update={"device": "auto"}))
+    assert loaded.loaded_from == artifact
+
+
+def test_status_and_prefetch_find_a_corrupt_fp16_copy(tmp_path):
+    models = tmp_path / "models"
+    with FakeHub(hub_files()) as hub:
+        env = prefetch_env(models, hub)
+        assert run_py(["model_cache.py", "prefetch"], env=env).returncode == 0
+        artifact = models / "f5-tts" / "F5TTS_v1_Base" / "model_fp16.safetensors"
+        assert "fp16 copy   ok" in run_py(["model_cache.py", "status"], env=env).stdout
+        corrupt_in_place(artifact)
+        status = run_py(["model_cache.py", "status"], env=env)
+        assert status.returncode == 1 and "fp16 copy   CORRUPT" in status.stdout, status.stdout
+        repair = run_py(["model_cache.py", "prefetch"], env=env)
+        assert repair.returncode == 0 and f"CORRUPT  {artifact}" in repair.stdout, repair.stdout
+        again = run_py(["model_cache.py", "status"], env=env)
+        assert again.returncode == 0 and "fp16 copy   ok" in again.stdout
+
+
+def test_status_shows_every_line_and_blames_no_setting_that_is_not_set(tmp_path):
+    """Nothing downloaded yet, ALLOW_MODEL_DOWNLOAD unset: each file gets its own line."""
+    env = subprocess_env(MODELS_DIR=tmp_path / "models", F5_MODEL="F5TTS_v1_Base", ALLOW_MODEL_DOWNLOAD=None)
+    status = run_py(["model_cache.py", "status"], env=env)
+    assert status.returncode == 1
+    lines = {line.split()[0]: line for line in status.stdout.splitlines() if line.strip()}
+    assert "MISSING" in lines["checkpoint"] and "run `python model_cache.py prefetch`" in lines["checkpoint"]
+    assert "MISSING" in lines["vocoder"] and "ok" in lines["vocab"] and "MISSING" in lines["ASR"]
+    assert "ALLOW_MODEL_DOWNLOAD" not in status.stdout
+    off = run_py(["model_cache.py", "status"], env={**env, "ALLOW_MODEL_DOWNLOAD": "false"})
+    assert "ALLOW_MODEL_DOWNLOAD=false keeps the worker from downloading it" in off.stdout
+
+
+def test_prefetch_offline_prints_each_hub_warning_once(tmp_path):
+    env = subprocess_env(MODELS_DIR=tmp_path / "models", F5_MODEL="F5TTS_v1_Base", PREFETCH_ASR="false")
+    result = run_py(["model_cache.py", "prefetch"], env=env, timeout=120)
+    assert result.returncode == 1 and result.stderr.count("\nerror: Could not download ") == 1
+    lines = result.stderr.splitlines()
+    assert any("thrown while requesting" in line for line in lines)
+    assert not any(a == b for a, b in zip(lines, lines[1:]))  # each retry's warning once
+    assert not any(line.startswith("WARNING huggingface_hub") for line in lines)
+
+
 def test_prefetch_writes_the_fp16_copy_once(tmp_path):
     models = tmp_path / "models"
     with FakeHub(hub_files()) as hub:
@@ -328,12 +395,17 @@ def test_prefetch_writes_the_fp16_copy_once(tmp_path):
 def test_load_reads_the_weights_ahead_while_importing(monkeypatch):
     seen = []
     real = model_cache.read_ahead
-    monkeypatch.setattr(model_cache, "read_ahead", lambda paths: seen.append(paths) or real(paths))
+    monkeypatch.setattr(model_cache, "read_ahead", lambda files: seen.append(files) or real(files))
     model_cache.load_model(model_cache.SETTINGS)
-    assert seen == [[model_cache.TINY_DIR / "model.safetensors", model_cache.TINY_DIR / "vocos" / "pytorch_model.bin"]]
-    thread = real([model_cache.TINY_DIR / "model.safetensors", Path("/nonexistent/file")])
-    thread.join(timeout=30)
-    assert not thread.is_alive()
+    assert seen == [{model_cache.TINY_DIR / "model.safetensors": None,
+                     model_cache.TINY_DIR / "vocos" / "pytorch_model.bin": None}]
+    weights = model_cache.TINY_DIR / "model.safetensors"
+    reader = real({weights: model_cache.sha256_of(weights), Path("/nonexistent/file"): "0" * 64,
+                   model_cache.TINY_DIR / "vocab.txt": "0" * 64})
+    reader.join(timeout=30)
+    assert not reader.is_alive()
+    assert reader.intact(weights) is True and reader.intact(model_cache.TINY_DIR / "vocab.txt") is False
+    assert reader.intact(Path("/nonexistent/file")) is None
 
 
 def test_a_download_that_lands_corrupt_is_fetched_again(tmp_path):
