@@ -322,6 +322,30 @@ def handler(job: dict) -> dict:
     return _worker(job)
 
 
+def runs_locally() -> bool:
+    """Outside RunPod's job queue, or one job from the command line (the SDK's own test)."""
+    return "RUNPOD_WEBHOOK_GET_JOB" not in os.environ or "--test_input" in sys.argv
+
+
+def summary(output: dict) -> str:
+    """One line about a job's result for a person at a terminal: never the audio itself."""
+    if "error" in output:
+        return f"job failed: {output['error']}"
+    where = output.get("local_path") or output.get("s3_key") or "inline only (audio_base64)"
+    timings = output.get("timings", {})
+    return (f"job done: {output['duration_s']:.1f} s of audio, {output['chunks']} chunk(s) in {output['batches']} "
+            f"batch(es); synthesis {timings.get('synthesis', 0):.2f} s, total {timings.get('total', 0):.2f} s; "
+            f"audio: {where}")
+
+
+def local_handler(job: dict) -> dict:
+    """`handler`, printing a summary line (the SDK prints whole results only at a log level that
+    would show the base64 audio)."""
+    output = handler(job)
+    print(summary(output), flush=True)
+    return output
+
+
 def configure_logging(level: str) -> None:
     """LOG_LEVEL applies to this worker's own loggers. Libraries stay at WARNING: botocore's
     DEBUG output carries signed request headers, urllib3's carries URLs."""
@@ -332,8 +356,7 @@ def configure_logging(level: str) -> None:
     logging.getLogger("huggingface_hub").propagate = False  # it prints through a handler of its own: once
     # The RunPod SDK logs every job's input and output at DEBUG, its default, and in local runs
     # (no job queue) the whole result at INFO: base64 audio and presigned URLs.
-    local = "RUNPOD_WEBHOOK_GET_JOB" not in os.environ or "--test_input" in sys.argv
-    os.environ.setdefault("RUNPOD_LOG_LEVEL", "WARN" if local else "INFO")
+    os.environ.setdefault("RUNPOD_LOG_LEVEL", "WARN" if runs_locally() else "INFO")
 
 
 def load_at_start() -> None:
@@ -379,7 +402,7 @@ def main() -> None:
     import runpod
 
     try:
-        runpod.serverless.start({"handler": handler})
+        runpod.serverless.start({"handler": local_handler if runs_locally() else handler})
     except SystemExit as stop:  # the SDK exits after a local job (--test_input, test_input.json)
         exit_now(stop.code)
     exit_now(0)

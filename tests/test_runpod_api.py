@@ -70,7 +70,7 @@ def test_test_input_cli_exits_0_and_leaves_the_output_in_s3(s3_server, ref_wav_b
 def test_test_input_cli_exits_1_on_a_bad_job(s3_server):
     result = run_py(["runpod_handler.py", "--test_input", json.dumps({"input": {"text": "hi"}})])
     assert result.returncode == 1
-    assert "give exactly one of voice_name, voice_url, voice_base64" in result.stdout + result.stderr
+    assert "job failed: Invalid input: give exactly one of voice_name, voice_url, voice_base64" in result.stdout
 
 
 def test_repository_test_input_runs_without_s3(tmp_path):
@@ -82,6 +82,9 @@ def test_repository_test_input_runs_without_s3(tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     written = list((tmp_path / "out").glob("*.wav"))
     assert [p.name for p in written] == ["local_test.wav"] and written[0].stat().st_size > 10_000
+    [line] = [line for line in result.stdout.splitlines() if line.startswith("job done: ")]
+    assert " s of audio, 1 chunk(s) in 1 batch(es); synthesis " in line and line.endswith(f"audio: {written[0]}")
+    assert len(result.stdout) < 2000  # a summary, not the base64
 
 
 FAKE_SDK = """
