@@ -369,13 +369,31 @@ def test_status_shows_every_line_and_blames_no_setting_that_is_not_set(tmp_path)
     assert "ALLOW_MODEL_DOWNLOAD=false keeps the worker from downloading it" in off.stdout
 
 
-def test_prefetch_offline_prints_each_hub_warning_once(tmp_path):
-    env = subprocess_env(MODELS_DIR=tmp_path / "models", F5_MODEL="F5TTS_v1_Base", PREFETCH_ASR="false")
-    result = run_py(["model_cache.py", "prefetch"], env=env, timeout=120)
-    assert result.returncode == 1 and result.stderr.count("\nerror: Could not download ") == 1
+def test_prefetch_with_the_hub_down_prints_each_hub_warning_once(tmp_path):
+    """huggingface_hub prints through a handler of its own and, through ours, once more."""
+    from http.server import BaseHTTPRequestHandler
+
+    from static_server import BackgroundServer
+
+    class Down(BaseHTTPRequestHandler):  # a hub answering 503, asking for retries at once
+        def log_message(self, *args):
+            pass
+
+        def do_HEAD(self):
+            self.send_response(503)
+            self.send_header("Retry-After", "0")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_HEAD
+
+    with BackgroundServer(Down) as hub:
+        env = subprocess_env(MODELS_DIR=tmp_path / "models", F5_MODEL="F5TTS_v1_Base", PREFETCH_ASR="false",
+                             HF_ENDPOINT=hub.url)
+        result = run_py(["model_cache.py", "prefetch"], env=env, timeout=120)
     lines = result.stderr.splitlines()
-    assert any("thrown while requesting" in line for line in lines)
-    assert not any(a == b for a, b in zip(lines, lines[1:]))  # each retry's warning once
+    assert result.returncode == 1 and sum(line.startswith("error: Could not download ") for line in lines) == 1
+    assert sum("HTTP Error 503 thrown while requesting" in line for line in lines) == 6  # the first try, 5 retries
     assert not any(line.startswith("WARNING huggingface_hub") for line in lines)
 
 
