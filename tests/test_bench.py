@@ -39,3 +39,17 @@ def test_bench_cold_starts_stock_and_the_worker_itself(tmp_path):
         assert "requirements-bench.txt" in stock["error"] and "stock" in result.stdout, stock
     else:
         assert 0 < stock["ready"] < stock["first_audio"] and "ours vs stock" in result.stdout, stock
+
+
+def test_bench_resample_compares_torchaudio_and_soxr(tmp_path):
+    """Ordinary rates here (the awkward ones take torchaudio 9 GB and 17 s each: see
+    docs/benchmarks.md for that run)."""
+    out = tmp_path / "resample.json"
+    result = run_py(["bench.py", "--resample", "--rates", "44100,48000", "--json", str(out)], timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["rate"] for r in rows] == [44100, 48000]
+    for row in rows:
+        for lib in ("torchaudio", "soxr"):
+            assert row[lib]["error"] is None and row[lib]["s"] > 0, row
+    assert "torchaudio" in result.stdout and "time ratio" in result.stdout
