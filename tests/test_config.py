@@ -33,6 +33,18 @@ def test_missing_volume_falls_back_to_local_models_with_a_warning(tmp_path, capl
     assert "not mounted" in caplog.text and str(tmp_path / "models") in caplog.text
 
 
+def test_the_tiny_model_downloads_nothing_so_it_gets_no_download_warning(tmp_path, caplog, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("os.environ", {"RUNPOD_VOLUME": str(tmp_path / "absent"), "F5_MODEL": "tiny"})
+    get_settings.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="f5worker.config"):
+            s = get_settings()
+    finally:
+        get_settings.cache_clear()
+    assert s.models_dir == tmp_path / "models" and caplog.text == ""
+
+
 def test_require_volume_makes_a_missing_volume_a_start_up_error(tmp_path):
     with pytest.raises(ConfigError, match="REQUIRE_VOLUME"):
         Settings.from_env({"RUNPOD_VOLUME": str(tmp_path / "absent"), "REQUIRE_VOLUME": "true"})
