@@ -19,29 +19,27 @@ def test_defaults_on_a_mounted_volume(tmp_path):
     assert not s.s3_enabled
 
 
-def test_missing_volume_falls_back_to_local_models_with_a_warning(tmp_path, caplog, monkeypatch):
+def settings_without_the_volume(tmp_path, caplog, monkeypatch, **env):
+    """get_settings() as a process with no volume mounted, in `tmp_path`, sees it."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("os.environ", {"RUNPOD_VOLUME": str(tmp_path / "absent")})
+    monkeypatch.setattr("os.environ", {"RUNPOD_VOLUME": str(tmp_path / "absent"), **env})
     get_settings.cache_clear()
     try:
         with caplog.at_level(logging.WARNING, logger="f5worker.config"):
-            s = get_settings()
+            return get_settings()
     finally:
         get_settings.cache_clear()
+
+
+def test_missing_volume_falls_back_to_local_models_with_a_warning(tmp_path, caplog, monkeypatch):
+    s = settings_without_the_volume(tmp_path, caplog, monkeypatch)
     assert s.models_dir == tmp_path / "models"
     assert not s.on_volume
     assert "not mounted" in caplog.text and str(tmp_path / "models") in caplog.text
 
 
 def test_the_tiny_model_downloads_nothing_so_it_gets_no_download_warning(tmp_path, caplog, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("os.environ", {"RUNPOD_VOLUME": str(tmp_path / "absent"), "F5_MODEL": "tiny"})
-    get_settings.cache_clear()
-    try:
-        with caplog.at_level(logging.WARNING, logger="f5worker.config"):
-            s = get_settings()
-    finally:
-        get_settings.cache_clear()
+    s = settings_without_the_volume(tmp_path, caplog, monkeypatch, F5_MODEL="tiny")
     assert s.models_dir == tmp_path / "models" and caplog.text == ""
 
 
