@@ -528,16 +528,15 @@ class ReadAhead(threading.Thread):
 
     def run(self):
         for path, expected in self.files.items():
-            digest = hashlib.sha256() if expected else None
             try:
+                if expected:
+                    self.verdicts[Path(path)] = sha256_of(path) == expected
+                    continue
                 with open(path, "rb", buffering=0) as fh:
-                    while block := fh.read(16 << 20):
-                        if digest is not None:
-                            digest.update(block)
+                    while fh.read(16 << 20):
+                        pass
             except OSError:  # the real read reports it
-                continue
-            if digest is not None:
-                self.verdicts[Path(path)] = digest.hexdigest() == expected
+                pass
 
     def intact(self, path: Path) -> bool | None:
         """Whether `path` matched its digest; None when it had none or could not be read."""

@@ -55,19 +55,20 @@ class S3Storage:
         log.warning("S3 %s of s3://%s/%s failed: %s", action, self.bucket, key, code)
         return StorageError(f"S3 {action} of '{key}' failed ({code or 'error'}).")
 
-    def etag(self, key: str) -> str | None:
-        """The object's ETag (its content's identity), or None when there is no such object."""
+    def exists(self, key: str) -> bool:
         try:
-            return self.client.head_object(Bucket=self.bucket, Key=key)["ETag"].strip('"')
+            self.client.head_object(Bucket=self.bucket, Key=key)
+            return True
         except ClientError as exc:
             if _missing(exc):
-                return None
+                return False
             raise self._fail("lookup", key, exc) from None
         except BotoCoreError as exc:
             raise self._fail("lookup", key, exc) from None
 
-    def download(self, key: str, path: Path, max_bytes: int) -> int:
-        """Stream an object to `path`, refusing objects over `max_bytes`; returns its size."""
+    def download(self, key: str, path: Path, max_bytes: int) -> str:
+        """Stream an object to `path`, refusing objects over `max_bytes`; returns the ETag of
+        what was read (the object may have been replaced since it was looked up)."""
         try:
             obj = self.client.get_object(Bucket=self.bucket, Key=key)
             size = obj["ContentLength"]
@@ -81,7 +82,7 @@ class S3Storage:
                     if written > max_bytes:
                         raise LimitExceeded(f"'{key}' is over {max_bytes} bytes.")
                     fh.write(block)
-            return written
+            return obj["ETag"].strip('"')
         except (ClientError, BotoCoreError) as exc:
             raise self._fail("download", key, exc) from None
 

@@ -59,12 +59,11 @@ def from_s3(storage, settings: Settings, name: str, job_dir: Path) -> StagedVoic
     if not PurePosixPath(name).suffix:
         candidates += [key + ext for ext in VOICE_EXTENSIONS]
     for candidate in candidates:
-        etag = storage.etag(candidate)
-        if etag is not None:
+        if storage.exists(candidate):
             suffix = PurePosixPath(candidate).suffix.lower()
             path = job_dir / ("voice" + (suffix if suffix in VOICE_EXTENSIONS else ""))
             try:
-                storage.download(candidate, path, settings.max_voice_bytes)
+                etag = storage.download(candidate, path, settings.max_voice_bytes)
             except OSError as exc:
                 raise os_error(exc, "the voice", "JOB_TMP_DIR", path) from None
             return StagedVoice(path, candidate, etag, sidecar_key_for(candidate))

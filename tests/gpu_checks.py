@@ -1,4 +1,4 @@
-"""Checks that need a CUDA GPU (CI has none), on random F5TTS_v1_Base weights:
+"""Checks that need a CUDA GPU (CI has none), on random F5TTS_v1_Base and E2TTS_Base weights:
 - a replayed CUDA graph gives exactly what eager steps give;
 - ours (fp32 time grid) is closer than stock CFM.sample to the same model run in fp32;
 - compiling waits for a first request, which runs on the eager blocks, and the compiled blocks
@@ -48,6 +48,34 @@ with torch.inference_mode():
                             "stock vs fp32": rel(stock, full), "finite": bool(torch.isfinite(gr).all())}
         print(b, res[f"rows={b}"], flush=True)
 del cfm32
+# E2-TTS: E2TTS_Base's UNetT at its real size, random weights, fp16 on the GPU
+e2_files = model_cache.ModelFiles("E2TTS_Base", *model_cache.model_config("E2TTS_Base"), eager.files.checkpoint,
+                                  eager.files.vocab, eager.files.vocoder_dir)
+with torch.device("cuda"):
+    e2 = model_cache.build_cfm(e2_files)
+with torch.no_grad():
+    for param in e2.parameters():
+        if not param.any():
+            param.normal_(0.0, 0.05)
+e2_32 = copy.deepcopy(e2)
+e2 = e2.half().eval()
+with torch.inference_mode():
+    for b in (1, 2):
+        stock = e2.sample(cond=ref[:b], text=texts[:b], duration=dur[:b], steps=32, cfg_strength=2.0, sway_sampling_coef=-1.0, seed=3)[0].float()
+        full = e2_32.sample(cond=ref[:b], text=texts[:b], duration=dur[:b], steps=32, cfg_strength=2.0, sway_sampling_coef=-1.0, seed=3)[0]
+        e, _ = sampler.sample(e2, ref[:b], texts[:b], dur[:b], seed=3, cuda_graph=False)
+        gr, _ = sampler.sample(e2, ref[:b], texts[:b], dur[:b], seed=3, cuda_graph=True)
+        res[f"E2TTS_Base rows={b}"] = {"graphed vs eager": rel(gr, e), "ours vs stock": rel(gr, stock),
+                                       "ours vs fp32": rel(gr, full), "stock vs fp32": rel(stock, full),
+                                       "finite": bool(torch.isfinite(gr).all())}
+        print("E2", b, res[f"E2TTS_Base rows={b}"], flush=True)
+    step = lambda: sampler.sample(e2, ref[:1], texts[:1], dur[:1], seed=3, cuda_graph=True)
+    step(); torch.cuda.synchronize(); t0 = time.perf_counter()
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    res["E2TTS_Base one row, 32 steps, s"] = (time.perf_counter() - t0) / 3
+del e2, e2_32
 # background compile: a first request on the eager blocks, then the compiled blocks
 audio, rate = sf.read(model_cache.f5_package_dir() / "infer/examples/basic/basic_ref_en.wav", dtype="float32")
 params = synthesis.SynthesisParams(nfe_step=32, seed=3)
@@ -70,7 +98,7 @@ res["background compile"] = {"load_s": loaded, "first_request_s": during_s, "com
                              "uses_compiled": model.blocks[0] is not model.cfm.transformer.transformer_blocks[0]}
 print(json.dumps(res, indent=1))
 json.dump(res, open(f"{OUT}/gpu_checks.json", "w"), indent=1)
-for rows in ("rows=1", "rows=2"):
+for rows in ("rows=1", "rows=2", "E2TTS_Base rows=1", "E2TTS_Base rows=2"):
     r = res[rows]
     assert r["finite"] and r["graphed vs eager"] == 0.0, r
     assert r["ours vs fp32"] < r["stock vs fp32"], r
