@@ -172,3 +172,17 @@ def test_job_directories_name_their_worker(monkeypatch):
     assert "error" not in worker(job("named", voice_base64=VOICE))
     assert runpod_handler.JOB_DIR.fullmatch(seen[0])["process"] == runpod_handler._process(os.getpid())
     assert seen[0].startswith("f5job-named.") and job_dirs() == []
+
+
+@pytest.mark.parametrize("code, expected, refresh", [
+    (28, "The disk is full: a file could not be written to /data/x.bin (check the disk and the folder settings).",
+     True),
+    (30, "A file could not be written: /data/x.bin is read-only or not writable (check the disk and the folder "
+         "settings).", False),
+])
+def test_an_unanticipated_write_failure_still_names_its_cause(code, expected, refresh):
+    """A full or read-only disk met where no site expected one is not an 'Internal error (OSError)'."""
+    from errors import to_runpod_result
+
+    result = to_runpod_result(OSError(code, os.strerror(code), "/data/x.bin"), "job")
+    assert result == ({"error": expected, "refresh_worker": True} if refresh else {"error": expected})
