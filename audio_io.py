@@ -76,7 +76,7 @@ def read_audio(path: Path, max_seconds: float, keep_seconds: float) -> tuple[np.
 def resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
     """Resample with libsoxr, whose time and memory grow with the audio's length only.
     torchaudio's polyphase kernel grows with rate / gcd(rate, target): 15 s at 23,999 Hz took
-    it 28 s and 9.3 GB, soxr 0.01 s (docs/benchmarks.md)."""
+    it 17 s and 9.3 GB, soxr 0.007 s (docs/benchmarks.md, `bench.py --resample`)."""
     if rate == target:
         return audio
     import soxr

@@ -204,7 +204,8 @@ def plan_synthesis(
     tokens = convert_char_to_pinyin([ref_text + c.text for c in chunks])
     # The sampler lengthens a row to hold its text: plan with those lengths.
     chunks = [replace(c, frames=sampler.row_length(len(t), ref_frames, c.frames)) for c, t in zip(chunks, tokens)]
-    planned = sum(c.frames - ref_frames for c in chunks) * model.hop_length / model.sample_rate
+    lengths = [(c.frames - ref_frames) * model.hop_length for c in chunks]  # each chunk's samples
+    planned = sum(lengths) / model.sample_rate
     if planned > max_output_seconds:
         raise LimitExceeded(
             f"The text would make about {planned:.0f} s of audio; at most {max_output_seconds:.0f} s is allowed "
@@ -222,7 +223,6 @@ def plan_synthesis(
             f"(MAX_BATCH_FRAMES={max_batch_frames}); check that ref_text is the transcript of the reference."
         )
     fade = int(params.cross_fade_duration * model.sample_rate)
-    lengths = [(c.frames - ref_frames) * model.hop_length for c in chunks]
     samples = sum(lengths) - sum(min(fade, a, b) for a, b in zip(lengths, lengths[1:]))
     return Plan(chunks, tokens, plan_batches(chunks, max_batch_frames), ref_frames, samples)
 

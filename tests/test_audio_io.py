@@ -109,7 +109,7 @@ print(json.dumps({"seconds": seconds, "extra_mb": (resource.getrusage(resource.R
 
 def test_any_accepted_rate_resamples_in_bounded_time_and_memory(tmp_path):
     """torchaudio's resampler built a kernel of about (24000/g) x (rate/g) values, g the gcd:
-    9 GB and 28 s for 15 s at 23,999 Hz. Every voice path goes through read_audio and
+    9.3 GB and 17 s for 15 s at 23,999 Hz. Every voice path goes through read_audio and
     prepare_reference; a 15 s voice at any accepted rate stays under 300 MB and 2 s."""
     import json
     import subprocess
