@@ -14,6 +14,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+import loaded_model
 import model_cache
 from audio_io import resample
 from config import Settings
@@ -33,7 +34,7 @@ class Transcriber:
         import torch
         from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-        dtype = model_cache.inference_dtype(device)
+        dtype = loaded_model.inference_dtype(device)
         try:
             self.processor = WhisperProcessor.from_pretrained(folder)
             self.model = WhisperForConditionalGeneration.from_pretrained(folder, dtype=dtype).to(device).eval()
@@ -73,7 +74,7 @@ def get_transcriber(settings: Settings, remedy: str = "send ref_text") -> Transc
             if _transcriber is None:
                 if _failed_at is not None and time.monotonic() - _failed_at < RETRY_AFTER_SECONDS:
                     raise _unavailable(settings, remedy, _failed_why)
-                device = model_cache.get_model().device  # beside the TTS model
+                device = loaded_model.get_model().device  # beside the TTS model
                 why = "it is not on the volume and ALLOW_MODEL_DOWNLOAD is false" if not settings.allow_model_download \
                     else "it is not on the volume and could not be downloaded"
                 try:

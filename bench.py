@@ -179,12 +179,13 @@ def warm(args, arch):
 
     import audio_io
     import lean_imports
+    import loaded_model
     import model_cache
 
     lean_imports.import_f5_model()  # stock's utils_infer then imports without the training stack
     settings = model_cache.SETTINGS.model_copy(update={"f5_model": arch})
-    stock_model = model_cache.load_model(settings.model_copy(update={"compile": False, "cuda_graphs": False}))
-    variants = {name: model_cache.load_model(settings.model_copy(update=VARIANTS[name]))
+    stock_model = loaded_model.load_model(settings.model_copy(update={"compile": False, "cuda_graphs": False}))
+    variants = {name: loaded_model.load_model(settings.model_copy(update=VARIANTS[name]))
                 for name in args.variants.split(",")}
     audio, rate = sf.read(model_cache.f5_package_dir() / "infer/examples/basic/basic_ref_en.wav", dtype="float32")
     reference = audio_io.prepare_reference(audio, rate, stock_model.sample_rate, 12.0, 1.0)
@@ -289,8 +290,8 @@ def run_worker(cfg: dict, env: dict) -> dict:
         for line in proc.stdout:
             now = time.time() - spawned
             tail = (tail + [line.rstrip()])[-20:]
-            if "ready" not in marks and "f5worker.model_cache: loaded " in line:
-                marks["ready"], marks["load_log"] = now, line.split("f5worker.model_cache: ", 1)[1].strip()
+            if "ready" not in marks and "f5worker.loaded_model: loaded " in line:
+                marks["ready"], marks["load_log"] = now, line.split("f5worker.loaded_model: ", 1)[1].strip()
             elif "first_audio" not in marks and "f5worker.handler: job " in line and " of audio in " in line:
                 marks["first_audio"] = now
         proc.wait()

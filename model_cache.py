@@ -1,5 +1,6 @@
-"""Model storage on the network volume: cache locations, local-first resolution, safe download,
-and the one lazily loaded model of this process.
+"""Model storage on the network volume: cache locations, what each model needs, local-first
+resolution, safe download and verification, the fp16 copy, and the commands that fill the volume.
+Loading a model onto a device is `loaded_model`'s job.
 
 Import this module before anything that imports torch, huggingface_hub, transformers or f5_tts:
 importing it points every cache those libraries use at `<models>/` on the volume (they read
@@ -19,9 +20,6 @@ import os
 import re
 import shutil
 import sys
-import threading
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -282,27 +280,9 @@ def sha256_of(path: Path) -> str:
 
 
 # --------------------------------------------------------------------------------------
-# Loading
+# The model's definition and the published checkpoint formats (loading and the files this
+# module writes, the fp16 copy and the test model, both need them)
 # --------------------------------------------------------------------------------------
-
-
-def resolve_device(requested: str) -> str:
-    import torch
-
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelLoadError(f"DEVICE={requested} but no CUDA device is available.")
-    return requested
-
-
-def inference_dtype(device: str):
-    """fp16 on CUDA GPUs of compute capability 7 or more (as f5-tts does), else fp32."""
-    import torch
-
-    if device.startswith("cuda") and torch.cuda.get_device_properties(device).major >= 7:
-        return torch.float16
-    return torch.float32
 
 
 def build_cfm(files: ModelFiles):
@@ -346,18 +326,6 @@ def read_checkpoint(path: Path, device: str = "cpu") -> dict:
             state[key] = value
     return state
 
-
-def load_vocoder(vocoder_dir: Path, device: str):
-    import torch
-    from vocos import Vocos
-
-    try:
-        vocoder = Vocos.from_hparams(str(vocoder_dir / "config.yaml"))
-        state = torch.load(str(vocoder_dir / "pytorch_model.bin"), map_location="cpu", weights_only=True)
-        vocoder.load_state_dict(state)
-    except Exception as exc:
-        raise ModelLoadError(f"The vocoder in {vocoder_dir} could not be loaded: {type(exc).__name__}: {exc}") from exc
-    return vocoder.eval().to(device)
 
 
 # --------------------------------------------------------------------------------------
@@ -404,7 +372,7 @@ def write_fp16_artifact(files: ModelFiles) -> Path:
     return target
 
 
-def _fp16_manifest(files: ModelFiles) -> dict | None:
+def fp16_manifest(files: ModelFiles) -> dict | None:
     """The fp16 copy's manifest when the copy exists whole (its recorded size) and was made from
     the checkpoint now in place; None otherwise. No torch needed: asked before it is imported."""
     import json
@@ -420,233 +388,16 @@ def _fp16_manifest(files: ModelFiles) -> dict | None:
 
 
 def fp16_copy_is_current(files: ModelFiles) -> bool:
-    return _fp16_manifest(files) is not None
+    return fp16_manifest(files) is not None
 
 
 def fp16_copy_is_intact(files: ModelFiles) -> bool:
     """Current, and its content is what was written (the manifest's sha256): a copy of the
     right size can still hold flipped bits or zeroed blocks, which load as wrong or NaN weights.
     Reads the whole copy: `prefetch` and `status` ask; a worker's load checks while it reads ahead."""
-    manifest = _fp16_manifest(files)
+    manifest = fp16_manifest(files)
     return manifest is not None and manifest.get("sha256") == sha256_of(fp16_artifact(files))
 
-
-def checkpoint_to_load(files: ModelFiles, dtype, reader: "ReadAhead | None" = None) -> Path:
-    """The fp16 copy when the model runs in fp16 and the copy belongs to this checkpoint (and,
-    when `reader` read it ahead, its digest matched); otherwise the checkpoint itself (a stale,
-    partial or corrupt copy is ignored). A checkpoint whose digest does not match is refused."""
-    import torch
-
-    target = fp16_artifact(files)
-    if dtype == torch.float16 and target.is_file():
-        if not fp16_copy_is_current(files):
-            log.warning("ignoring %s: it was not made from %s (run `python model_cache.py prefetch`)",
-                        target, files.checkpoint)
-        elif reader is not None and reader.intact(target) is False:
-            log.error("ignoring %s: its content does not match its sha256 (run `python model_cache.py prefetch` "
-                      "to write it again)", target)
-        else:
-            return target
-    if reader is not None and reader.intact(files.checkpoint) is False:
-        raise ModelLoadError(f"The checkpoint {files.checkpoint} is corrupt (its sha256 does not match): run "
-                             "`python model_cache.py prefetch` to repair it.")
-    return files.checkpoint
-
-
-@dataclass
-class LoadedModel:
-    """The model of this process: the CFM (DiT) and the Vocos vocoder, on their device."""
-
-    cfm: object
-    vocoder: object
-    files: ModelFiles
-    device: str
-    dtype: object
-    load_seconds: float
-    loaded_from: Path | None = None
-    sample_rate: int = SAMPLE_RATE
-    hop_length: int = HOP_LENGTH
-    #: CUDA_GRAPHS; the sampler uses graphs only on a CUDA device.
-    cuda_graphs: bool = False
-    #: The DiT blocks synthesis runs: the eager ones, then the compiled ones once they are ready.
-    blocks: list = field(default_factory=list, repr=False)
-    #: Set when there is nothing (more) to compile: compiled, failed, or COMPILE off.
-    compile_done: threading.Event = field(default_factory=threading.Event, repr=False)
-    #: Set when a synthesis has finished; compiling waits for it (see compile_in_background).
-    served: threading.Event = field(default_factory=threading.Event, repr=False)
-    compile_thread: threading.Thread | None = field(default=None, repr=False)
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def __post_init__(self):
-        import sampler
-
-        self.blocks = self.blocks or sampler.blocks_of(self.cfm.transformer)
-
-    @contextmanager
-    def in_use(self):
-        """Hold the model for one synthesis (its modules are not thread-safe); when it ends, a
-        background compile waiting for a first synthesis may begin."""
-        with self.lock:
-            try:
-                yield self
-            finally:
-                self.served.set()
-
-
-def process_age() -> float | None:
-    """Seconds since this process started (Linux; None elsewhere): cold-start logs count from there."""
-    try:
-        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-        return uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime, in clock ticks
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def load_model(settings: Settings = SETTINGS) -> LoadedModel:
-    started = time.perf_counter()
-    ensure_layout()
-    files = resolve_model_files(settings)
-    # Read the weights into the page cache while torch and f5-tts import (seconds of CPU work):
-    # from a network volume that read takes seconds too, and the two overlap.
-    manifest = _fp16_manifest(files) if settings.device != "cpu" else None  # what load_files picks on a GPU
-    weights = {fp16_artifact(files): manifest.get("sha256")} if manifest else \
-        {files.checkpoint: hub_digest(files.checkpoint)}
-    reader = read_ahead({**weights, files.vocoder_dir / "pytorch_model.bin": None})
-    return load_files(files, settings.device, started, compile_blocks=settings.compile,
-                      cuda_graphs=settings.cuda_graphs, reader=reader)
-
-
-class ReadAhead(threading.Thread):
-    """Reads files in the background, so that a later read finds them in the page cache, and
-    checks the sha256 of those whose digest is known on the way (hashing releases the GIL: it
-    runs beside the imports, as the read does)."""
-
-    def __init__(self, files: dict[Path, str | None]):
-        super().__init__(name="read-ahead", daemon=True)
-        self.files, self.verdicts = files, {}
-
-    def run(self):
-        for path, expected in self.files.items():
-            try:
-                if expected:
-                    self.verdicts[Path(path)] = sha256_of(path) == expected
-                    continue
-                with open(path, "rb", buffering=0) as fh:
-                    while fh.read(16 << 20):
-                        pass
-            except OSError:  # the real read reports it
-                pass
-
-    def intact(self, path: Path) -> bool | None:
-        """Whether `path` matched its digest; None when it had none or could not be read."""
-        self.join()
-        return self.verdicts.get(Path(path))
-
-
-def read_ahead(files: dict[Path, str | None]) -> ReadAhead:
-    """Start reading `files` (path -> expected sha256, or None) ahead; see ReadAhead."""
-    reader = ReadAhead(files)
-    reader.start()
-    return reader
-
-
-def compile_in_background(model: "LoadedModel") -> None:
-    """Regional compilation of the DiT blocks, off the request path.
-
-    Requests keep running the eager blocks while a background thread compiles each block
-    (dynamic shapes, so a new text length does not recompile; the blocks are identical and share
-    the compiled code) and runs the compiled ones once per input form the sampler uses (one row,
-    and several rows with a padding mask). Then `model.blocks` switches to them. Inductor keeps
-    the generated code in TORCHINDUCTOR_CACHE_DIR on the volume, where the next worker finds it.
-
-    Compiling starts only once a first synthesis has finished: it takes the CPU and the GIL for
-    seconds, and on an H100 it slowed the first request of a cold worker from 0.56 s to 4.1 s.
-    """
-    import torch
-
-    import sampler
-
-    def compile_blocks():
-        model.served.wait()
-        started = time.perf_counter()
-        try:
-            compiled = [torch.compile(block, dynamic=True) for block in model.cfm.transformer.transformer_blocks]
-            generator = torch.Generator().manual_seed(0)
-            wave = (0.1 * torch.randn(2, SAMPLE_RATE, generator=generator)).to(model.device)
-            texts = ["Warm up the compiled blocks.", "And once more."]
-            with torch.inference_mode():
-                for rows in (1, 2):
-                    duration = torch.full((rows,), 2 * SAMPLE_RATE // HOP_LENGTH, dtype=torch.long)
-                    sampler.sample(model.cfm, wave[:rows], texts[:rows], duration, steps=2, blocks=compiled,
-                                   cuda_graph=False)
-            model.blocks = compiled
-            log.info("compiled the DiT blocks in %.1f s; requests now use them", time.perf_counter() - started)
-        except Exception as exc:  # noqa: BLE001 - compiling is an optimisation: keep serving eagerly
-            log.warning("COMPILE: compiling the DiT blocks failed, requests stay eager: %s: %s",
-                        type(exc).__name__, exc)
-        finally:
-            model.compile_done.set()
-
-    model.compile_thread = threading.Thread(target=compile_blocks, name="compile", daemon=True)
-    model.compile_thread.start()
-
-
-def load_files(files: ModelFiles, requested_device: str = "auto", started: float | None = None,
-               compile_blocks: bool | None = False, cuda_graphs: bool = False,
-               reader: ReadAhead | None = None) -> LoadedModel:
-    """Load resolved files onto the device: the CFM (DiT) in fp16 on CUDA, fp32 on CPU, and Vocos."""
-    started = time.perf_counter() if started is None else started
-    phases = {}
-    import torch
-
-    phases["import torch"] = time.perf_counter()
-    device = resolve_device(requested_device)
-    dtype = inference_dtype(device)
-    with torch.device(device):  # initialise the weights where they will live: no host copy
-        cfm = build_cfm(files)
-    phases["import f5-tts, build"] = time.perf_counter()
-    checkpoint = checkpoint_to_load(files, dtype, reader)
-    state = read_checkpoint(checkpoint, device)
-    try:
-        cfm.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ModelLoadError(
-            f"The checkpoint {checkpoint} does not fit {files.name}: {str(exc).splitlines()[0]}"
-        ) from exc
-    del state
-    cfm = cfm.to(dtype).eval()
-    phases["weights"] = time.perf_counter()
-    vocoder = load_vocoder(files.vocoder_dir, device)
-    phases["vocoder"] = time.perf_counter()
-    seconds = phases["vocoder"] - started
-    marks = [started, *phases.values()]
-    age = process_age()
-    log.info("loaded %s from %s on %s (%s) in %.2f s (%s)%s", files.name, checkpoint, device, dtype, seconds,
-             ", ".join(f"{name} {b - a:.2f} s" for name, a, b in zip(phases, marks, marks[1:])),
-             f"; ready {age:.2f} s after the process started" if age is not None else "")
-    model = LoadedModel(cfm, vocoder, files, device, dtype, seconds, checkpoint, cuda_graphs=cuda_graphs)
-    if (device.startswith("cuda") if compile_blocks is None else compile_blocks) and files.backbone == "DiT":
-        compile_in_background(model)
-    else:  # E2-TTS's UNetT runs its layers eagerly (CUDA graphs still apply)
-        model.compile_done.set()
-    return model
-
-
-_model: LoadedModel | None = None
-_model_lock = threading.Lock()
-
-
-def get_model() -> LoadedModel:
-    """The process's model, loaded on first use (thread-safe) and returned at no cost after."""
-    global _model
-    model = _model
-    if model is None:
-        with _model_lock:
-            if _model is None:
-                _model = load_model(SETTINGS)
-            model = _model
-    return model
 
 
 # --------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ import numpy as np
 
 import asr
 import audio_io
+import loaded_model
 import voices
 from config import Settings
 from errors import DiskSpaceError, LimitExceeded, StorageError, os_error, to_runpod_result
@@ -153,7 +154,7 @@ class Worker:
 
             audio, rate = audio_io.read_audio(voice.path, s.max_voice_seconds, keep_seconds=s.ref_clip_seconds + 1)
             t = time.perf_counter()
-            model = model_cache.get_model()
+            model = loaded_model.get_model()
             timings["model"] = time.perf_counter() - t
             reference = audio_io.prepare_reference(audio, rate, model.sample_rate, s.ref_clip_seconds,
                                                    s.min_voice_seconds)
@@ -364,7 +365,7 @@ def load_at_start() -> None:
     handles) while the RunPod SDK imports and fetches the first job. Jobs that arrive meanwhile
     wait for this load, not for a second one."""
     try:
-        model = model_cache.get_model()
+        model = loaded_model.get_model()
     except Exception as exc:  # the first job loads again and reports the error to its caller
         log.error("loading the model at start failed: %s: %s", type(exc).__name__, exc)
         return
@@ -375,7 +376,7 @@ def load_at_start() -> None:
         tone = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
         synthesis.synthesize(model, tone, "Warm up.", "Warm up.", SynthesisParams(nfe_step=2, seed=0),
                              model_cache.SETTINGS.max_batch_frames)
-        age = model_cache.process_age()
+        age = loaded_model.process_age()
         log.info("warm-up done%s", f" {age:.2f} s after the process started" if age is not None else "")
     except Exception as exc:  # noqa: BLE001 - a job reports its own errors
         log.error("warm-up failed: %s: %s", type(exc).__name__, exc)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from errors import LimitExceeded, SynthesisError
-from model_cache import LoadedModel
+from loaded_model import LoadedModel
 
 
 @dataclass(frozen=True)

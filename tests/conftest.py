@@ -55,6 +55,8 @@ for name in ("WRITE_LOCAL_OUTPUT", "RUNPOD_WEBHOOK_GET_JOB", "RUNPOD_LOG_LEVEL",
     os.environ.pop(name, None)
 
 import model_cache  # noqa: E402  (after the environment above)
+import loaded_model  # noqa: E402
+from fake_hub import place_in_hub_cache  # noqa: E402
 
 REF_WAV = model_cache.f5_package_dir() / "infer" / "examples" / "basic" / "basic_ref_en.wav"
 REF_TEXT = "Some call me nature, others call me mother nature."
@@ -102,7 +104,7 @@ def tiny_e2_model(tiny_model):
     files = model_cache.ModelFiles("tiny-e2", "UNetT", dict(TINY_E2_ARCH), folder / "model.safetensors",
                                    tiny_model / "vocab.txt", folder / "vocos")
     model_cache.write_random_model(files, model_cache.TINY_VOCOS, seed=1)
-    return model_cache.load_files(files, "cpu")
+    return loaded_model.load_files(files, "cpu")
 
 
 @pytest.fixture(scope="session")
@@ -135,3 +137,52 @@ def ref_wav_bytes() -> bytes:
 def job_dirs() -> list:
     root = Path(TEST_ENV["JOB_TMP_DIR"])
     return sorted(root.glob("f5job-*")) if root.exists() else []
+
+
+# --- model files in the published formats, for the storage and loading tests -------------------
+
+
+def tiny_checkpoint_state() -> dict:
+    state = model_cache.read_checkpoint(model_cache.TINY_DIR / "model.safetensors")
+    return {f"ema_model.{k}": v for k, v in state.items()}
+
+
+def safetensors_bytes(state: dict) -> bytes:
+    from safetensors.torch import save
+
+    return save({k: v.contiguous() for k, v in state.items()})
+
+
+def vocos_files() -> dict:
+    return {name: (model_cache.TINY_DIR / "vocos" / name).read_bytes() for name in model_cache.VOCOS_FILES}
+
+
+@pytest.fixture
+def v1_base_in_hub_cache():
+    """A tiny-architecture checkpoint stored under the real F5TTS_v1_Base repo and file name."""
+    hub = model_cache.HUB_DIR
+    repo, name = model_cache.HUB_CHECKPOINTS["F5TTS_v1_Base"]
+    path = place_in_hub_cache(hub, repo, name, safetensors_bytes(tiny_checkpoint_state()))
+    for filename, data in vocos_files().items():
+        place_in_hub_cache(hub, model_cache.VOCOS_REPO, filename, data)
+    yield path
+    for repo_id in (repo, model_cache.VOCOS_REPO):
+        shutil.rmtree(hub / f"models--{repo_id.replace('/', '--')}", ignore_errors=True)
+
+
+@pytest.fixture
+def copied_tiny(tmp_path):
+    checkpoint = tmp_path / "model.safetensors"
+    shutil.copyfile(model_cache.TINY_DIR / "model.safetensors", checkpoint)
+    files = model_cache.ModelFiles("tiny-copy", "DiT", dict(model_cache.TINY_ARCH), checkpoint,
+                                   model_cache.TINY_DIR / "vocab.txt", model_cache.TINY_DIR / "vocos")
+    yield files
+    shutil.rmtree(model_cache.ARTIFACTS_DIR / "tiny-copy", ignore_errors=True)
+
+
+def corrupt_in_place(path: Path) -> None:
+    """Bits gone bad on the volume: the same size, a block of 0xff (NaN in fp16) in the middle."""
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 4096] = b"\xff" * 4096
+    path.write_bytes(bytes(data))

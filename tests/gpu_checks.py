@@ -22,6 +22,7 @@ import soundfile as sf
 import torch
 
 import lean_imports
+import loaded_model
 import model_cache
 import sampler
 import synthesis
@@ -31,7 +32,7 @@ from f5_tts.model.utils import convert_char_to_pinyin
 OUT = os.environ.get("OUT", "/tmp")
 res = {}
 rel = lambda a, c: float((a - c).norm() / c.norm())
-eager = model_cache.load_model(model_cache.SETTINGS.model_copy(update={"compile": False}))
+eager = loaded_model.load_model(model_cache.SETTINGS.model_copy(update={"compile": False}))
 g = torch.Generator().manual_seed(1)
 ref = (torch.randn(2, 24000 * 5, generator=g) * 0.1).cuda()
 texts = convert_char_to_pinyin(["Some call me nature, others call me mother nature. " + "The quick brown fox jumps over the lazy dog. " * 3,
@@ -82,7 +83,7 @@ params = synthesis.SynthesisParams(nfe_step=32, seed=3)
 text = "The quick brown fox jumps over the lazy dog while the evening sun sets slowly behind the hills."
 base = synthesis.synthesize(eager, audio, "Some call me nature, others call me mother nature.", text, params, 24000).audio
 t0 = time.perf_counter()
-model = model_cache.load_model(model_cache.SETTINGS.model_copy(update={"compile": True}))
+model = loaded_model.load_model(model_cache.SETTINGS.model_copy(update={"compile": True}))
 loaded = time.perf_counter() - t0
 busy = not model.compile_done.is_set() and not model.served.is_set()  # waiting for a first request
 t1 = time.perf_counter()

@@ -146,7 +146,6 @@ def speech_at(rate_factor: float) -> bytes:
 def test_voices_sharing_a_stem_never_get_each_others_transcript(worker, s3, ref_wav_bytes, asr_calls, monkeypatch):
     """voices/bob.wav and voices/bob.flac share the name voices/bob.txt: the worker's sidecar
     records which recording it transcribes and serves that recording only."""
-    heard = {}
     real = asr.transcribe
 
     def labelled(audio, rate, language, settings, remedy="send ref_text"):

@@ -10,6 +10,7 @@ import soundfile as sf
 from conftest import BUCKET, REF_TEXT, job_dirs
 from static_server import StaticServer
 
+import loaded_model
 import model_cache
 from runpod_handler import Worker
 
@@ -235,7 +236,7 @@ def _to_flac(wav_bytes: bytes) -> bytes:
 def test_an_e2_tts_model_serves_jobs_end_to_end(tiny_e2_model, monkeypatch, ref_wav_bytes):
     """E2TTS_Base and E2TTS_Small are UNetTs: a tiny one of the real class, loaded as published
     weights are, serves a job of several chunks in batches."""
-    monkeypatch.setattr(model_cache, "_model", tiny_e2_model)
+    monkeypatch.setattr(loaded_model, "_model", tiny_e2_model)
     worker = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None, "write_local_output": False}))
     text = "Seven words in every one of these. " * 12
     out = worker({"id": "e2", "input": {"text": text, "ref_text": REF_TEXT, "nfe_step": 4, "seed": 5,
@@ -249,5 +250,5 @@ def test_an_e2_tts_model_serves_jobs_end_to_end(tiny_e2_model, monkeypatch, ref_
 
 def test_e2_tts_blocks_are_not_compiled(tiny_e2_model):
     """COMPILE compiles DiT blocks; UNetT's layers run eagerly (with CUDA graphs on a GPU)."""
-    model = model_cache.load_files(tiny_e2_model.files, "cpu", compile_blocks=True)
+    model = loaded_model.load_files(tiny_e2_model.files, "cpu", compile_blocks=True)
     assert model.compile_done.is_set() and model.compile_thread is None

@@ -1,29 +1,32 @@
 """The storage architecture: caches on the volume, local-first resolution, downloads through
-huggingface_hub against a local hub stand-in, and one model per process."""
+huggingface_hub against a local hub stand-in, the fp16 copy, and the prefetch/status commands."""
 
 import json
-import threading
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import TEST_ENV, run_py, subprocess_env
-from fake_hub import COMMIT, FakeHub, place_in_hub_cache
+from conftest import corrupt_in_place, run_py, safetensors_bytes, subprocess_env, tiny_checkpoint_state, vocos_files
+from fake_hub import COMMIT, FakeHub
 
+import loaded_model
 import model_cache
 from errors import ModelLoadError
 
 
-def test_cache_variables_are_set_before_libraries_read_them(tmp_path):
-    """A fresh process that imports the handler sees every cache under <models>."""
+@pytest.mark.parametrize("first_import", ["runpod_handler", "loaded_model", "synthesis"])
+def test_cache_variables_are_set_before_libraries_read_them(tmp_path, first_import):
+    """A fresh process that imports the handler (or a module that loads or runs the model, as
+    tools and tests do) sees every cache under <models>."""
     code = (
-        "import json, runpod_handler, huggingface_hub.constants as c, torch.hub, os\n"
+        f"import json, {first_import}, huggingface_hub.constants as c, torch.hub, os\n"
         "print(json.dumps({'hub': c.HF_HUB_CACHE, 'home': c.HF_HOME, 'torch': torch.hub.get_dir(),"
         " 'env': {k: os.environ[k] for k in ('TRANSFORMERS_CACHE', 'TORCHINDUCTOR_CACHE_DIR', 'TRITON_CACHE_DIR')}}))"
     )
     env = subprocess_env(RUNPOD_VOLUME=tmp_path, MODELS_DIR=None, HF_HOME="/somewhere/else", HF_HUB_CACHE=None)
     result = run_py(["-c", code], env=env)
     assert result.returncode == 0, result.stderr
+    assert "imported before model_cache" not in result.stderr  # torch reads some of them lazily
     seen = json.loads(result.stdout.strip().splitlines()[-1])
     models = tmp_path / "models"
     assert seen["hub"] == str(models / "hub")
@@ -44,36 +47,6 @@ def test_layout_is_created(tmp_path):
 # --- real-format checkpoints, found where a real F5TTS_v1_Base would be ---------------------
 
 
-def tiny_checkpoint_state() -> dict:
-    state = model_cache.read_checkpoint(model_cache.TINY_DIR / "model.safetensors")
-    return {f"ema_model.{k}": v for k, v in state.items()}
-
-
-def safetensors_bytes(state: dict) -> bytes:
-    from safetensors.torch import save
-
-    return save({k: v.contiguous() for k, v in state.items()})
-
-
-def vocos_files() -> dict:
-    return {name: (model_cache.TINY_DIR / "vocos" / name).read_bytes() for name in model_cache.VOCOS_FILES}
-
-
-@pytest.fixture
-def v1_base_in_hub_cache():
-    """A tiny-architecture checkpoint stored under the real F5TTS_v1_Base repo and file name."""
-    hub = model_cache.HUB_DIR
-    repo, name = model_cache.HUB_CHECKPOINTS["F5TTS_v1_Base"]
-    path = place_in_hub_cache(hub, repo, name, safetensors_bytes(tiny_checkpoint_state()))
-    for filename, data in vocos_files().items():
-        place_in_hub_cache(hub, model_cache.VOCOS_REPO, filename, data)
-    yield path
-    for repo_id in (repo, model_cache.VOCOS_REPO):
-        import shutil
-
-        shutil.rmtree(hub / f"models--{repo_id.replace('/', '--')}", ignore_errors=True)
-
-
 def test_published_checkpoint_is_found_on_the_volume_without_network(v1_base_in_hub_cache):
     # HF_ENDPOINT points at a closed port: any request would raise.
     settings = model_cache.SETTINGS.model_copy(update={"f5_model": "F5TTS_v1_Base"})
@@ -88,7 +61,7 @@ def test_published_checkpoint_is_found_on_the_volume_without_network(v1_base_in_
                                   files.vocoder_dir)
     cfm = model_cache.build_cfm(tiny)
     cfm.load_state_dict(model_cache.read_checkpoint(files.checkpoint))
-    model_cache.load_vocoder(files.vocoder_dir, "cpu")
+    loaded_model.load_vocoder(files.vocoder_dir, "cpu")
 
 
 def test_missing_model_with_downloads_off_says_what_to_run():
@@ -118,15 +91,6 @@ def test_truncated_checkpoint_is_reported_with_its_path(tmp_path):
     with pytest.raises(ModelLoadError) as err:
         model_cache.read_checkpoint(path)
     assert str(path) in err.value.message and "prefetch" in err.value.message
-
-
-def test_custom_checkpoint_of_the_wrong_architecture_is_a_clear_error(v1_base_in_hub_cache):
-    settings = model_cache.SETTINGS.model_copy(update={
-        "f5_model": "F5TTS_v1_Small", "f5_ckpt_file": model_cache.TINY_DIR / "model.safetensors"})
-    files = model_cache.resolve_model_files(settings)
-    assert files.checkpoint == model_cache.TINY_DIR / "model.safetensors"
-    with pytest.raises(ModelLoadError, match="does not fit F5TTS_v1_Small"):
-        model_cache.load_model(settings)
 
 
 # --- the download path, against a local stand-in for the hub ------------------------------
@@ -171,7 +135,7 @@ def test_prefetch_repairs_a_corrupt_checkpoint(tmp_path):
         blob.write_bytes(good[: len(good) // 3])  # a torn write on the volume
 
         # the worker notices at load (the read-ahead checks the blob's sha256), naming the file
-        load = run_py(["-c", "import model_cache; model_cache.get_model()"], env=prefetch_env(models, hub))
+        load = run_py(["-c", "import loaded_model; loaded_model.get_model()"], env=prefetch_env(models, hub))
         assert load.returncode != 0 and "is corrupt (its sha256 does not match)" in load.stderr
         assert "model_1250000.safetensors" in load.stderr
 
@@ -186,11 +150,11 @@ def test_workers_starting_together_on_an_empty_volume_share_one_download(tmp_pat
     # Each process resolves (downloading what is missing) exactly as the worker does, then loads
     # the weights, which are tiny-sized, into the tiny architecture.
     code = (
-        "import model_cache as mc\n"
+        "import loaded_model\nimport model_cache as mc\n"
         "f = mc.resolve_model_files()\n"
         "t = mc.ModelFiles('tiny', 'DiT', dict(mc.TINY_ARCH), f.checkpoint, f.vocab, f.vocoder_dir)\n"
         "mc.build_cfm(t).load_state_dict(mc.read_checkpoint(f.checkpoint))\n"
-        "mc.load_vocoder(f.vocoder_dir, 'cpu')\n"
+        "loaded_model.load_vocoder(f.vocoder_dir, 'cpu')\n"
         "print('loaded', f.checkpoint)"
     )
     import subprocess
@@ -209,35 +173,7 @@ def test_workers_starting_together_on_an_empty_volume_share_one_download(tmp_pat
             assert model_cache.verify_hub_file(blob)
 
 
-# --- one model per process -----------------------------------------------------------------
-
-
-def test_get_model_from_many_threads_loads_once(monkeypatch):
-    calls = []
-    real = model_cache.load_model
-
-    def counting(settings):
-        calls.append(threading.get_ident())
-        return real(settings)
-
-    monkeypatch.setattr(model_cache, "_model", None)
-    monkeypatch.setattr(model_cache, "load_model", counting)
-    barrier = threading.Barrier(8)
-    results = []
-
-    def worker():
-        barrier.wait()
-        results.append(model_cache.get_model())
-
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(calls) == 1
-    assert len(results) == 8 and all(r is results[0] for r in results)
-    assert results[0].load_seconds > 0 and results[0].device == "cpu"
-    assert model_cache.get_model() is results[0]
+# --- the tiny test model -------------------------------------------------------------------
 
 
 def test_make_test_model_cli_says_the_speech_is_noise(tmp_path):
@@ -250,7 +186,7 @@ def test_make_test_model_cli_says_the_speech_is_noise(tmp_path):
 
 def test_tiny_model_output_depends_on_its_weights():
     """The re-randomised output layers matter: zeroing them changes the prediction."""
-    model = model_cache.get_model()
+    model = loaded_model.get_model()
     dit = model.cfm.transformer
     x = torch.randn(1, 50, 100)
     text = torch.randint(0, 100, (1, 20))
@@ -262,18 +198,6 @@ def test_tiny_model_output_depends_on_its_weights():
 # --- the fp16 copy --------------------------------------------------------------------------
 
 
-@pytest.fixture
-def copied_tiny(tmp_path):
-    import shutil
-
-    checkpoint = tmp_path / "model.safetensors"
-    shutil.copyfile(model_cache.TINY_DIR / "model.safetensors", checkpoint)
-    files = model_cache.ModelFiles("tiny-copy", "DiT", dict(model_cache.TINY_ARCH), checkpoint,
-                                   model_cache.TINY_DIR / "vocab.txt", model_cache.TINY_DIR / "vocos")
-    yield files
-    shutil.rmtree(model_cache.ARTIFACTS_DIR / "tiny-copy", ignore_errors=True)
-
-
 def test_fp16_copy_holds_the_same_weights_in_half_the_bytes(copied_tiny):
     artifact = model_cache.write_fp16_artifact(copied_tiny)
     original = model_cache.read_checkpoint(copied_tiny.checkpoint)
@@ -283,61 +207,6 @@ def test_fp16_copy_holds_the_same_weights_in_half_the_bytes(copied_tiny):
         assert half[key].dtype == (torch.float16 if value.is_floating_point() else value.dtype)
         assert torch.equal(half[key], value.half() if value.is_floating_point() else value)
     assert artifact.stat().st_size < 0.6 * copied_tiny.checkpoint.stat().st_size
-
-
-def test_fp16_copy_is_loaded_in_fp16_only_and_ignored_when_stale(copied_tiny, monkeypatch):
-    assert model_cache.checkpoint_to_load(copied_tiny, torch.float16) == copied_tiny.checkpoint  # none yet
-    artifact = model_cache.write_fp16_artifact(copied_tiny)
-    assert model_cache.checkpoint_to_load(copied_tiny, torch.float16) == artifact
-    assert model_cache.checkpoint_to_load(copied_tiny, torch.float32) == copied_tiny.checkpoint
-
-    # the worker's load takes it when it runs in fp16
-    monkeypatch.setattr(model_cache, "resolve_model_files", lambda settings: copied_tiny)
-    monkeypatch.setattr(model_cache, "inference_dtype", lambda device: torch.float16)
-    loaded = model_cache.load_model(model_cache.SETTINGS)
-    assert loaded.loaded_from == artifact and loaded.dtype == torch.float16
-
-    # a new checkpoint in the same place makes the copy stale
-    import os
-    import time
-
-    time.sleep(0.01)
-    data = copied_tiny.checkpoint.read_bytes()
-    copied_tiny.checkpoint.write_bytes(data)
-    os.utime(copied_tiny.checkpoint, ns=(time.time_ns(), time.time_ns()))
-    assert model_cache.checkpoint_to_load(copied_tiny, torch.float16) == copied_tiny.checkpoint
-
-    # a torn copy (manifest says another size) is ignored too
-    model_cache.write_fp16_artifact(copied_tiny)
-    artifact.write_bytes(artifact.read_bytes()[:100])
-    assert model_cache.checkpoint_to_load(copied_tiny, torch.float16) == copied_tiny.checkpoint
-
-
-def corrupt_in_place(path: Path) -> None:
-    """Bits gone bad on the volume: the same size, a block of 0xff (NaN in fp16) in the middle."""
-    data = bytearray(path.read_bytes())
-    middle = len(data) // 2
-    data[middle : middle + 4096] = b"\xff" * 4096
-    path.write_bytes(bytes(data))
-
-
-def test_a_corrupt_fp16_copy_of_the_right_size_is_never_loaded(copied_tiny, monkeypatch, caplog):
-    artifact = model_cache.write_fp16_artifact(copied_tiny)
-    assert model_cache.fp16_copy_is_intact(copied_tiny)
-    corrupt_in_place(artifact)
-    assert model_cache.fp16_copy_is_current(copied_tiny)  # size and source still match...
-    assert not model_cache.fp16_copy_is_intact(copied_tiny)  # ...the digest does not
-
-    monkeypatch.setattr(model_cache, "resolve_model_files", lambda settings: copied_tiny)
-    monkeypatch.setattr(model_cache, "inference_dtype", lambda device: torch.float16)
-    loaded = model_cache.load_model(model_cache.SETTINGS.model_copy(update={"device": "auto"}))
-    assert loaded.loaded_from == copied_tiny.checkpoint  # the checkpoint instead
-    assert "does not match its sha256" in caplog.text
-    assert all(torch.isfinite(p).all() for p in loaded.cfm.parameters())
-
-    model_cache.write_fp16_artifact(copied_tiny)
-    loaded = model_cache.load_model(model_cache.SETTINGS.model_copy(update={"device": "auto"}))
-    assert loaded.loaded_from == artifact
 
 
 def test_status_and_prefetch_find_a_corrupt_fp16_copy(tmp_path):
@@ -408,22 +277,6 @@ def test_prefetch_writes_the_fp16_copy_once(tmp_path):
         second = run_py(["model_cache.py", "prefetch"], env=prefetch_env(models, hub))
         assert second.returncode == 0 and "writing the fp16 copy" not in second.stdout
         assert artifact.stat().st_mtime_ns == stamp
-
-
-def test_load_reads_the_weights_ahead_while_importing(monkeypatch):
-    seen = []
-    real = model_cache.read_ahead
-    monkeypatch.setattr(model_cache, "read_ahead", lambda files: seen.append(files) or real(files))
-    model_cache.load_model(model_cache.SETTINGS)
-    assert seen == [{model_cache.TINY_DIR / "model.safetensors": None,
-                     model_cache.TINY_DIR / "vocos" / "pytorch_model.bin": None}]
-    weights = model_cache.TINY_DIR / "model.safetensors"
-    reader = real({weights: model_cache.sha256_of(weights), Path("/nonexistent/file"): "0" * 64,
-                   model_cache.TINY_DIR / "vocab.txt": "0" * 64})
-    reader.join(timeout=30)
-    assert not reader.is_alive()
-    assert reader.intact(weights) is True and reader.intact(model_cache.TINY_DIR / "vocab.txt") is False
-    assert reader.intact(Path("/nonexistent/file")) is None
 
 
 def test_a_download_that_lands_corrupt_is_fetched_again(tmp_path):

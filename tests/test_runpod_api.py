@@ -89,11 +89,11 @@ def test_repository_test_input_runs_without_s3(tmp_path):
 
 FAKE_SDK = """
 import base64, json, sys, time
-model_cache = sys.modules["model_cache"]
+loaded_model = sys.modules["loaded_model"]
 deadline = time.time() + 60
-while model_cache._model is None and time.time() < deadline:  # importing the real SDK takes seconds
+while loaded_model._model is None and time.time() < deadline:  # importing the real SDK takes seconds
     time.sleep(0.02)
-print("LOADED_WHILE_THE_SDK_IMPORTED", model_cache._model is not None)
+print("LOADED_WHILE_THE_SDK_IMPORTED", loaded_model._model is not None)
 
 class serverless:
     @staticmethod

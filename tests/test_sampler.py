@@ -8,13 +8,14 @@ import torch
 from conftest import run_py, subprocess_env
 
 import lean_imports
+import loaded_model
 import model_cache
 import sampler
 
 
 @pytest.fixture(scope="module")
 def model():
-    return model_cache.get_model()
+    return loaded_model.get_model()
 
 
 @pytest.mark.parametrize("backbone", ["DiT", "UNetT"])

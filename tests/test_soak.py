@@ -14,6 +14,7 @@ from pathlib import Path
 import psutil
 from conftest import REF_TEXT, REF_WAV, TEST_ENV
 
+import loaded_model
 import model_cache
 from runpod_handler import Worker
 
@@ -60,4 +61,4 @@ def test_many_jobs_leave_tmp_as_it_was_and_memory_flat():
     # which the worker never imports; ours are bounded.
     assert "f5_tts.infer.utils_infer" not in sys.modules
     assert len(worker.transcripts) <= worker.transcripts.size
-    assert model_cache.get_model().cfm.transformer.text_cond is None  # the DiT's per-call cache is cleared
+    assert loaded_model.get_model().cfm.transformer.text_cond is None  # the DiT's per-call cache is cleared

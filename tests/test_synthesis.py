@@ -4,7 +4,7 @@ import soundfile as sf
 from conftest import REF_TEXT, REF_WAV
 
 import lean_imports
-import model_cache
+import loaded_model
 import synthesis
 from errors import LimitExceeded
 from synthesis import Chunk, SynthesisParams
@@ -25,7 +25,7 @@ BATCH_TOLERANCE = 0.02
 
 @pytest.fixture(scope="module")
 def model():
-    return model_cache.get_model()
+    return loaded_model.get_model()
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,113 @@
+"""The model of this process: loaded once, from the fp16 copy only when it is current and
+intact, with its weights read ahead while the libraries import."""
+
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import corrupt_in_place
+
+import loaded_model
+import model_cache
+from errors import ModelLoadError
+
+
+def test_custom_checkpoint_of_the_wrong_architecture_is_a_clear_error(v1_base_in_hub_cache):
+    settings = model_cache.SETTINGS.model_copy(update={
+        "f5_model": "F5TTS_v1_Small", "f5_ckpt_file": model_cache.TINY_DIR / "model.safetensors"})
+    files = model_cache.resolve_model_files(settings)
+    assert files.checkpoint == model_cache.TINY_DIR / "model.safetensors"
+    with pytest.raises(ModelLoadError, match="does not fit F5TTS_v1_Small"):
+        loaded_model.load_model(settings)
+
+
+def test_get_model_from_many_threads_loads_once(monkeypatch):
+    calls = []
+    real = loaded_model.load_model
+
+    def counting(settings):
+        calls.append(threading.get_ident())
+        return real(settings)
+
+    monkeypatch.setattr(loaded_model, "_model", None)
+    monkeypatch.setattr(loaded_model, "load_model", counting)
+    barrier = threading.Barrier(8)
+    results = []
+
+    def worker():
+        barrier.wait()
+        results.append(loaded_model.get_model())
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1
+    assert len(results) == 8 and all(r is results[0] for r in results)
+    assert results[0].load_seconds > 0 and results[0].device == "cpu"
+    assert loaded_model.get_model() is results[0]
+
+
+def test_fp16_copy_is_loaded_in_fp16_only_and_ignored_when_stale(copied_tiny, monkeypatch):
+    assert loaded_model.checkpoint_to_load(copied_tiny, torch.float16) == copied_tiny.checkpoint  # none yet
+    artifact = model_cache.write_fp16_artifact(copied_tiny)
+    assert loaded_model.checkpoint_to_load(copied_tiny, torch.float16) == artifact
+    assert loaded_model.checkpoint_to_load(copied_tiny, torch.float32) == copied_tiny.checkpoint
+
+    # the worker's load takes it when it runs in fp16
+    monkeypatch.setattr(model_cache, "resolve_model_files", lambda settings: copied_tiny)
+    monkeypatch.setattr(loaded_model, "inference_dtype", lambda device: torch.float16)
+    loaded = loaded_model.load_model(model_cache.SETTINGS)
+    assert loaded.loaded_from == artifact and loaded.dtype == torch.float16
+
+    # a new checkpoint in the same place makes the copy stale
+    import os
+    import time
+
+    time.sleep(0.01)
+    data = copied_tiny.checkpoint.read_bytes()
+    copied_tiny.checkpoint.write_bytes(data)
+    os.utime(copied_tiny.checkpoint, ns=(time.time_ns(), time.time_ns()))
+    assert loaded_model.checkpoint_to_load(copied_tiny, torch.float16) == copied_tiny.checkpoint
+
+    # a torn copy (manifest says another size) is ignored too
+    model_cache.write_fp16_artifact(copied_tiny)
+    artifact.write_bytes(artifact.read_bytes()[:100])
+    assert loaded_model.checkpoint_to_load(copied_tiny, torch.float16) == copied_tiny.checkpoint
+
+
+def test_a_corrupt_fp16_copy_of_the_right_size_is_never_loaded(copied_tiny, monkeypatch, caplog):
+    artifact = model_cache.write_fp16_artifact(copied_tiny)
+    assert model_cache.fp16_copy_is_intact(copied_tiny)
+    corrupt_in_place(artifact)
+    assert model_cache.fp16_copy_is_current(copied_tiny)  # size and source still match...
+    assert not model_cache.fp16_copy_is_intact(copied_tiny)  # ...the digest does not
+
+    monkeypatch.setattr(model_cache, "resolve_model_files", lambda settings: copied_tiny)
+    monkeypatch.setattr(loaded_model, "inference_dtype", lambda device: torch.float16)
+    loaded = loaded_model.load_model(model_cache.SETTINGS.model_copy(update={"device": "auto"}))
+    assert loaded.loaded_from == copied_tiny.checkpoint  # the checkpoint instead
+    assert "does not match its sha256" in caplog.text
+    assert all(torch.isfinite(p).all() for p in loaded.cfm.parameters())
+
+    model_cache.write_fp16_artifact(copied_tiny)
+    loaded = loaded_model.load_model(model_cache.SETTINGS.model_copy(update={"device": "auto"}))
+    assert loaded.loaded_from == artifact
+
+
+def test_load_reads_the_weights_ahead_while_importing(monkeypatch):
+    seen = []
+    real = loaded_model.read_ahead
+    monkeypatch.setattr(loaded_model, "read_ahead", lambda files: seen.append(files) or real(files))
+    loaded_model.load_model(model_cache.SETTINGS)
+    assert seen == [{model_cache.TINY_DIR / "model.safetensors": None,
+                     model_cache.TINY_DIR / "vocos" / "pytorch_model.bin": None}]
+    weights = model_cache.TINY_DIR / "model.safetensors"
+    reader = real({weights: model_cache.sha256_of(weights), Path("/nonexistent/file"): "0" * 64,
+                   model_cache.TINY_DIR / "vocab.txt": "0" * 64})
+    reader.join(timeout=30)
+    assert not reader.is_alive()
+    assert reader.intact(weights) is True and reader.intact(model_cache.TINY_DIR / "vocab.txt") is False
+    assert reader.intact(Path("/nonexistent/file")) is None
