@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
 
 import numpy as np
 
@@ -101,29 +100,3 @@ def transcribe(audio: np.ndarray, rate: int, language: str | None, settings: Set
     if not any(ch.isalnum() for ch in text):
         raise AudioError("No speech could be transcribed from the voice; send its transcript as ref_text.")
     return text
-
-
-class TranscriptCache:
-    """Whisper's transcripts by (content hash, language asked for); the oldest go first."""
-
-    def __init__(self, size: int = 256):
-        self.size = size
-        self._items: OrderedDict[str, str] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key) -> str | None:
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-            return None
-
-    def put(self, key, text: str) -> None:
-        with self._lock:
-            self._items[key] = text
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._items)

@@ -13,103 +13,33 @@ from config import settings_or_exit  # noqa: I001 - a bad setting is one line an
 settings_or_exit()
 import model_cache  # noqa: E402 - next: points every cache at the volume before torch/HF are imported
 
-import base64
-import hashlib
 import logging
 import os
 import re
-import shutil
 import sys
-import tempfile
 import threading
 import time
 import uuid
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from urllib.parse import quote
 
 import numpy as np
 
-import asr
 import audio_io
 import loaded_model
 import voices
 from config import Settings
-from errors import DiskSpaceError, LimitExceeded, StorageError, os_error, to_runpod_result
-from job_schema import MAX_TRANSCRIPT_CHARS, JobInput, parse_job_input
+from delivery import Delivery
+from errors import to_runpod_result
+from job_schema import JobInput, parse_job_input
+from scratch import job_directory, sweep_job_directories
 import synthesis
 from synthesis import SynthesisParams
+from transcripts import Transcripts
 
 log = logging.getLogger("f5worker.handler")
 
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
-#: Object metadata of a sidecar the worker wrote: the recording it transcribes.
-SIDECAR_VOICE_KEY, SIDECAR_VOICE_ETAG = "f5-voice-key", "f5-voice-etag"
-
-
-@dataclass(frozen=True)
-class Transcript:
-    text: str
-    source: str  # request, sidecar or asr
-    store: tuple[str, dict] | None = None  # (sidecar key, metadata) to write once the job succeeded
-
-
-#: A job directory's name: the job id (no dots in it), the worker process (its id and start
-#: time: a restarted container reuses process ids), a random part.
-JOB_DIR = re.compile(r"f5job-[A-Za-z0-9_-]+\.(?P<process>\d+-\d+)\.[^.]*")
-#: Job directories older than this are left from a dead worker whatever their name says.
-STALE_AFTER_SECONDS = 24 * 3600
-
-
-@contextmanager
-def job_directory(root: Path, job_id: str, min_free_mb: int):
-    """A scratch directory of this job's own, removed when the job ends, whatever happens (but
-    a kill: `sweep_job_directories` removes those the next worker finds)."""
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        free_mb = shutil.disk_usage(root).free / 2**20
-        if free_mb < min_free_mb:
-            raise DiskSpaceError(
-                f"Only {free_mb:.0f} MB free in {root}; the job needs {min_free_mb} MB of scratch space (JOB_TMP_DIR).")
-        path = Path(tempfile.mkdtemp(prefix=f"f5job-{job_id}.{_process(os.getpid())}.", dir=root))
-    except OSError as exc:
-        raise os_error(exc, "the job's scratch directory", "JOB_TMP_DIR", root) from None
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def sweep_job_directories(root: Path) -> int:
-    """Remove the job directories a killed worker left (a caller's recording among them): those
-    of a process that is gone, or older than a day. A live worker's are kept."""
-    swept = 0
-    for path in root.glob("f5job-*") if root.is_dir() else ():
-        match = JOB_DIR.fullmatch(path.name)
-        try:
-            old = time.time() - path.stat().st_mtime > STALE_AFTER_SECONDS
-        except OSError:
-            continue
-        if old or (match is not None and _process(int(match["process"].split("-")[0])) != match["process"]):
-            shutil.rmtree(path, ignore_errors=True)
-            swept += 1
-    if swept:
-        log.warning("removed %d job directories left in %s by a worker that stopped mid-job", swept, root)
-    return swept
-
-
-def _process(pid: int) -> str:
-    """'<pid>-<start time in clock ticks>' of a running process; '' when there is none."""
-    try:
-        return f"{pid}-{Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[19]}"
-    except (OSError, IndexError):
-        return ""
-
-
-def _human(size: int) -> str:
-    return f"{size / 2**20:.1f} MB" if size >= 2**20 else f"{size / 2**10:.1f} KB"
 
 
 class Worker:
@@ -119,7 +49,7 @@ class Worker:
         self.settings = settings
         if storage is not None:
             self.__dict__["storage"] = storage
-        self.transcripts = asr.TranscriptCache()
+        self.transcripts = Transcripts(settings)
         sweep_job_directories(settings.job_tmp_dir)
 
     @cached_property
@@ -129,6 +59,10 @@ class Worker:
         from s3_utils import S3Storage
 
         return S3Storage(self.settings)
+
+    @cached_property
+    def delivery(self) -> Delivery:
+        return Delivery(self.settings, self.storage)
 
     def __call__(self, job: dict) -> dict:
         job_id = str(job.get("id", "")) if isinstance(job, dict) else ""
@@ -159,7 +93,8 @@ class Worker:
             reference = audio_io.prepare_reference(audio, rate, model.sample_rate, s.ref_clip_seconds,
                                                    s.min_voice_seconds)
             t = time.perf_counter()
-            transcript = self.transcript(job, voice, reference, model.sample_rate)
+            transcript = self.transcripts.find(job.ref_text, job.language, voice, reference, model.sample_rate,
+                                               self.storage)
             timings["transcript"] = time.perf_counter() - t
 
             t = time.perf_counter()
@@ -171,7 +106,7 @@ class Worker:
                                             s.max_batch_frames, s.max_output_seconds)
             least = audio_io.least_encoded_bytes(job.output_format, plan.samples)
             if least is not None and not job.remove_silence:  # refuse now, not after the work
-                self.check_inline_size(job, least, planned=True)
+                self.delivery.check_inline_size(job.return_base64, least, planned=True)
             result = synthesis.run(model, reference, plan, params)
             wave = result.audio
             if job.remove_silence:
@@ -184,10 +119,10 @@ class Worker:
             timings["encode"] = time.perf_counter() - t
 
             t = time.perf_counter()
-            output = self.deliver(job, job_id, out_path, content_type)
+            key = f"{s.s3_output_prefix}{job_id}.{job.output_format}"
+            output = self.delivery.deliver(out_path, key, content_type, job.return_base64)
             timings["upload"] = time.perf_counter() - t
-            if transcript.store:  # only now: a failed job leaves no transcript behind
-                self.store_sidecar(transcript)
+            self.transcripts.keep(transcript, self.storage)  # only now: a failed job leaves no transcript behind
 
         duration = len(wave) / result.sample_rate
         timings["total"] = time.perf_counter() - started
@@ -214,102 +149,6 @@ class Worker:
         if job.voice_url is not None:
             return voices.from_url(job.voice_url, self.settings, job_dir)
         return voices.from_base64(job.voice_base64, self.settings, job_dir)
-
-    def transcript(self, job: JobInput, voice: voices.StagedVoice, reference, rate: int) -> Transcript:
-        """The reference's transcript and where it came from: the request, the named voice's
-        sidecar in S3, or Whisper on the clipped reference (the audio the model sees), kept in
-        memory by content and language.
-
-        Sidecars: one you store as `<stem>.txt` is used for every recording of that stem. One
-        the worker writes back names the recording it was made from (key and ETag, as object
-        metadata) and is used for that recording only: a sibling `bob.flac` never gets
-        `bob.wav`'s transcript, and a re-uploaded `bob.wav` is transcribed again. The worker
-        writes back only where no sidecar is, or over its own for the same key, and only a
-        transcript whose language Whisper chose itself."""
-        if job.ref_text:
-            return Transcript(job.ref_text, "request")
-        may_store = voice.sidecar_key is not None and self.storage is not None
-        if may_store:
-            stored = self.storage.read_text(voice.sidecar_key)
-            if stored is not None:
-                text, meta = stored[0].strip(), stored[1]
-                owner = meta.get(SIDECAR_VOICE_KEY)
-                if owner is None or (owner == quote(voice.key) and meta.get(SIDECAR_VOICE_ETAG) == voice.etag):
-                    if len(text) > MAX_TRANSCRIPT_CHARS:
-                        raise LimitExceeded(
-                            f"The transcript {voice.sidecar_key} is over {MAX_TRANSCRIPT_CHARS} characters.")
-                    if text:
-                        return Transcript(text, "sidecar")
-                may_store = owner == quote(voice.key)  # never over yours, nor over a sibling's
-        cache_key = (hashlib.sha256(voice.path.read_bytes()).hexdigest(), job.language)
-        text = self.transcripts.get(cache_key)
-        if text is None:
-            remedy = f"send ref_text, or store the transcript as {voice.sidecar_key}" if voice.sidecar_key else \
-                "send ref_text"
-            text = asr.transcribe(reference, rate, job.language, self.settings, remedy)
-            self.transcripts.put(cache_key, text)
-        store = None
-        if may_store and job.language is None:
-            store = (voice.sidecar_key, {SIDECAR_VOICE_KEY: quote(voice.key), SIDECAR_VOICE_ETAG: voice.etag})
-        return Transcript(text, "asr", store)
-
-    def store_sidecar(self, transcript: Transcript) -> None:
-        """Write Whisper's transcript back beside the voice (after the job succeeded), so the
-        next job with that recording skips ASR. A failure costs only that."""
-        key, metadata = transcript.store
-        try:
-            self.storage.write_text(key, transcript.text, metadata)
-        except StorageError as exc:
-            log.warning("could not store the transcript sidecar: %s", exc.message)
-
-    def check_inline_size(self, job: JobInput, size: int, planned: bool = False) -> None:
-        """Audio returned inline must fit RunPod's payload limits (MAX_INLINE_BYTES)."""
-        s = self.settings
-        if (self.storage is not None and not job.return_base64) or size <= s.max_inline_bytes:
-            return
-        remedy = "drop return_base64 to get an S3 URL" if self.storage is not None else "configure S3_BUCKET"
-        raise LimitExceeded(
-            f"The audio {'would be at least' if planned else 'is'} {_human(size)}, over the "
-            f"{_human(s.max_inline_bytes)} that can be returned inline (RunPod refuses large payloads): {remedy}, "
-            "or ask for output_format mp3 or a shorter text."
-        )
-
-    def deliver(self, job: JobInput, job_id: str, path: Path, content_type: str) -> dict:
-        """S3 and/or inline, and the local copy. Whatever fails, the job leaves nothing behind:
-        limits and the local copy come before the upload, and a failed upload removes the copy."""
-        s, output = self.settings, {}
-        inline = self.storage is None or job.return_base64
-        self.check_inline_size(job, path.stat().st_size)
-        local = self.copy_locally(path) if s.local_output_enabled else None
-        try:
-            if self.storage is not None:
-                key = f"{s.s3_output_prefix}{job_id}.{job.output_format}"
-                self.storage.upload(path, key, content_type)
-                output.update(s3_key=key, audio_url=self.storage.presign(key, s.s3_presign_expires))
-        except BaseException:
-            if local is not None:
-                local.unlink(missing_ok=True)
-            raise
-        if inline:
-            output["audio_base64"] = base64.b64encode(path.read_bytes()).decode("ascii")
-        if local is not None:
-            output["local_path"] = str(local)
-            log.info("job %s: wrote %s", job_id, local)
-        return output
-
-    def copy_locally(self, path: Path) -> Path:
-        """The result in OUTPUT_DIR, whole or not at all (through a temporary name)."""
-        folder = self.settings.output_dir.absolute()
-        local, tmp = folder / path.name, folder / f".{path.name}.tmp"
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, tmp)
-            os.replace(tmp, local)
-        except OSError as exc:
-            with suppress(OSError):
-                tmp.unlink()
-            raise os_error(exc, "the local copy of the result", "OUTPUT_DIR", folder) from None
-        return local
 
 
 _worker: Worker | None = None

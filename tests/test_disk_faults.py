@@ -19,7 +19,7 @@ from conftest import BUCKET, REF_TEXT, REF_WAV, job_dirs, subprocess_env
 from static_server import StaticServer
 
 import model_cache
-import runpod_handler
+import scratch
 from errors import WorkerSetupError
 from runpod_handler import Worker
 
@@ -150,13 +150,13 @@ def test_job_directories_of_a_killed_worker_are_swept_at_start(tmp_path):
     gone.wait()
     dead = root / f"f5job-killed.{gone.pid}-1234.abc"
     reused = root / f"f5job-reused.{os.getpid()}-1.abc"  # our id, another start time: a restarted container
-    live = root / f"f5job-live.{runpod_handler._process(os.getppid())}.abc"
-    mine = root / f"f5job-mine.{runpod_handler._process(os.getpid())}.abc"
+    live = root / f"f5job-live.{scratch.process_identity(os.getppid())}.abc"
+    mine = root / f"f5job-mine.{scratch.process_identity(os.getpid())}.abc"
     ancient, unnamed = root / "f5job-ancient-legacy", root / "f5job-fresh-legacy"
     for path in (dead, reused, live, mine, ancient, unnamed):
         path.mkdir()
         (path / "voice.wav").write_bytes(b"a caller's recording")
-    day_ago = time.time() - runpod_handler.STALE_AFTER_SECONDS - 60
+    day_ago = time.time() - scratch.STALE_AFTER_SECONDS - 60
     os.utime(ancient, (day_ago, day_ago))
     Worker(model_cache.SETTINGS.model_copy(update={"job_tmp_dir": root}))
     assert sorted(p.name for p in root.iterdir()) == sorted([live.name, mine.name, unnamed.name])
@@ -170,7 +170,7 @@ def test_job_directories_name_their_worker(monkeypatch):
                         real(data, settings, job_dir))
     worker = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None, "write_local_output": False}))
     assert "error" not in worker(job("named", voice_base64=VOICE))
-    assert runpod_handler.JOB_DIR.fullmatch(seen[0])["process"] == runpod_handler._process(os.getpid())
+    assert scratch.JOB_DIR.fullmatch(seen[0])["process"] == scratch.process_identity(os.getpid())
     assert seen[0].startswith("f5job-named.") and job_dirs() == []
 
 

@@ -1,0 +1,75 @@
+"""The result to the caller: uploaded to S3 with a presigned URL, inline as base64 (within
+RunPod's payload limit), and copied to OUTPUT_DIR when that is on."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import shutil
+from contextlib import suppress
+from pathlib import Path
+
+from config import Settings
+from errors import LimitExceeded, os_error
+
+log = logging.getLogger("f5worker.delivery")
+
+
+class Delivery:
+    """Delivers one worker's results; `storage` is its S3Storage, or None without a bucket."""
+
+    def __init__(self, settings: Settings, storage):
+        self.settings, self.storage = settings, storage
+
+    def check_inline_size(self, return_base64: bool, size: int, planned: bool = False) -> None:
+        """Audio returned inline must fit RunPod's payload limits (MAX_INLINE_BYTES)."""
+        s = self.settings
+        if (self.storage is not None and not return_base64) or size <= s.max_inline_bytes:
+            return
+        remedy = "drop return_base64 to get an S3 URL" if self.storage is not None else "configure S3_BUCKET"
+        raise LimitExceeded(
+            f"The audio {'would be at least' if planned else 'is'} {_human(size)}, over the "
+            f"{_human(s.max_inline_bytes)} that can be returned inline (RunPod refuses large payloads): {remedy}, "
+            "or ask for output_format mp3 or a shorter text."
+        )
+
+    def deliver(self, path: Path, key: str, content_type: str, return_base64: bool) -> dict:
+        """`path` to S3 as `key` and/or inline, and the local copy. Whatever fails, the job leaves
+        nothing behind: limits and the local copy come before the upload, and a failed upload
+        removes the copy."""
+        s, output = self.settings, {}
+        self.check_inline_size(return_base64, path.stat().st_size)
+        local = self.copy_locally(path) if s.local_output_enabled else None
+        try:
+            if self.storage is not None:
+                self.storage.upload(path, key, content_type)
+                output.update(s3_key=key, audio_url=self.storage.presign(key, s.s3_presign_expires))
+        except BaseException:
+            if local is not None:
+                local.unlink(missing_ok=True)
+            raise
+        if self.storage is None or return_base64:
+            output["audio_base64"] = base64.b64encode(path.read_bytes()).decode("ascii")
+        if local is not None:
+            output["local_path"] = str(local)
+            log.info("wrote %s", local)
+        return output
+
+    def copy_locally(self, path: Path) -> Path:
+        """The result in OUTPUT_DIR, whole or not at all (through a temporary name)."""
+        folder = self.settings.output_dir.absolute()
+        local, tmp = folder / path.name, folder / f".{path.name}.tmp"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, local)
+        except OSError as exc:
+            with suppress(OSError):
+                tmp.unlink()
+            raise os_error(exc, "the local copy of the result", "OUTPUT_DIR", folder) from None
+        return local
+
+
+def _human(size: int) -> str:
+    return f"{size / 2**20:.1f} MB" if size >= 2**20 else f"{size / 2**10:.1f} KB"

@@ -1,0 +1,113 @@
+"""The reference's transcript: the caller's, the named voice's sidecar in S3, or Whisper's
+(`asr`) on the clipped reference, remembered by content and language. Whisper's transcript of a
+named voice is written back as its sidecar once the job has succeeded.
+
+Sidecars: one you store as `<stem>.txt` is used for every recording of that stem. One the worker
+writes names the recording it was made from (key and ETag, as object metadata) and is used for
+that recording only: a sibling `bob.flac` never gets `bob.wav`'s transcript, and a re-uploaded
+`bob.wav` is transcribed again. The worker writes only where no sidecar is, or over its own for
+the same key, and only a transcript whose language Whisper chose itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import asr
+from config import Settings
+from errors import LimitExceeded, StorageError
+from job_schema import MAX_TRANSCRIPT_CHARS
+from voices import StagedVoice
+
+log = logging.getLogger("f5worker.transcripts")
+
+#: Object metadata of a sidecar the worker wrote: the recording it transcribes.
+SIDECAR_VOICE_KEY, SIDECAR_VOICE_ETAG = "f5-voice-key", "f5-voice-etag"
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    source: str  # request, sidecar or asr
+    store: tuple[str, dict] | None = None  # (sidecar key, metadata) to write once the job succeeded
+
+
+class Transcripts:
+    """Finds each job's transcript; keeps Whisper's by (recording's sha256, language)."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.cache = TranscriptCache()
+
+    def find(self, ref_text: str | None, language: str | None, voice: StagedVoice, reference, rate: int,
+             storage) -> Transcript:
+        """`storage` is the job's S3Storage, or None without a bucket."""
+        if ref_text:
+            return Transcript(ref_text, "request")
+        may_store = voice.sidecar_key is not None and storage is not None
+        if may_store:
+            stored = storage.read_text(voice.sidecar_key)
+            if stored is not None:
+                text, meta = stored[0].strip(), stored[1]
+                owner = meta.get(SIDECAR_VOICE_KEY)
+                if owner is None or (owner == quote(voice.key) and meta.get(SIDECAR_VOICE_ETAG) == voice.etag):
+                    if len(text) > MAX_TRANSCRIPT_CHARS:
+                        raise LimitExceeded(
+                            f"The transcript {voice.sidecar_key} is over {MAX_TRANSCRIPT_CHARS} characters.")
+                    if text:
+                        return Transcript(text, "sidecar")
+                may_store = owner == quote(voice.key)  # never over yours, nor over a sibling's
+        cache_key = (hashlib.sha256(voice.path.read_bytes()).hexdigest(), language)
+        text = self.cache.get(cache_key)
+        if text is None:
+            remedy = f"send ref_text, or store the transcript as {voice.sidecar_key}" if voice.sidecar_key else \
+                "send ref_text"
+            text = asr.transcribe(reference, rate, language, self.settings, remedy)
+            self.cache.put(cache_key, text)
+        store = None
+        if may_store and language is None:
+            store = (voice.sidecar_key, {SIDECAR_VOICE_KEY: quote(voice.key), SIDECAR_VOICE_ETAG: voice.etag})
+        return Transcript(text, "asr", store)
+
+    @staticmethod
+    def keep(transcript: Transcript, storage) -> None:
+        """Write Whisper's transcript back beside the voice (call it after the job succeeded), so
+        the next job with that recording skips ASR. A failure costs only that."""
+        if transcript.store is None:
+            return
+        key, metadata = transcript.store
+        try:
+            storage.write_text(key, transcript.text, metadata)
+        except StorageError as exc:
+            log.warning("could not store the transcript sidecar: %s", exc.message)
+
+
+class TranscriptCache:
+    """Whisper's transcripts by (content hash, language asked for); the oldest go first."""
+
+    def __init__(self, size: int = 256):
+        self.size = size
+        self._items: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key) -> str | None:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            return None
+
+    def put(self, key, text: str) -> None:
+        with self._lock:
+            self._items[key] = text
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
