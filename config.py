@@ -20,6 +20,8 @@ log = logging.getLogger("f5worker.config")
 
 #: Architectures f5-tts ships configs for, plus the tiny random-weight test model.
 MODEL_NAMES = ("F5TTS_v1_Base", "F5TTS_Base", "E2TTS_Base", "F5TTS_v1_Small", "F5TTS_Small", "E2TTS_Small", "tiny")
+#: The longest reference transcript, from the request (ref_text) or from a sidecar.
+MAX_TRANSCRIPT_CHARS = 2000
 
 
 class ConfigError(RuntimeError):

@@ -9,12 +9,11 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from config import Settings
+from config import MAX_TRANSCRIPT_CHARS, Settings
 from errors import InvalidInput, LimitExceeded
 from voices import check_voice_name
 
 MAX_SEED = 2**31 - 1
-MAX_TRANSCRIPT_CHARS = 2000
 LANGUAGE = re.compile(r"[A-Za-z][A-Za-z ]{1,31}")
 
 

@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 import asr
-from config import Settings
+from config import MAX_TRANSCRIPT_CHARS, Settings
 from errors import LimitExceeded, StorageError
-from job_schema import MAX_TRANSCRIPT_CHARS
 from voices import StagedVoice
 
 log = logging.getLogger("f5worker.transcripts")

@@ -1,0 +1,124 @@
+"""Cold start in fresh processes: stock, the worker itself (`python runpod_handler.py`, the SDK
+included) and a bare `import torch`, from process spawn to model ready and to first audio."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from benchmarks.inputs import REF_TEXT, ROOT
+from benchmarks.stock import STOCK_COLD
+
+
+def run_worker(cfg: dict, env: dict) -> dict:
+    """The worker itself, as RunPod starts it (`python runpod_handler.py`, the SDK included), on
+    one job from test_input.json. Marks are when its log lines arrive: the model loaded, the job
+    done."""
+    job = {"input": {"text": "Hello there.", "ref_text": cfg["ref_text"], "nfe_step": cfg["nfe"],
+                     "voice_base64": base64.b64encode(Path(cfg["ref"]).read_bytes()).decode()}}
+    with tempfile.TemporaryDirectory() as cwd:
+        Path(cwd, "test_input.json").write_text(json.dumps(job))
+        spawned = time.time()
+        proc = subprocess.Popen([sys.executable, str(ROOT / "runpod_handler.py")], cwd=cwd, env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        watchdog = threading.Timer(900, proc.kill)  # the read below waits for the worker's output
+        watchdog.start()
+        marks, tail = {}, []
+        for line in proc.stdout:
+            now = time.time() - spawned
+            tail = (tail + [line.rstrip()])[-20:]
+            if "ready" not in marks and "f5worker.loaded_model: loaded " in line:
+                marks["ready"], marks["load_log"] = now, line.split("f5worker.loaded_model: ", 1)[1].strip()
+            elif "first_audio" not in marks and "f5worker.handler: job " in line and " of audio in " in line:
+                marks["first_audio"] = now
+        proc.wait()
+        watchdog.cancel()
+    if proc.returncode != 0 or "first_audio" not in marks:
+        return {"error": next((l for l in reversed(tail) if l.strip()), "?")}
+    return marks
+
+
+def measure(args, arch, env):
+    import model_cache
+
+    files = model_cache.resolve_model_files(model_cache.SETTINGS.model_copy(update={"f5_model": arch}))
+    device = "cuda" if args.device == "auto" and _has_cuda() else ("cpu" if args.device == "auto" else args.device)
+    cfg = {"arch": files.arch, "checkpoint": str(files.checkpoint), "vocab": str(files.vocab),
+           "vocoder_dir": str(files.vocoder_dir), "device": device, "nfe": args.nfe, "ref_text": REF_TEXT,
+           "ref": str(model_cache.f5_package_dir() / "infer/examples/basic/basic_ref_en.wav")}
+    child_env = {**os.environ, **env, "DEVICE": device, "S3_BUCKET": "", "WRITE_LOCAL_OUTPUT": "false",
+                 "LOG_LEVEL": "INFO", "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    bare = "import time; s=time.time(); import torch; print('MARKS {\"start\": %r, \"torch\": %r}' % (s, time.time()))"
+    runs: dict[str, list] = {"bare import torch": [], "stock": [], "ours": []}
+    for _ in range(args.runs or 1):  # interleaved, so that a slow spell of the host hits all three
+        for name, measured in runs.items():
+            if args.drop_caches:
+                subprocess.run(["sync"], check=False)
+                Path("/proc/sys/vm/drop_caches").write_text("3\n")
+            if name == "ours":
+                measured.append(run_worker(cfg, child_env))
+                continue
+            spawned = time.time()
+            proc = subprocess.run([sys.executable, "-c", bare if name == "bare import torch" else STOCK_COLD,
+                                   json.dumps(cfg)], env=child_env, cwd=ROOT, capture_output=True, text=True,
+                                  timeout=900)
+            lines = [l for l in proc.stdout.splitlines() if l.startswith("MARKS ")]
+            if proc.returncode != 0 or not lines:
+                error = (proc.stderr.strip().splitlines() or ["?"])[-1]
+                if "ModuleNotFoundError" in error:
+                    error += " (stock's imports need `pip install -r requirements-bench.txt`)"
+                measured.append({"error": error})
+                continue
+            measured.append({k: v - spawned for k, v in json.loads(lines[-1][6:]).items()})
+    results = {}
+    for name, measured in runs.items():
+        failed = [m for m in measured if "error" in m]
+        if failed:
+            results[name] = failed[0]
+            continue
+        results[name] = {key: statistics.median(m[key] for m in measured) for key in measured[0]
+                         if isinstance(measured[0][key], float)}
+        results[name]["runs"] = [{k: v for k, v in m.items() if k != "load_log"} for m in measured]
+        if "load_log" in measured[0]:
+            results[name]["load_log"] = [m["load_log"] for m in measured]
+    return {"device": device, "arch": arch, "page_cache": "dropped" if args.drop_caches else "warm",
+            "runs": args.runs or 1, "results": results}
+
+
+def _has_cuda():
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def report(result):
+    print(f"\ncold start, {result['arch']} on {result['device']}, page cache {result['page_cache']}"
+          f" (seconds from process spawn; median of {result['runs']})")
+    base = result["results"].get("bare import torch", {}).get("torch")
+    print(f"{'':<18} {'ready':>8} {'first audio':>12} {'ready / bare torch':>19} {'first audio / bare torch':>25}")
+    for name, r in result["results"].items():
+        if "error" in r:
+            print(f"{name:<18} failed: {r['error']}")
+            continue
+        if name == "bare import torch":
+            print(f"{name:<18} {r['torch']:8.2f}  (import torch alone)")
+            continue
+        ratio = lambda key: f"{r[key] / base:.2f}" if base else "-"
+        print(f"{name:<18} {r['ready']:8.2f} {r['first_audio']:12.2f} "
+              f"{ratio('ready'):>19} {ratio('first_audio'):>25}")
+        for line in r.get("load_log", []):
+            print(f"{'':<18} {line}")
+    s, o = result["results"].get("stock", {}), result["results"].get("ours", {})
+    if "ready" in s and "ready" in o:
+        print(f"ours vs stock: ready {s['ready'] / o['ready']:.2f}x sooner, first audio "
+              f"{s['first_audio'] / o['first_audio']:.2f}x sooner")
+    print("stock: a script that imports f5-tts and loads as its infer_batch_process callers do; ours: the worker"
+          " itself (`python runpod_handler.py`, RunPod SDK included) on one test_input.json job")

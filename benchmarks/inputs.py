@@ -1,0 +1,68 @@
+"""What every measurement uses: the texts, and random-weight models laid out as `prefetch` lays out
+the volume."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+ROOT = Path(__file__).resolve().parent.parent
+REF_TEXT = "Some call me nature, others call me mother nature."
+ONE_CHUNK = ("The quick brown fox jumps over the lazy dog while the evening sun sets slowly behind the distant "
+             "hills, painting the sky in shades of orange, pink and a deep violet blue.")
+LONG_TEXT = " ".join([
+    "Once upon a time, in a small village at the edge of a great forest, there lived an old clockmaker named Elias.",
+    "Every morning he opened the shutters of his workshop and greeted the people who passed by on their way to the market.",
+    "His clocks were known far and wide, for each one told not only the hour but also the phase of the moon and the tides.",
+    "One winter evening a stranger arrived, wrapped in a grey cloak, carrying a broken pocket watch that no one could mend.",
+    "Elias turned it over in his hands and noticed that the gears were made of a metal he had never seen before.",
+    "He worked through the night, polishing each wheel and spring, listening to the quiet ticking of a hundred clocks around him.",
+    "By dawn the watch was running again, but its hands moved backwards, slowly and steadily, as if counting down to something.",
+    "The stranger smiled, thanked him, and left a single silver coin on the table before vanishing into the morning mist.",
+    "In the weeks that followed, strange things began to happen in the village, small at first and then harder to ignore.",
+    "Flowers bloomed in the snow, the river ran a little faster, and the church bell rang thirteen times at midnight.",
+    "The children said the forest was whispering, and the old men at the inn swore that their memories were growing younger.",
+    "Elias knew that the watch was the cause, and so he set out into the forest to find the stranger and return the coin.",
+    "He walked for three days, following a path that seemed to appear only in front of him and to vanish behind his steps.",
+    "On the fourth day he reached a clearing where time itself seemed to pause, and the stranger was waiting for him there.",
+    "They spoke for hours about the nature of time, about beginnings and endings, and about the clocks that measure our lives.",
+    "When Elias finally returned home, the village was as it had always been, and the watch on his bench had stopped for good.",
+])
+
+
+def prepare_models(arch: str) -> dict:
+    """Random weights of `arch` in the bench's models dir; the environment of a worker using them."""
+    import model_cache
+
+    env = {"MODELS_DIR": str(model_cache.MODELS_DIR), "F5_MODEL": arch, "ALLOW_MODEL_DOWNLOAD": "false",
+           "PREFETCH_ASR": "false"}
+    settings = model_cache.SETTINGS.model_copy(update={"f5_model": arch, "allow_model_download": False})
+    if arch == "tiny":
+        if not (model_cache.TINY_DIR / "model.safetensors").is_file():
+            model_cache.make_test_model()
+        return env
+    sys.path.insert(0, str(ROOT / "tests"))
+    from fake_hub import place_in_hub_cache
+
+    repo, filename = model_cache.HUB_CHECKPOINTS[arch]
+    try:
+        files = model_cache.resolve_model_files(settings)
+    except model_cache.ModelLoadError:
+        backbone, layers = model_cache.model_config(arch)
+        scratch = model_cache.MODELS_DIR / "scratch"
+        files = model_cache.ModelFiles(arch, backbone, layers, scratch / "model.safetensors",
+                                       model_cache.f5_package_dir() / "infer" / "examples" / "vocab.txt",
+                                       scratch / "vocos")
+        print(f"writing random {arch} weights into {model_cache.MODELS_DIR} ...", file=sys.stderr)
+        model_cache.write_random_model(files, model_cache.VOCOS_ARCH)
+        place_in_hub_cache(model_cache.HUB_DIR, repo, filename, files.checkpoint.read_bytes())
+        for name in model_cache.VOCOS_FILES:
+            place_in_hub_cache(model_cache.HUB_DIR, model_cache.VOCOS_REPO, name, (files.vocoder_dir / name).read_bytes())
+        import shutil
+
+        shutil.rmtree(scratch)
+        files = model_cache.resolve_model_files(settings)
+    if not model_cache.fp16_copy_is_current(files):
+        model_cache.write_fp16_artifact(files)
+    return env
