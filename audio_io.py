@@ -11,12 +11,16 @@ import soundfile as sf
 
 from errors import AudioError, os_error
 
-#: output_format -> (soundfile format, subtype, content type)
+#: output_format -> (soundfile format, subtype, content type). `pcm` is raw 16-bit little-endian
+#: mono, the samples of the WAV file without its header (what streaming and OpenAI-style clients
+#: read); `opus` is Ogg Opus.
 FORMATS = {
     "wav": ("WAV", "PCM_16", "audio/wav"),
     "flac": ("FLAC", "PCM_16", "audio/flac"),
     "mp3": ("MP3", "MPEG_LAYER_III", "audio/mpeg"),
     "ogg": ("OGG", "VORBIS", "audio/ogg"),
+    "opus": ("OGG", "OPUS", "audio/ogg; codecs=opus"),
+    "pcm": ("RAW", "PCM_16", "audio/pcm"),
 }
 VOICE_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
 
@@ -152,10 +156,10 @@ def shorten_silences(audio: np.ndarray, rate: int, threshold: float = -50.0, max
 
 def least_encoded_bytes(fmt: str, samples: int) -> int | None:
     """The fewest bytes `samples` of mono audio can take in `fmt`, where that is known before
-    encoding: WAV holds 16-bit PCM. FLAC of speech is about half of that (55% for f5-tts's
+    encoding: WAV and PCM hold 16-bit samples. FLAC of speech is about half of that (55% for f5-tts's
     reference recording), and speech with half its time silent still took 28%: a quarter is a
-    floor it does not go under. MP3 and Ogg sizes are known only once encoded."""
-    if fmt == "wav":
+    floor it does not go under. MP3, Ogg and Opus sizes are known only once encoded."""
+    if fmt in ("wav", "pcm"):
         return 2 * samples
     if fmt == "flac":
         return samples // 2
@@ -169,7 +173,8 @@ def encode_audio(audio: np.ndarray, rate: int, fmt: str, path: Path) -> str:
     and leave a truncated file on a full disk, where Python's own write raises."""
     container, subtype, content_type = FORMATS[fmt]
     encoded = io.BytesIO()
-    sf.write(encoded, np.clip(audio, -1.0, 1.0), rate, format=container, subtype=subtype)
+    endian = "LITTLE" if container == "RAW" else "FILE"  # a headerless file says nothing of its byte order
+    sf.write(encoded, np.clip(audio, -1.0, 1.0), rate, format=container, subtype=subtype, endian=endian)
     try:
         path.write_bytes(encoded.getbuffer())
     except OSError as exc:

@@ -36,7 +36,7 @@ class JobInput(BaseModel):
     seed: Optional[int] = Field(None, ge=0, le=MAX_SEED)
     remove_silence: bool = False
 
-    output_format: Literal["wav", "flac", "mp3", "ogg"] = "wav"
+    output_format: Literal["wav", "flac", "mp3", "ogg", "opus", "pcm"] = "wav"
     return_base64: bool = False
 
     @field_validator("voice_name")

@@ -5,6 +5,7 @@ import base64
 import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 from conftest import BUCKET, REF_TEXT, job_dirs
@@ -35,7 +36,10 @@ def inline_worker():
 
 def s3_audio(s3, key):
     data = s3.get_object(Bucket=BUCKET, Key=key)
-    return data, sf.read(io.BytesIO(data["Body"].read()), dtype="float32")
+    body = data["Body"].read()
+    if key.endswith(".pcm"):  # headerless 16-bit little-endian mono at the model's rate
+        return data, (np.frombuffer(body, "<i2").astype(np.float32) / 32768, 24_000)
+    return data, sf.read(io.BytesIO(body), dtype="float32")
 
 
 def assert_clean():
@@ -81,15 +85,28 @@ def test_unknown_voice_is_a_clear_error(worker, s3):
     assert_clean()
 
 
-@pytest.mark.parametrize("fmt", ["wav", "flac", "mp3", "ogg"])
+CONTENT_TYPES = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg", "ogg": "audio/ogg",
+                 "opus": "audio/ogg; codecs=opus", "pcm": "audio/pcm"}
+
+
+@pytest.mark.parametrize("fmt", list(CONTENT_TYPES))
 def test_every_output_format_decodes_to_the_reported_duration(worker, s3, ref_wav_bytes, fmt):
     out = worker(job(voice_base64=base64.b64encode(ref_wav_bytes).decode(), ref_text=REF_TEXT, output_format=fmt))
     assert "error" not in out, out
     assert out["s3_key"].endswith(f".{fmt}") and out["format"] == fmt
     obj, (audio, rate) = s3_audio(s3, out["s3_key"])
-    assert obj["ContentType"] == {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg", "ogg": "audio/ogg"}[fmt]
+    assert obj["ContentType"] == CONTENT_TYPES[fmt]
     assert len(audio) / rate == pytest.approx(out["duration_s"], abs=0.08)
     assert_clean()
+
+
+def test_pcm_is_the_wav_files_samples_without_its_header(inline_worker, ref_wav_bytes):
+    voice = base64.b64encode(ref_wav_bytes).decode()
+    wav = base64.b64decode(inline_worker(job(voice_base64=voice, ref_text=REF_TEXT))["audio_base64"])
+    pcm = base64.b64decode(inline_worker(job(voice_base64=voice, ref_text=REF_TEXT, output_format="pcm"))["audio_base64"])
+    samples, rate = sf.read(io.BytesIO(wav), dtype="int16")
+    assert rate == 24_000 and len(pcm) == 2 * len(samples)
+    assert np.array_equal(np.frombuffer(pcm, "<i2"), samples)
 
 
 def test_inline_audio_without_s3_and_local_copy(inline_worker, ref_wav_bytes):
@@ -111,10 +128,10 @@ def synthesis_runs(monkeypatch):
     return runs
 
 
-@pytest.mark.parametrize("fmt, before", [("wav", True), ("flac", True), ("mp3", False)])
+@pytest.mark.parametrize("fmt, before", [("wav", True), ("pcm", True), ("flac", True), ("mp3", False), ("opus", False)])
 def test_inline_audio_over_the_limit_is_an_error_not_a_loss(ref_wav_bytes, synthesis_runs, fmt, before):
-    """WAV's size follows from the plan, and FLAC's cannot go under a quarter of it: those are
-    refused before any synthesis. MP3's is known once encoded."""
+    """WAV's and PCM's sizes follow from the plan, and FLAC's cannot go under a quarter of WAV's:
+    those are refused before any synthesis. MP3's and Opus's are known once encoded."""
     small = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None, "max_inline_bytes": 10_000}))
     out = small(job(voice_base64=base64.b64encode(ref_wav_bytes).decode(), ref_text=REF_TEXT, output_format=fmt,
                     text="A sentence long enough to make more than ten kilobytes of audio in any format at all."))
