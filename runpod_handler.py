@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 import uuid
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 
 import numpy as np
@@ -43,10 +43,12 @@ JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 class Worker:
-    """Runs jobs against one set of settings; `storage` is None when no bucket is configured."""
+    """Runs jobs against one set of settings; `storage` is None when no bucket is configured.
+    `progress(job, update)` (RunPod's `progress_update` when serving on RunPod) is told how a
+    job of several batches is moving, so `/status` shows it."""
 
-    def __init__(self, settings: Settings, storage=None):
-        self.settings = settings
+    def __init__(self, settings: Settings, storage=None, progress=None):
+        self.settings, self.progress = settings, progress
         if storage is not None:
             self.__dict__["storage"] = storage
         self.transcripts = Transcripts(settings)
@@ -68,12 +70,19 @@ class Worker:
         job_id = str(job.get("id", "")) if isinstance(job, dict) else ""
         if not JOB_ID.fullmatch(job_id):
             job_id = uuid.uuid4().hex
+        report = partial(self.report_progress, job) if self.progress is not None and isinstance(job, dict) else None
         try:
-            return self.run(job_id, job.get("input") if isinstance(job, dict) else None)
+            return self.run(job_id, job.get("input") if isinstance(job, dict) else None, report)
         except Exception as exc:  # every failure leaves through here, as RunPod's error shape
             return to_runpod_result(exc, job_id)
 
-    def run(self, job_id: str, raw_input) -> dict:
+    def report_progress(self, job: dict, **update) -> None:
+        try:
+            self.progress(job, update)
+        except Exception as exc:  # noqa: BLE001 - news of the job must never fail it
+            log.warning("job %s: progress update failed: %s: %s", job.get("id"), type(exc).__name__, exc)
+
+    def run(self, job_id: str, raw_input, progress=None) -> dict:
         started = time.perf_counter()
         s = self.settings
         job = parse_job_input(raw_input, s)
@@ -107,7 +116,7 @@ class Worker:
             least = audio_io.least_encoded_bytes(job.output_format, plan.samples)
             if least is not None and not job.remove_silence:  # refuse now, not after the work
                 self.delivery.check_inline_size(job.return_base64, least, planned=True)
-            result = synthesis.run(model, reference, plan, params)
+            result = synthesis.run(model, reference, plan, params, progress)
             wave = result.audio
             if job.remove_silence:
                 wave = audio_io.shorten_silences(wave, result.sample_rate)
@@ -158,7 +167,9 @@ def handler(job: dict) -> dict:
     """RunPod's entry point."""
     global _worker
     if _worker is None:
-        _worker = Worker(model_cache.SETTINGS)
+        import runpod
+
+        _worker = Worker(model_cache.SETTINGS, progress=None if runs_locally() else runpod.serverless.progress_update)
     return _worker(job)
 
 

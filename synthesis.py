@@ -10,6 +10,7 @@ budget), then decoded and cross-faded back in reading order.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -241,8 +242,11 @@ def synthesize(
     return run(model, ref_audio, plan, params)
 
 
-def run(model: LoadedModel, ref_audio: np.ndarray, plan: Plan, params: SynthesisParams) -> SynthesisResult:
-    """Sample `plan`'s batches, decode each chunk and cross-fade them in reading order."""
+def run(model: LoadedModel, ref_audio: np.ndarray, plan: Plan, params: SynthesisParams,
+        progress: Callable[..., None] | None = None) -> SynthesisResult:
+    """Sample `plan`'s batches, decode each chunk and cross-fade them in reading order. After each
+    batch but the last, `progress(chunks_done=, chunks=, audio_s=)` (seconds made so far, before
+    cross-fades): the last one's news is the result itself."""
     import torch
 
     import sampler
@@ -276,6 +280,9 @@ def run(model: LoadedModel, ref_audio: np.ndarray, plan: Plan, params: Synthesis
                 if quiet:
                     wave = wave * (rms / params.target_rms)
                 waves[chunk.index] = wave.squeeze(0).cpu().numpy().astype(np.float32)
+            if progress is not None and len(waves) < len(plan.chunks):
+                made = sum(len(w) for w in waves.values()) / model.sample_rate
+                progress(chunks_done=len(waves), chunks=len(plan.chunks), audio_s=round(made, 2))
 
     ordered = [waves[c.index] for c in plan.chunks]
     audio = cross_fade(ordered, int(params.cross_fade_duration * model.sample_rate))

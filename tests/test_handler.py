@@ -269,3 +269,41 @@ def test_e2_tts_blocks_are_not_compiled(tiny_e2_model):
     """COMPILE compiles DiT blocks; UNetT's layers run eagerly (with CUDA graphs on a GPU)."""
     model = loaded_model.load_files(tiny_e2_model.files, "cpu", compile_blocks=True)
     assert model.compile_done.is_set() and model.compile_thread is None
+
+
+LONG = " ".join(f"Sentence number {n} of a text long enough to need several chunks and batches." for n in range(12))
+
+
+def test_a_job_of_several_batches_reports_its_progress(ref_wav_bytes, monkeypatch):
+    """On RunPod the handler tells `/status` how the job moves: after each batch but the last."""
+    import runpod
+
+    import runpod_handler
+
+    updates = []
+    monkeypatch.setattr(runpod.serverless, "progress_update", lambda job, update: updates.append((job["id"], update)))
+    monkeypatch.setenv("RUNPOD_WEBHOOK_GET_JOB", "https://api.runpod.ai/v2/x/job-take")  # as on RunPod
+    monkeypatch.setattr(runpod_handler, "_worker", None)
+    monkeypatch.setattr(model_cache, "SETTINGS", model_cache.SETTINGS.model_copy(
+        update={"s3_bucket": None, "max_batch_frames": 2400}))
+    long_job = job(voice_base64=base64.b64encode(ref_wav_bytes).decode(), ref_text=REF_TEXT, text=LONG)
+    out = runpod_handler.handler(long_job)
+    assert "error" not in out, out
+    assert out["batches"] >= 3 and len(updates) == out["batches"] - 1
+    assert {job_id for job_id, _ in updates} == {long_job["id"]}
+    done = [u["chunks_done"] for _, u in updates]
+    made = [u["audio_s"] for _, u in updates]
+    assert done == sorted(done) and done[0] >= 1 and done[-1] < out["chunks"]
+    assert made == sorted(made) and 0 < made[-1] < out["duration_s"] + 1
+    assert all(u["chunks"] == out["chunks"] for _, u in updates)
+
+
+def test_a_failing_progress_update_never_fails_the_job(ref_wav_bytes):
+    def broken(job, update):
+        raise ConnectionError("the progress endpoint is down")
+
+    worker = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None, "max_batch_frames": 2400}),
+                    progress=broken)
+    out = worker(job(voice_base64=base64.b64encode(ref_wav_bytes).decode(), ref_text=REF_TEXT, text=LONG))
+    assert "error" not in out and out["batches"] >= 2, out
+    assert_clean()
