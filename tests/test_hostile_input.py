@@ -101,7 +101,7 @@ CASES = [
     ("audio-too-long", {"text": "hi", "voice_base64": b64(audio_bytes(601, "FLAC", 8000, silent=True)), "ref_text": "x"},
      "The voice is 601 s long; at most 600 s"),
     ("format-aac", {"text": "hi", "voice_base64": GOOD_VOICE, "output_format": "aac"},
-     "output_format: input should be 'wav', 'flac', 'mp3' or 'ogg'"),
+     "output_format: input should be 'wav', 'flac', 'mp3', 'ogg', 'opus' or 'pcm'"),
     ("speed-high", {"text": "hi", "voice_base64": GOOD_VOICE, "speed": 100}, "speed: input should be less than or equal to 3"),
     ("speed-zero", {"text": "hi", "voice_base64": GOOD_VOICE, "speed": 0}, "speed: input should be greater than or equal to 0.3"),
     ("speed-nan", {"text": "hi", "voice_base64": GOOD_VOICE, "speed": float("nan")}, "speed: input should be a finite number"),
