@@ -166,17 +166,24 @@ def least_encoded_bytes(fmt: str, samples: int) -> int | None:
     return None
 
 
+def encoded(audio: np.ndarray, rate: int, fmt: str) -> bytes:
+    """`audio` in `fmt`, in memory. 16-bit formats hold each sample as libsndfile rounds it, so
+    pieces encoded one by one hold the samples of the whole encoded at once."""
+    container, subtype, _ = FORMATS[fmt]
+    out = io.BytesIO()
+    endian = "LITTLE" if container == "RAW" else "FILE"  # a headerless file says nothing of its byte order
+    sf.write(out, np.clip(audio, -1.0, 1.0), rate, format=container, subtype=subtype, endian=endian)
+    return out.getvalue()
+
+
 def encode_audio(audio: np.ndarray, rate: int, fmt: str, path: Path) -> str:
     """Write `audio` to `path` in `fmt`; returns the content type.
 
     Encoded in memory, then written: libsndfile's MP3 and Ogg encoders ignore failed writes
     and leave a truncated file on a full disk, where Python's own write raises."""
-    container, subtype, content_type = FORMATS[fmt]
-    encoded = io.BytesIO()
-    endian = "LITTLE" if container == "RAW" else "FILE"  # a headerless file says nothing of its byte order
-    sf.write(encoded, np.clip(audio, -1.0, 1.0), rate, format=container, subtype=subtype, endian=endian)
+    data = encoded(audio, rate, fmt)
     try:
-        path.write_bytes(encoded.getbuffer())
+        path.write_bytes(data)
     except OSError as exc:
         raise os_error(exc, "the audio", "JOB_TMP_DIR", path) from None
-    return content_type
+    return FORMATS[fmt][2]

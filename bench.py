@@ -2,6 +2,7 @@
 
     python bench.py                    # warm synthesis: one chunk and long text, medians, ratios, RTF, memory
     python bench.py --cold             # cold start in fresh processes: process start to model ready / first audio
+    python bench.py --stream           # time to first audio and total: stock's streaming, ours whole and streamed
     python bench.py --arch tiny --runs 2   # fast on a CPU
 
 Weights are random (written into a models directory of the bench's own, laid out as `prefetch`
@@ -21,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import cold, resample, warm
+from benchmarks import cold, resample, streaming, warm
 from benchmarks.inputs import prepare_models
 
 
@@ -32,13 +33,16 @@ def parse_args():
     p.add_argument("--runs", type=int, help="timed runs per case (median), after one warm-up; default 5 on a GPU, "
                    "1 on a CPU; with --cold: cold starts of each (default 1)")
     p.add_argument("--nfe", type=int, default=32)
-    p.add_argument("--cases", default="one,long")
+    p.add_argument("--cases", help="one,long (default) or with --stream long,two (default)")
     p.add_argument("--max-batch-frames", type=int, default=None, help="this worker's memory budget (MAX_BATCH_FRAMES)")
     p.add_argument("--variants", default="ours",
                    help="our configurations to time against stock, comma-separated: ours (the defaults), eager "
                         "(COMPILE=false), no-graphs (COMPILE=false CUDA_GRAPHS=false)")
     p.add_argument("--models-dir", help="where the random-weight models go (default: a temporary folder)")
     p.add_argument("--cold", action="store_true", help="time cold starts in fresh processes instead")
+    p.add_argument("--stream", action="store_true", help="time to first audio and total time instead: stock's "
+                   "infer_batch_process(streaming=True), ours not streamed, ours streamed (with and without the "
+                   "bridge chunk)")
     p.add_argument("--resample", action="store_true",
                    help="time and memory of resampling a 15 s voice to 24 kHz: torchaudio (what stock and this "
                         "worker used) against soxr, at ordinary and awkward rates, each in a fresh process")
@@ -74,6 +78,9 @@ def main():
     if args.cold:
         result = cold.measure(args, arch, env)
         cold.report(result)
+    elif args.stream:
+        result = streaming.measure(args, arch)
+        streaming.report(result)
     else:
         result = warm.measure(args, arch)
         warm.report(result)

@@ -66,6 +66,9 @@ class Settings(BaseModel):
     prefetch_asr: bool = Field(True, alias="PREFETCH_ASR")
 
     # --- jobs --------------------------------------------------------------------------
+    #: The handler streams: a generator that yields each piece of audio as it is made (read from
+    #: /stream/<id>), then the whole result; /run and /runsync return the list of all of them.
+    stream: bool = Field(False, alias="STREAM")
     job_tmp_dir: Path = Field(Path("/tmp"), alias="JOB_TMP_DIR")
     min_free_disk_mb: int = Field(200, ge=0, alias="MIN_FREE_DISK_MB")
     output_dir: Path = Field(Path("output"), alias="OUTPUT_DIR")

@@ -38,6 +38,8 @@ class JobInput(BaseModel):
 
     output_format: Literal["wav", "flac", "mp3", "ogg", "opus", "pcm"] = "wav"
     return_base64: bool = False
+    #: Each streamed piece's encoding (a worker with STREAM on): raw 16-bit PCM or a playable WAV.
+    stream_format: Literal["pcm", "wav"] = "wav"
 
     @field_validator("voice_name")
     @classmethod
@@ -100,4 +102,10 @@ def parse_job_input(raw, settings: Settings) -> JobInput:
         raise InvalidInput(_sentence(exc)) from None
     if len(job.text) > settings.max_text_chars:
         raise LimitExceeded(f"text is {len(job.text)} characters; at most {settings.max_text_chars} are accepted.")
+    if "stream_format" in job.model_fields_set and not settings.stream:
+        raise InvalidInput("Invalid input: stream_format: this worker does not stream (its STREAM setting is off); "
+                           "leave it out, or send the job to a streaming endpoint.")
+    if job.remove_silence and settings.stream:
+        raise InvalidInput("Invalid input: remove_silence: not available on a streaming worker (it shortens pauses "
+                           "across the whole audio, and a stream sends the audio before it is whole).")
     return job

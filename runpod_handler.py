@@ -5,7 +5,8 @@
     python runpod_handler.py --rp_serve_api        # local HTTP API: POST /runsync, /run
 
 The path of a job: validate -> job directory -> stage the voice -> prepare the reference ->
-synthesize -> encode -> deliver (S3 or inline) -> remove the job directory.
+synthesize -> encode -> deliver (S3 or inline) -> remove the job directory. With STREAM on, the
+handler is a generator: each piece of audio goes out as it is made, the whole result last.
 """
 
 from config import settings_or_exit  # noqa: I001 - a bad setting is one line and exit status 2, not a traceback
@@ -13,6 +14,7 @@ from config import settings_or_exit  # noqa: I001 - a bad setting is one line an
 settings_or_exit()
 import model_cache  # noqa: E402 - next: points every cache at the volume before torch/HF are imported
 
+import base64
 import logging
 import os
 import re
@@ -20,6 +22,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from functools import cached_property, partial
 from pathlib import Path
 
@@ -67,14 +70,23 @@ class Worker:
         return Delivery(self.settings, self.storage)
 
     def __call__(self, job: dict) -> dict:
+        """The job's result, or its error."""
+        return next(self.results(job, stream=False))  # not streamed: the one item is the result
+
+    def stream(self, job: dict) -> Iterator[dict]:
+        """The job's pieces of audio as they are made, then its result (`"type": "done"`); a
+        failure ends the stream with an error item, whatever was sent before it."""
+        yield from self.results(job, stream=True)
+
+    def results(self, job: dict, stream: bool) -> Iterator[dict]:
         job_id = str(job.get("id", "")) if isinstance(job, dict) else ""
         if not JOB_ID.fullmatch(job_id):
             job_id = uuid.uuid4().hex
         report = partial(self.report_progress, job) if self.progress is not None and isinstance(job, dict) else None
         try:
-            return self.run(job_id, job.get("input") if isinstance(job, dict) else None, report)
+            yield from self.run(job_id, job.get("input") if isinstance(job, dict) else None, report, stream)
         except Exception as exc:  # every failure leaves through here, as RunPod's error shape
-            return to_runpod_result(exc, job_id)
+            yield to_runpod_result(exc, job_id)
 
     def report_progress(self, job: dict, **update) -> None:
         try:
@@ -82,13 +94,14 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - news of the job must never fail it
             log.warning("job %s: progress update failed: %s: %s", job.get("id"), type(exc).__name__, exc)
 
-    def run(self, job_id: str, raw_input, progress=None) -> dict:
+    def run(self, job_id: str, raw_input, progress=None, stream: bool = False) -> Iterator[dict]:
+        """The job's path. Yields its result last; before it, when `stream`, each piece."""
         started = time.perf_counter()
         s = self.settings
         job = parse_job_input(raw_input, s)
         seed = job.resolved_seed()
-        log.info("job %s: %d characters, voice from %s", job_id, len(job.text),
-                 "name" if job.voice_name else "url" if job.voice_url else "base64")
+        log.info("job %s: %d characters, voice from %s%s", job_id, len(job.text),
+                 "name" if job.voice_name else "url" if job.voice_url else "base64", ", streamed" if stream else "")
         timings = {}
         with job_directory(s.job_tmp_dir, job_id, s.min_free_disk_mb) as job_dir:
             t = time.perf_counter()
@@ -112,19 +125,27 @@ class Worker:
                 speed=job.speed, cross_fade_duration=job.cross_fade_duration, target_rms=job.target_rms, seed=seed,
             )
             plan = synthesis.plan_synthesis(model, len(reference), transcript.text, job.text, params,
-                                            s.max_batch_frames, s.max_output_seconds)
+                                            s.max_batch_frames, s.max_output_seconds, stream=stream)
             least = audio_io.least_encoded_bytes(job.output_format, plan.samples)
             if least is not None and not job.remove_silence:  # refuse now, not after the work
                 self.delivery.check_inline_size(job.return_base64, least, planned=True)
-            result = synthesis.run(model, reference, plan, params, progress)
-            wave = result.audio
+            if stream:
+                made = []
+                for piece in synthesis.stream(model, reference, plan, params):
+                    made.append(piece.audio)
+                    item = piece_item(piece, model.sample_rate, job.stream_format)
+                    timings.setdefault("first_audio", time.perf_counter() - started)
+                    yield item
+                wave = np.concatenate(made)
+            else:
+                wave = synthesis.run(model, reference, plan, params, progress).audio
             if job.remove_silence:
-                wave = audio_io.shorten_silences(wave, result.sample_rate)
+                wave = audio_io.shorten_silences(wave, model.sample_rate)
             timings["synthesis"] = time.perf_counter() - t
 
             t = time.perf_counter()
             out_path = job_dir / f"{job_id}.{job.output_format}"
-            content_type = audio_io.encode_audio(wave, result.sample_rate, job.output_format, out_path)
+            content_type = audio_io.encode_audio(wave, model.sample_rate, job.output_format, out_path)
             timings["encode"] = time.perf_counter() - t
 
             t = time.perf_counter()
@@ -133,24 +154,25 @@ class Worker:
             timings["upload"] = time.perf_counter() - t
             self.transcripts.keep(transcript, self.storage)  # only now: a failed job leaves no transcript behind
 
-        duration = len(wave) / result.sample_rate
+        duration = len(wave) / model.sample_rate
         timings["total"] = time.perf_counter() - started
         output.update(
             duration_s=round(duration, 3),
-            sample_rate=result.sample_rate,
+            sample_rate=model.sample_rate,
             format=job.output_format,
             seed=seed,
             model=model.files.name,
             ref_text=transcript.text,
             ref_text_source=transcript.source,
-            chunks=result.chunks,
-            batches=result.batches,
+            chunks=len(plan.chunks),
+            batches=len(plan.batches),
             timings={k: round(v, 3) for k, v in timings.items()},
             rtf=round(timings["synthesis"] / duration, 4) if duration else None,
         )
-        log.info("job %s: %.1f s of audio in %.2f s (synthesis %.2f s, %d chunks in %d batches)",
-                 job_id, duration, timings["total"], timings["synthesis"], result.chunks, result.batches)
-        return output
+        log.info("job %s: %.1f s of audio in %.2f s (synthesis %.2f s, %d chunks in %d batches%s)",
+                 job_id, duration, timings["total"], timings["synthesis"], len(plan.chunks), len(plan.batches),
+                 f"; first audio at {timings['first_audio']:.2f} s" if stream else "")
+        yield {"type": "done", **output} if stream else output
 
     def stage_voice(self, job: JobInput, job_dir: Path) -> voices.StagedVoice:
         if job.voice_name is not None:
@@ -160,17 +182,47 @@ class Worker:
         return voices.from_base64(job.voice_base64, self.settings, job_dir)
 
 
+def piece_item(piece: synthesis.Piece, rate: int, fmt: str) -> dict:
+    """One streamed piece, as the caller reads it from /stream."""
+    return {
+        "type": "audio",
+        "index": piece.index,
+        "text": piece.text,
+        "start_s": round(piece.start / rate, 3),
+        "duration_s": round(len(piece.audio) / rate, 3),
+        "sample_rate": rate,
+        "format": fmt,
+        "audio_base64": base64.b64encode(audio_io.encoded(piece.audio, rate, fmt)).decode("ascii"),
+    }
+
+
 _worker: Worker | None = None
+#: The configuration handed to the RunPod SDK; it reads `refresh_worker` there after each job.
+SDK_CONFIG: dict = {}
 
 
-def handler(job: dict) -> dict:
-    """RunPod's entry point."""
+def worker() -> Worker:
     global _worker
     if _worker is None:
         import runpod
 
         _worker = Worker(model_cache.SETTINGS, progress=None if runs_locally() else runpod.serverless.progress_update)
-    return _worker(job)
+    return _worker
+
+
+def handler(job: dict) -> dict:
+    """RunPod's entry point."""
+    return worker()(job)
+
+
+def stream_handler(job: dict) -> Iterator[dict]:
+    """RunPod's entry point with STREAM on (a generator, started with `return_aggregate_stream`).
+    The SDK ends a stream at an item with `error`, but takes no `refresh_worker` from one: a
+    failure that needs a fresh worker asks for it through the configuration the SDK reads."""
+    for item in worker().stream(job):
+        if item.pop("refresh_worker", False):
+            SDK_CONFIG["refresh_worker"] = True
+        yield item
 
 
 def runs_locally() -> bool:
@@ -184,8 +236,9 @@ def summary(output: dict) -> str:
         return f"job failed: {output['error']}"
     where = output.get("local_path") or output.get("s3_key") or "inline only (audio_base64)"
     timings = output.get("timings", {})
+    first = f", first audio {timings['first_audio']:.2f} s" if "first_audio" in timings else ""
     return (f"job done: {output['duration_s']:.1f} s of audio, {output['chunks']} chunk(s) in {output['batches']} "
-            f"batch(es); synthesis {timings.get('synthesis', 0):.2f} s, total {timings.get('total', 0):.2f} s; "
+            f"batch(es); synthesis {timings.get('synthesis', 0):.2f} s{first}, total {timings.get('total', 0):.2f} s; "
             f"audio: {where}")
 
 
@@ -195,6 +248,19 @@ def local_handler(job: dict) -> dict:
     output = handler(job)
     print(summary(output), flush=True)
     return output
+
+
+def local_stream_job(job: dict):
+    """`stream_handler` for one job from the command line, a line printed per piece (the SDK runs
+    such a job as a plain function); the list of items, as /runsync returns it, or the error."""
+    items = []
+    for item in stream_handler(job):
+        items.append(item)
+        if item.get("type") == "audio":
+            print(f"piece {item['index']}: {item['duration_s']:.2f} s of audio at {item['start_s']:.2f} s "
+                  f"({len(item['text'])} characters)", flush=True)
+    print(summary(items[-1]), flush=True)
+    return items[-1] if "error" in items[-1] else items
 
 
 def configure_logging(level: str) -> None:
@@ -252,8 +318,14 @@ def main() -> None:
     threading.Thread(target=load_at_start, name="load", daemon=True).start()
     import runpod
 
+    if model_cache.SETTINGS.stream:
+        # One job from the command line runs the handler as a plain function, not as a stream.
+        one_job = runs_locally() and "--rp_serve_api" not in sys.argv
+        SDK_CONFIG.update(handler=local_stream_job if one_job else stream_handler, return_aggregate_stream=True)
+    else:
+        SDK_CONFIG.update(handler=local_handler if runs_locally() else handler)
     try:
-        runpod.serverless.start({"handler": local_handler if runs_locally() else handler})
+        runpod.serverless.start(SDK_CONFIG)
     except SystemExit as stop:  # the SDK exits after a local job (--test_input, test_input.json)
         exit_now(stop.code)
     exit_now(0)

@@ -5,12 +5,19 @@ one chunk is cut at spaces, where f5-tts keeps it whole), but the chunks are not
 thread each at batch 1: they are sorted by length and sampled together in batched calls of
 `sampler.sample`, each batch capped at `max_batch_frames` padded mel frames (the memory
 budget), then decoded and cross-faded back in reading order.
+
+A streamed job is planned for its first audio: its first chunk is a few words, sampled alone;
+the next is sampled alone too (it must be ready before the first has played); the rest are
+batched as above. `pieces` gives the audio out in reading order as soon as each chunk and all
+before it are decoded, and `stream` samples ahead in a thread while the caller sends a piece.
 """
 
 from __future__ import annotations
 
+import queue
 import re
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -35,6 +42,17 @@ class Chunk:
     index: int
     text: str
     frames: int  # total frames to sample: reference + generated
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Audio of chunk `index` in its final form, in reading order: the chunk's speech less the
+    fading end that waits for the next chunk, and with the previous chunk's faded end before it."""
+
+    index: int
+    text: str
+    audio: np.ndarray  # float32, mono
+    start: int  # in samples, from the start of the whole audio
 
 
 @dataclass
@@ -101,6 +119,33 @@ def chunk_text(text: str, max_chars: int = 135) -> list[str]:
     return chunks
 
 
+#: A streamed job's first chunk holds at least this many UTF-8 bytes (about three words): f5-tts
+#: slows chunks under 10 bytes down to a third of the speed, and a word or two alone is often
+#: spoken poorly.
+LEAD_MIN_BYTES = 16
+
+
+def split_lead(text: str, max_chars: int) -> tuple[str, str]:
+    """The start of `text` to speak first in a stream, and the rest. The start runs to a clause or
+    sentence boundary within a quarter of a chunk (upstream's socket server makes its first chunk
+    that long), cut at spaces where a clause is longer, and holds at least LEAD_MIN_BYTES."""
+    pieces = chunk_text(text, max(LEAD_MIN_BYTES, max_chars // 4))
+    taken = 1
+    while taken < len(pieces) and _size("".join(pieces[:taken])) < LEAD_MIN_BYTES:
+        taken += 1
+    # chunk_text changes only whitespace: the start ends after as many non-space characters.
+    remaining, cut = sum(len("".join(p.split())) for p in pieces[:taken]), len(text)
+    for i, ch in enumerate(text):
+        if remaining == 0:
+            cut = i
+            break
+        remaining -= not ch.isspace()
+    head, rest = text[:cut], text[cut:]
+    if not any(ch.isalnum() for ch in rest):  # nothing left to speak: one chunk, not a chunk of noise
+        return text.strip(), ""
+    return " ".join(chunk_text(head, max(1, _size(head)))), rest.strip()
+
+
 def normalise_ref_text(ref_text: str) -> str:
     """End the transcript the way f5-tts's `preprocess_ref_audio_text` does ("... . "), so the
     generated text starts a new sentence."""
@@ -110,17 +155,24 @@ def normalise_ref_text(ref_text: str) -> str:
     return ref_text
 
 
-def plan_chunks(ref_text: str, ref_samples: int, text: str, speed: float, sample_rate: int, hop: int) -> list[Chunk]:
+def plan_chunks(ref_text: str, ref_samples: int, text: str, speed: float, sample_rate: int, hop: int,
+                stream: bool = False) -> list[Chunk]:
     """Chunks of `text` sized to the reference's speaking rate, with their frame counts, by
-    f5-tts's formulas (`infer_process` and `infer_batch_process`)."""
+    f5-tts's formulas (`infer_process` and `infer_batch_process`); for a stream, the first one
+    short (`split_lead`)."""
     ref_seconds = ref_samples / sample_rate
     max_chars = max(1, int(len(ref_text.encode("utf-8")) / ref_seconds * (22 - ref_seconds) * speed))
+    if stream:
+        lead, rest = split_lead(text, max_chars)
+        texts = [lead] + (chunk_text(rest, max_chars) if rest else [])
+    else:
+        texts = chunk_text(text, max_chars)
     if len(ref_text[-1].encode("utf-8")) == 1:
         ref_text += " "
     ref_bytes = len(ref_text.encode("utf-8"))
     ref_frames = ref_samples // hop
     chunks = []
-    for i, piece in enumerate(chunk_text(text, max_chars)):
+    for i, piece in enumerate(texts):
         piece_bytes = len(piece.encode("utf-8"))
         local_speed = 0.3 if piece_bytes < 10 else speed  # f5-tts slows very short chunks down
         frames = ref_frames + int(ref_frames / ref_bytes * piece_bytes / local_speed)
@@ -151,23 +203,61 @@ def plan_batches(chunks: list[Chunk], max_batch_frames: int) -> list[list[Chunk]
     return batches
 
 
+#: Chunks sampled alone after a stream's first, before the rest go in batches. The first piece
+#: is a few words (a second or two); the next must be ready before it has played, and a whole
+#: batch is not (about 2.5 s for the long text on an H100). One normal chunk alone takes about
+#: 0.3 s there and brings 10 s or more of audio, which covers the batches after it.
+STREAM_BRIDGE_CHUNKS = 1
+
+
+def plan_stream_batches(chunks: list[Chunk], max_batch_frames: int, bridge: int = STREAM_BRIDGE_CHUNKS) -> list[list[Chunk]]:
+    """A stream's batches: the first chunk alone, then `bridge` chunks alone, then the rest in
+    reading order, in groups as large as the budget holds, each group batched by `plan_batches`
+    (earliest chunk first). Batches of the whole text grouped by length would hold chunks from
+    all over it, and a piece waits for every chunk before it."""
+    head = [[c] for c in chunks[: 1 + bridge]]
+    groups: list[list[Chunk]] = []
+    for chunk in chunks[1 + bridge :]:
+        group = groups[-1] if groups else []
+        if not group or (len(group) + 1) * max(chunk.frames, *(c.frames for c in group)) > max_batch_frames:
+            groups.append(group := [])
+        group.append(chunk)
+    rest = [sorted(plan_batches(group, max_batch_frames), key=lambda b: min(c.index for c in b)) for group in groups]
+    return head + [batch for group in rest for batch in group]
+
+
+class CrossFade:
+    """Joins waves with a linear cross-fade of `samples` at each join, giving out each sample as
+    soon as it is final: all of a wave but its end, which waits for the next wave to fade into."""
+
+    def __init__(self, samples: int):
+        self.samples, self.held = samples, None
+
+    def add(self, wave: np.ndarray) -> np.ndarray:
+        parts, tail = [], wave
+        if self.held is not None:
+            n = min(len(self.held), len(wave))
+            if n > 0:
+                fade = np.linspace(0.0, 1.0, n, dtype=np.float32)
+                parts += [self.held[:-n], self.held[-n:] * (1.0 - fade) + wave[:n] * fade]
+                tail = wave[n:]
+            else:
+                parts.append(self.held)
+        keep = min(self.samples, len(tail))
+        parts.append(tail[: len(tail) - keep])
+        self.held = tail[len(tail) - keep :]
+        return np.concatenate(parts).astype(np.float32, copy=False)
+
+    def finish(self) -> np.ndarray:
+        """What is held back once no wave follows."""
+        held, self.held = self.held, None
+        return held if held is not None else np.zeros(0, dtype=np.float32)
+
+
 def cross_fade(waves: list[np.ndarray], samples: int) -> np.ndarray:
     """Concatenate with a linear cross-fade of `samples` at each join."""
-    if not waves:
-        return np.zeros(0, dtype=np.float32)
-    parts, tail = [], waves[0]
-    for nxt in waves[1:]:
-        n = min(samples, len(tail), len(nxt))
-        if n <= 0:
-            parts.append(tail)
-            tail = nxt
-            continue
-        fade = np.linspace(0.0, 1.0, n, dtype=np.float32)
-        parts.append(tail[:-n])
-        parts.append(tail[-n:] * (1.0 - fade) + nxt[:n] * fade)
-        tail = nxt[n:]
-    parts.append(tail)
-    return np.concatenate(parts).astype(np.float32, copy=False)
+    fader = CrossFade(samples)
+    return np.concatenate([fader.add(w) for w in waves] + [fader.finish()]).astype(np.float32, copy=False)
 
 
 @dataclass(frozen=True)
@@ -190,15 +280,17 @@ def plan_synthesis(
     params: SynthesisParams,
     max_batch_frames: int,
     max_output_seconds: float = float("inf"),
+    stream: bool = False,
 ) -> Plan:
     """Chunk, size and batch `text` for a reference of `ref_samples`, refusing what is over a
-    limit (MAX_OUTPUT_SECONDS, the model's longest row, the memory budget) before any work."""
+    limit (MAX_OUTPUT_SECONDS, the model's longest row, the memory budget) before any work.
+    `stream`: planned for the first audio (`split_lead`, `plan_stream_batches`)."""
     from f5_tts.model.utils import convert_char_to_pinyin
 
     import sampler
 
     ref_text = normalise_ref_text(ref_text)
-    chunks = plan_chunks(ref_text, ref_samples, text, params.speed, model.sample_rate, model.hop_length)
+    chunks = plan_chunks(ref_text, ref_samples, text, params.speed, model.sample_rate, model.hop_length, stream)
     if len(ref_text[-1].encode("utf-8")) == 1:
         ref_text += " "
     ref_frames = ref_samples // model.hop_length
@@ -225,7 +317,8 @@ def plan_synthesis(
         )
     fade = int(params.cross_fade_duration * model.sample_rate)
     samples = sum(lengths) - sum(min(fade, a, b) for a, b in zip(lengths, lengths[1:]))
-    return Plan(chunks, tokens, plan_batches(chunks, max_batch_frames), ref_frames, samples)
+    batches = plan_stream_batches(chunks, max_batch_frames) if stream else plan_batches(chunks, max_batch_frames)
+    return Plan(chunks, tokens, batches, ref_frames, samples)
 
 
 def synthesize(
@@ -244,9 +337,18 @@ def synthesize(
 
 def run(model: LoadedModel, ref_audio: np.ndarray, plan: Plan, params: SynthesisParams,
         progress: Callable[..., None] | None = None) -> SynthesisResult:
-    """Sample `plan`'s batches, decode each chunk and cross-fade them in reading order. After each
-    batch but the last, `progress(chunks_done=, chunks=, audio_s=)` (seconds made so far, before
-    cross-fades): the last one's news is the result itself."""
+    """All of `plan`'s audio. After each batch but the last, `progress(chunks_done=, chunks=,
+    audio_s=)` (seconds made so far, before cross-fades): the last one's news is the result itself."""
+    audio = np.concatenate([p.audio for p in pieces(model, ref_audio, plan, params, progress)])
+    return SynthesisResult(audio, model.sample_rate, len(plan.chunks), len(plan.batches))
+
+
+def pieces(model: LoadedModel, ref_audio: np.ndarray, plan: Plan, params: SynthesisParams,
+           progress: Callable[..., None] | None = None) -> Iterator[Piece]:
+    """Sample `plan`'s batches in order, decode each chunk, and give out the cross-faded audio
+    in reading order as soon as a chunk and all before it are decoded. Joined, the pieces are
+    `cross_fade` of the chunks' audio. The model is held until the last piece is taken or the
+    generator is closed."""
     import torch
 
     import sampler
@@ -259,33 +361,86 @@ def run(model: LoadedModel, ref_audio: np.ndarray, plan: Plan, params: Synthesis
     ref = ref.to(model.device)
 
     waves: dict[int, np.ndarray] = {}
-    with model.in_use(), torch.inference_mode():
+    fader = CrossFade(int(params.cross_fade_duration * model.sample_rate))
+    done = start = decoded = 0  # chunks given out, samples given out, samples decoded
+    with model.in_use():
         for batch in plan.batches:
-            frames = torch.tensor([c.frames for c in batch], dtype=torch.long, device=model.device)
-            mel, lengths = sampler.sample(
-                model.cfm,
-                ref.expand(len(batch), -1),
-                [plan.tokens[c.index] for c in batch],
-                frames,
-                steps=params.nfe_step,
-                cfg_strength=params.cfg_strength,
-                sway_sampling_coef=params.sway_sampling_coef,
-                seed=params.seed,
-                cuda_graph=model.cuda_graphs,
-                blocks=model.blocks,
-            )
-            for row, chunk in enumerate(batch):
-                generated = mel[row : row + 1, plan.ref_frames : lengths[row]].permute(0, 2, 1)
-                wave = model.vocoder.decode(generated)
-                if quiet:
-                    wave = wave * (rms / params.target_rms)
-                waves[chunk.index] = wave.squeeze(0).cpu().numpy().astype(np.float32)
-            if progress is not None and len(waves) < len(plan.chunks):
-                made = sum(len(w) for w in waves.values()) / model.sample_rate
-                progress(chunks_done=len(waves), chunks=len(plan.chunks), audio_s=round(made, 2))
+            with torch.inference_mode():  # not held across a yield: the caller's code is its own
+                frames = torch.tensor([c.frames for c in batch], dtype=torch.long, device=model.device)
+                mel, lengths = sampler.sample(
+                    model.cfm,
+                    ref.expand(len(batch), -1),
+                    [plan.tokens[c.index] for c in batch],
+                    frames,
+                    steps=params.nfe_step,
+                    cfg_strength=params.cfg_strength,
+                    sway_sampling_coef=params.sway_sampling_coef,
+                    seed=params.seed,
+                    cuda_graph=model.cuda_graphs,
+                    blocks=model.blocks,
+                )
+                for row, chunk in enumerate(batch):
+                    generated = mel[row : row + 1, plan.ref_frames : lengths[row]].permute(0, 2, 1)
+                    wave = model.vocoder.decode(generated)
+                    if quiet:
+                        wave = wave * (rms / params.target_rms)
+                    waves[chunk.index] = wave.squeeze(0).cpu().numpy().astype(np.float32)
+                    decoded += waves[chunk.index].size
+            made = done + len(waves)
+            if progress is not None and made < len(plan.chunks):
+                progress(chunks_done=made, chunks=len(plan.chunks), audio_s=round(decoded / model.sample_rate, 2))
+            while done in waves:
+                chunk = plan.chunks[done]
+                audio = fader.add(waves.pop(done))
+                if done == len(plan.chunks) - 1:
+                    audio = np.concatenate([audio, fader.finish()])
+                if not np.isfinite(audio).all():  # never deliver NaN or infinity as audio
+                    raise SynthesisError(
+                        "The model produced invalid audio (NaN or infinite samples); the job was not completed.")
+                yield Piece(chunk.index, chunk.text, audio, start)
+                start, done = start + len(audio), done + 1
 
-    ordered = [waves[c.index] for c in plan.chunks]
-    audio = cross_fade(ordered, int(params.cross_fade_duration * model.sample_rate))
-    if not np.isfinite(audio).all():  # never deliver NaN or infinity as audio
-        raise SynthesisError("The model produced invalid audio (NaN or infinite samples); the job was not completed.")
-    return SynthesisResult(audio, model.sample_rate, len(plan.chunks), len(plan.batches))
+
+def stream(model: LoadedModel, ref_audio: np.ndarray, plan: Plan, params: SynthesisParams) -> Iterator[Piece]:
+    """`pieces`, sampled ahead in a thread of its own once the first piece is out, so that the
+    caller's sending of one piece does not hold up the sampling of the next. Until the caller
+    asks for the second piece nothing else is sampled: nothing competes with the first audio.
+    Closing this generator stops the sampling after the batch under way."""
+    source = pieces(model, ref_audio, plan, params)
+    try:
+        first = next(source, None)
+    except BaseException:
+        source.close()
+        raise
+    if first is None:
+        return
+    ready: queue.SimpleQueue = queue.SimpleQueue()
+    stop = threading.Event()
+
+    def sample_ahead():
+        try:
+            for piece in source:
+                ready.put(piece)
+                if stop.is_set():
+                    break
+            ready.put(None)
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
+            ready.put(exc)
+        finally:
+            source.close()
+
+    thread = None
+    try:
+        yield first
+        thread = threading.Thread(target=sample_ahead, name="synthesis", daemon=True)
+        thread.start()
+        while (item := ready.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        if thread is not None:
+            thread.join()
+        else:
+            source.close()

@@ -11,6 +11,8 @@ ROOT = Path(__file__).resolve().parent.parent
 REF_TEXT = "Some call me nature, others call me mother nature."
 ONE_CHUNK = ("The quick brown fox jumps over the lazy dog while the evening sun sets slowly behind the distant "
              "hills, painting the sky in shades of orange, pink and a deep violet blue.")
+TWO_SENTENCES = ("Thank you for calling, this is the front desk of the Grand Hotel. "
+                 "How may I help you with your reservation today?")
 LONG_TEXT = " ".join([
     "Once upon a time, in a small village at the edge of a great forest, there lived an old clockmaker named Elias.",
     "Every morning he opened the shutters of his workshop and greeted the people who passed by on their way to the market.",

@@ -8,6 +8,18 @@ from benchmarks.inputs import REF_TEXT
 
 def stock_synthesize(model, reference, text, nfe, seed):
     """f5-tts's own path: chunk_text sized by infer_process's formula, then infer_batch_process."""
+    wave, rate, _ = next(_infer_batch_process(model, reference, text, nfe, seed))
+    return wave
+
+
+def stock_stream(model, reference, text, nfe, seed):
+    """f5-tts's streaming path, `infer_batch_process(streaming=True)` (what its socket server
+    serves): one chunk at a time, each sampled whole, then given out in slices of 2,048 samples.
+    Yields (slice, sample rate)."""
+    yield from _infer_batch_process(model, reference, text, nfe, seed, streaming=True)
+
+
+def _infer_batch_process(model, reference, text, nfe, seed, **options):
     import torch
     from f5_tts.infer.utils_infer import chunk_text, infer_batch_process
     from f5_tts.model.utils import seed_everything
@@ -18,10 +30,9 @@ def stock_synthesize(model, reference, text, nfe, seed):
     seconds = len(reference) / model.sample_rate
     max_chars = int(len(ref_text.encode("utf-8")) / seconds * (22 - seconds))
     seed_everything(seed)
-    wave, rate, _ = next(infer_batch_process(
+    return infer_batch_process(
         (torch.from_numpy(reference)[None, :], model.sample_rate), ref_text, chunk_text(text, max_chars),
-        model.cfm, model.vocoder, nfe_step=nfe, device=model.device, progress=None))
-    return wave
+        model.cfm, model.vocoder, nfe_step=nfe, device=model.device, progress=None, **options)
 
 
 #: A cold start of stock, in a fresh process: imports f5-tts and loads as its

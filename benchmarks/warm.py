@@ -70,7 +70,7 @@ def measure(args, arch):
     runs = args.runs or (5 if cuda else 1)
     texts = {"one": ONE_CHUNK, "long": LONG_TEXT}
     rows = []
-    for case in args.cases.split(","):
+    for case in (args.cases or "one,long").split(","):
         text = texts[case]
         stock = timed(lambda: stock_synthesize(stock_model, reference, text, args.nfe, 7), runs, stock_model.device)
         s_audio = stock[4]

@@ -13,13 +13,13 @@ import requests
 from conftest import BUCKET, REF_TEXT, REF_WAV, ROOT, free_port, run_py, subprocess_env
 
 
-@pytest.fixture(scope="module")
-def api(s3_server):
+def serve_api(env):
+    """`runpod_handler.py --rp_serve_api` on a free port: its URL while it runs."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "runpod_handler.py", "--rp_serve_api", "--rp_api_host", "127.0.0.1",
          "--rp_api_port", str(port), "--rp_log_level", "ERROR"],
-        cwd=ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -32,9 +32,16 @@ def api(s3_server):
                 proc.kill()
                 pytest.fail("the RunPod API server did not start: " + proc.stderr.read()[-3000:])
             time.sleep(0.5)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def api(s3_server):
+    yield from serve_api(subprocess_env())
 
 
 def test_runsync_good_and_bad_jobs_over_http(api, s3_server, ref_wav_bytes):
@@ -54,6 +61,44 @@ def test_runsync_good_and_bad_jobs_over_http(api, s3_server, ref_wav_bytes):
 
     response = requests.post(api + "/runsync", json={"input": {"text": 5}}, timeout=60).json()
     assert response["status"] == "FAILED" and "text" in response["error"]
+
+
+def test_a_streaming_worker_over_http_returns_every_piece_and_the_result(ref_wav_bytes, tmp_path):
+    """The SDK's local API runs a generator handler whole: /runsync and /stream answer with all
+    the pieces at once (on RunPod /stream gives each as it is made)."""
+    voice = base64.b64encode(ref_wav_bytes).decode()
+    text = "Hello over a stream. " + "This sentence makes the text long enough for a few pieces. " * 3
+    job = {"input": {"text": text, "voice_base64": voice, "ref_text": REF_TEXT, "nfe_step": 4, "stream_format": "pcm"}}
+    env = subprocess_env(STREAM="true", S3_BUCKET=None, OUTPUT_DIR=tmp_path)
+    for url in serve_api(env):
+        response = requests.post(url + "/runsync", json=job, timeout=120).json()
+        assert response["status"] == "COMPLETED", response
+        *pieces, done = response["output"]
+        assert len(pieces) >= 2 and [p["index"] for p in pieces] == list(range(done["chunks"]))
+        assert {p["type"] for p in pieces} == {"audio"} and done["type"] == "done"
+        samples = sum(len(base64.b64decode(p["audio_base64"])) for p in pieces) // 2  # 16-bit
+        assert samples / 24_000 == pytest.approx(done["duration_s"], abs=5e-4)
+
+        job_id = requests.post(url + "/run", json=job, timeout=30).json()["id"]
+        streamed = requests.post(f"{url}/stream/{job_id}", timeout=120).json()
+        assert streamed["status"] == "COMPLETED" and [s["output"]["type"] for s in streamed["stream"]][-1] == "done"
+
+        bad = requests.post(url + "/runsync", json={"input": {**job["input"], "remove_silence": True}}, timeout=60).json()
+        [error] = bad["output"]  # the local API reports an error item as it was yielded; RunPod fails the job
+        assert error["error"].startswith("Invalid input: remove_silence: not available on a streaming worker")
+
+
+def test_a_streamed_job_from_the_command_line_prints_its_pieces(s3_server, ref_wav_bytes):
+    s3_server.put_object(Bucket=BUCKET, Key="voices/cli-voice.wav", Body=ref_wav_bytes)
+    s3_server.put_object(Bucket=BUCKET, Key="voices/cli-voice.txt", Body=REF_TEXT.encode())
+    job = {"id": "cli-stream", "input": {"text": "Hello from the command line, in pieces. And a second sentence.",
+                                        "voice_name": "cli-voice", "nfe_step": 4}}
+    result = run_py(["runpod_handler.py", "--test_input", json.dumps(job)], env=subprocess_env(STREAM="true"))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("piece 0: ") for line in lines) and any(line.startswith("piece 1: ") for line in lines)
+    assert any(line.startswith("job done: ") and "first audio" in line for line in lines)
+    assert s3_server.head_object(Bucket=BUCKET, Key="output/cli-stream.wav")["ContentType"] == "audio/wav"
 
 
 def test_test_input_cli_exits_0_and_leaves_the_output_in_s3(s3_server, ref_wav_bytes):
