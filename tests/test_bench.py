@@ -53,3 +53,21 @@ def test_bench_resample_compares_torchaudio_and_soxr(tmp_path):
         for lib in ("torchaudio", "soxr"):
             assert row[lib]["error"] is None and row[lib]["s"] > 0, row
     assert "torchaudio" in result.stdout and "time ratio" in result.stdout
+
+
+def test_bench_stream_times_first_audio_for_stock_and_ours(tmp_path):
+    from benchmarks.streaming import stall
+
+    assert stall([(1.0, 2.0), (2.5, 1.0), (5.0, 1.0)]) == 1.0  # plays 1-3 s, then 3-4 s; waits 4-5 s
+    out = tmp_path / "stream.json"
+    result = run_py(["bench.py", "--stream", "--arch", "tiny", "--device", "cpu", "--runs", "1", "--nfe", "4",
+                     "--cases", "two", "--models-dir", str(tmp_path / "models"), "--json", str(out)],
+                    env=subprocess_env(MODELS_DIR=None), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [row] = json.loads(out.read_text())["rows"]
+    who = row["who"]
+    assert set(who) == {"stock stream", "ours whole", "ours stream", "stream, no bridge"}
+    assert who["ours whole"]["pieces"] == 1 and who["ours stream"]["pieces"] == 2 and who["stock stream"]["pieces"] > 2
+    for t in who.values():
+        assert 0 < t["first"] <= t["total"] and t["stall"] >= 0 and t["audio_s"] > 5, t
+    assert "vs stock" in result.stdout
