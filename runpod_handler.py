@@ -23,6 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from functools import cached_property, partial
 from pathlib import Path
 
@@ -131,11 +132,13 @@ class Worker:
                 self.delivery.check_inline_size(job.return_base64, least, planned=True)
             if stream:
                 made = []
-                for piece in synthesis.stream(model, reference, plan, params):
-                    made.append(piece.audio)
-                    item = piece_item(piece, model.sample_rate, job.stream_format)
-                    timings.setdefault("first_audio", time.perf_counter() - started)
-                    yield item
+                # closed at once on a failure here: the sampling stops and the model is free again
+                with closing(synthesis.stream(model, reference, plan, params)) as pieces:
+                    for piece in pieces:
+                        made.append(piece.audio)
+                        item = piece_item(piece, model.sample_rate, job.stream_format)
+                        timings.setdefault("first_audio", time.perf_counter() - started)
+                        yield item
                 wave = np.concatenate(made)
             else:
                 wave = synthesis.run(model, reference, plan, params, progress).audio

@@ -407,11 +407,7 @@ def stream(model: LoadedModel, ref_audio: np.ndarray, plan: Plan, params: Synthe
     asks for the second piece nothing else is sampled: nothing competes with the first audio.
     Closing this generator stops the sampling after the batch under way."""
     source = pieces(model, ref_audio, plan, params)
-    try:
-        first = next(source, None)
-    except BaseException:
-        source.close()
-        raise
+    first = next(source, None)  # a generator that raised is finished: nothing to close
     if first is None:
         return
     ready: queue.SimpleQueue = queue.SimpleQueue()

@@ -35,7 +35,7 @@ def streaming_worker(**settings) -> Worker:
 
 
 def job(voice, **fields):
-    return {"id": "stream-" + "-".join(sorted(fields)) or "plain",
+    return {"id": "stream-" + ("-".join(sorted(fields)) or "plain"),
             "input": {"text": LONG, "voice_base64": voice, "ref_text": REF_TEXT, "nfe_step": 4, "seed": 11, **fields}}
 
 
@@ -234,6 +234,29 @@ def test_a_failure_mid_stream_ends_it_with_an_error_and_the_next_job_succeeds(vo
     monkeypatch.setattr(sampler, "sample", real)
     again = list(runpod_handler.stream_handler(job(voice)))
     assert again[-1]["type"] == "done", again[-1]
+
+
+def test_a_failure_while_sending_a_piece_stops_the_sampling_at_once(voice, monkeypatch, sampling_calls):
+    """A piece that cannot be encoded (here: the disk is full) fails the job; the sampling ahead
+    stops after the batch under way and the model is free before the error item goes out."""
+    import audio_io
+
+    real, encoded = audio_io.encoded, []
+
+    def failing(audio, rate, fmt):
+        encoded.append(fmt)
+        if len(encoded) == 2:
+            raise OSError(28, "No space left on device")
+        return real(audio, rate, fmt)
+
+    monkeypatch.setattr(audio_io, "encoded", failing)
+    with closing(streaming_worker().stream(job(voice))) as stream:
+        assert next(stream)["index"] == 0
+        error = next(stream)
+        assert error["error"].startswith("The disk is full"), error
+        assert not loaded_model.get_model().lock.locked() and job_dirs() == []
+        assert not any(t.name == "synthesis" for t in threading.enumerate())
+        assert len(sampling_calls) <= 3 and list(stream) == []
 
 
 def test_bad_input_on_a_streaming_worker_is_one_error_item(voice):
