@@ -142,16 +142,33 @@ def prepare_reference(audio: np.ndarray, rate: int, target_rate: int, clip_secon
     return np.concatenate([audio, np.zeros(int(0.05 * target_rate), dtype=np.float32)])
 
 
-def shorten_silences(audio: np.ndarray, rate: int, threshold: float = -50.0, max_silence: float = 1.0) -> np.ndarray:
-    """Shorten every pause longer than `max_silence` to `max_silence` (f5-tts's remove_silence)."""
+def long_pauses(audio: np.ndarray, rate: int, threshold: float = -50.0, max_silence: float = 1.0) -> list[tuple[int, int]]:
+    """The (start, end) samples that shorten every pause longer than `max_silence` to
+    `max_silence` (f5-tts's remove_silence): the middle of each such pause."""
     n = int(rate * _WINDOW_S)
     keep = int(max_silence / _WINDOW_S) // 2
-    pieces, last = [], 0
-    for start, end in _silent_runs(_window_db(audio, rate), threshold, 2 * keep + 1):
-        pieces.append(audio[last : (start + keep) * n])
-        last = (end - keep) * n
-    pieces.append(audio[last:])
-    return np.concatenate(pieces)
+    return [((start + keep) * n, (end - keep) * n)
+            for start, end in _silent_runs(_window_db(audio, rate), threshold, 2 * keep + 1)]
+
+
+def without(audio: np.ndarray, cuts: list[tuple[int, int]]) -> np.ndarray:
+    """`audio` less the `cuts` (in order, not overlapping)."""
+    kept, last = [], 0
+    for start, end in cuts:
+        kept.append(audio[last:start])
+        last = end
+    kept.append(audio[last:])
+    return np.concatenate(kept)
+
+
+def after_cuts(position: int, cuts: list[tuple[int, int]]) -> int:
+    """Where sample `position` lands once the `cuts` are taken out (a cut sample: where its cut was)."""
+    return position - sum(min(end, position) - start for start, end in cuts if start < position)
+
+
+def shorten_silences(audio: np.ndarray, rate: int, threshold: float = -50.0, max_silence: float = 1.0) -> np.ndarray:
+    """Shorten every pause longer than `max_silence` to `max_silence` (f5-tts's remove_silence)."""
+    return without(audio, long_pauses(audio, rate, threshold, max_silence))
 
 
 def least_encoded_bytes(fmt: str, samples: int) -> int | None:

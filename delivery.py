@@ -34,27 +34,45 @@ class Delivery:
             "or ask for output_format mp3 or a shorter text."
         )
 
-    def deliver(self, path: Path, key: str, content_type: str, return_base64: bool) -> dict:
-        """`path` to S3 as `key` and/or inline, and the local copy. Whatever fails, the job leaves
-        nothing behind: limits and the local copy come before the upload, and a failed upload
-        removes the copy."""
-        s, output = self.settings, {}
+    def deliver(self, path: Path, key: str, content_type: str, return_base64: bool, captions=None) -> dict:
+        """`path` to S3 as `key` and/or inline, and the local copy; and `captions`, a subtitle file
+        (path, key, content type), beside it. Whatever fails, the job leaves nothing behind:
+        limits and local copies come before the uploads, and a failed upload removes the copies."""
         self.check_inline_size(return_base64, path.stat().st_size)
-        local = self.copy_locally(path) if s.local_output_enabled else None
+        inline = self.storage is None or return_base64
+        stored = []
         try:
-            if self.storage is not None:
-                self.storage.upload(path, key, content_type)
-                output.update(s3_key=key, audio_url=self.storage.presign(key, s.s3_presign_expires))
-        except BaseException:
+            key, url, local = self.store(path, key, content_type, stored)
+            output = {"s3_key": key, "audio_url": url} if url else {}
+            if inline:
+                output["audio_base64"] = base64.b64encode(path.read_bytes()).decode("ascii")
             if local is not None:
-                local.unlink(missing_ok=True)
+                output["local_path"] = str(local)
+            if captions is not None:
+                text_path, text_key, text_type = captions
+                text_key, url, local = self.store(text_path, text_key, text_type, stored)
+                output.update({"captions_s3_key": text_key, "captions_url": url} if url else {})
+                if inline:
+                    output["captions_text"] = text_path.read_text(encoding="utf-8")
+                if local is not None:
+                    output["captions_local_path"] = str(local)
+        except BaseException:
+            for copy in stored:
+                copy.unlink(missing_ok=True)
             raise
-        if self.storage is None or return_base64:
-            output["audio_base64"] = base64.b64encode(path.read_bytes()).decode("ascii")
-        if local is not None:
-            output["local_path"] = str(local)
-            log.info("wrote %s", local)
         return output
+
+    def store(self, path: Path, key: str, content_type: str, copies: list) -> tuple[str, str | None, Path | None]:
+        """The local copy (noted in `copies`), then the upload: (key, presigned URL or None, copy or None)."""
+        s, url = self.settings, None
+        local = self.copy_locally(path) if s.local_output_enabled else None
+        if local is not None:
+            copies.append(local)
+            log.info("wrote %s", local)
+        if self.storage is not None:
+            self.storage.upload(path, key, content_type)
+            url = self.storage.presign(key, s.s3_presign_expires)
+        return key, url, local
 
     def copy_locally(self, path: Path) -> Path:
         """The result in OUTPUT_DIR, whole or not at all (through a temporary name)."""

@@ -38,6 +38,8 @@ class JobInput(BaseModel):
 
     output_format: Literal["wav", "flac", "mp3", "ogg", "opus", "pcm"] = "wav"
     return_base64: bool = False
+    #: A subtitle file of the captions, delivered beside the audio.
+    captions_format: Optional[Literal["srt", "vtt"]] = None
     #: Each streamed piece's encoding (a worker with STREAM on): raw 16-bit PCM or a playable WAV.
     stream_format: Literal["pcm", "wav"] = "wav"
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 import audio_io
+import captions
 import loaded_model
 import voices
 from config import Settings
@@ -131,29 +132,39 @@ class Worker:
             if least is not None and not job.remove_silence:  # refuse now, not after the work
                 self.delivery.check_inline_size(job.return_base64, least, planned=True)
             if stream:
-                made = []
+                made, spans = [], []
                 # closed at once on a failure here: the sampling stops and the model is free again
                 with closing(synthesis.stream(model, reference, plan, params)) as pieces:
                     for piece in pieces:
                         made.append(piece.audio)
+                        spans.append(piece.span)
                         item = piece_item(piece, model.sample_rate, job.stream_format)
                         timings.setdefault("first_audio", time.perf_counter() - started)
                         yield item
                 wave = np.concatenate(made)
             else:
-                wave = synthesis.run(model, reference, plan, params, progress).audio
+                result = synthesis.run(model, reference, plan, params, progress)
+                wave, spans = result.audio, result.spans
             if job.remove_silence:
-                wave = audio_io.shorten_silences(wave, model.sample_rate)
+                cuts = audio_io.long_pauses(wave, model.sample_rate)
+                wave = audio_io.without(wave, cuts)
+                spans = [(audio_io.after_cuts(a, cuts), audio_io.after_cuts(b, cuts)) for a, b in spans]
+            timed = captions.timed([c.text for c in plan.chunks], spans, model.sample_rate)
             timings["synthesis"] = time.perf_counter() - t
 
             t = time.perf_counter()
             out_path = job_dir / f"{job_id}.{job.output_format}"
             content_type = audio_io.encode_audio(wave, model.sample_rate, job.output_format, out_path)
+            subtitles = None
+            if job.captions_format is not None:
+                text_path = job_dir / f"{job_id}.{job.captions_format}"
+                text_type = captions.write_subtitles(timed, job.captions_format, text_path)
+                subtitles = (text_path, f"{s.s3_output_prefix}{job_id}.{job.captions_format}", text_type)
             timings["encode"] = time.perf_counter() - t
 
             t = time.perf_counter()
             key = f"{s.s3_output_prefix}{job_id}.{job.output_format}"
-            output = self.delivery.deliver(out_path, key, content_type, job.return_base64)
+            output = self.delivery.deliver(out_path, key, content_type, job.return_base64, subtitles)
             timings["upload"] = time.perf_counter() - t
             self.transcripts.keep(transcript, self.storage)  # only now: a failed job leaves no transcript behind
 
@@ -169,6 +180,7 @@ class Worker:
             ref_text_source=transcript.source,
             chunks=len(plan.chunks),
             batches=len(plan.batches),
+            captions=timed,
             timings={k: round(v, 3) for k, v in timings.items()},
             rtf=round(timings["synthesis"] / duration, 4) if duration else None,
         )

@@ -53,6 +53,7 @@ class Piece:
     text: str
     audio: np.ndarray  # float32, mono
     start: int  # in samples, from the start of the whole audio
+    span: tuple[int, int]  # where the chunk's own audio lies in the whole, cross-fades included
 
 
 @dataclass
@@ -61,6 +62,7 @@ class SynthesisResult:
     sample_rate: int
     chunks: int
     batches: int
+    spans: list[tuple[int, int]]  # each chunk's (start, end) in `audio`, in samples
 
 
 def _size(text: str) -> int:
@@ -232,11 +234,14 @@ class CrossFade:
 
     def __init__(self, samples: int):
         self.samples, self.held = samples, None
+        self.lead = 0  # after `add`: where that wave begins in what it returned
 
     def add(self, wave: np.ndarray) -> np.ndarray:
         parts, tail = [], wave
+        self.lead = 0
         if self.held is not None:
             n = min(len(self.held), len(wave))
+            self.lead = len(self.held) - n
             if n > 0:
                 fade = np.linspace(0.0, 1.0, n, dtype=np.float32)
                 parts += [self.held[:-n], self.held[-n:] * (1.0 - fade) + wave[:n] * fade]
@@ -339,8 +344,9 @@ def run(model: LoadedModel, ref_audio: np.ndarray, plan: Plan, params: Synthesis
         progress: Callable[..., None] | None = None) -> SynthesisResult:
     """All of `plan`'s audio. After each batch but the last, `progress(chunks_done=, chunks=,
     audio_s=)` (seconds made so far, before cross-fades): the last one's news is the result itself."""
-    audio = np.concatenate([p.audio for p in pieces(model, ref_audio, plan, params, progress)])
-    return SynthesisResult(audio, model.sample_rate, len(plan.chunks), len(plan.batches))
+    made = list(pieces(model, ref_audio, plan, params, progress))
+    audio = np.concatenate([p.audio for p in made])
+    return SynthesisResult(audio, model.sample_rate, len(plan.chunks), len(plan.batches), [p.span for p in made])
 
 
 def pieces(model: LoadedModel, ref_audio: np.ndarray, plan: Plan, params: SynthesisParams,
@@ -390,14 +396,15 @@ def pieces(model: LoadedModel, ref_audio: np.ndarray, plan: Plan, params: Synthe
             if progress is not None and made < len(plan.chunks):
                 progress(chunks_done=made, chunks=len(plan.chunks), audio_s=round(decoded / model.sample_rate, 2))
             while done in waves:
-                chunk = plan.chunks[done]
-                audio = fader.add(waves.pop(done))
+                chunk, wave = plan.chunks[done], waves.pop(done)
+                audio = fader.add(wave)
+                span = (start + fader.lead, start + fader.lead + len(wave))
                 if done == len(plan.chunks) - 1:
                     audio = np.concatenate([audio, fader.finish()])
                 if not np.isfinite(audio).all():  # never deliver NaN or infinity as audio
                     raise SynthesisError(
                         "The model produced invalid audio (NaN or infinite samples); the job was not completed.")
-                yield Piece(chunk.index, chunk.text, audio, start)
+                yield Piece(chunk.index, chunk.text, audio, start, span)
                 start, done = start + len(audio), done + 1
 
 

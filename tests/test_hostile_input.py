@@ -102,6 +102,8 @@ CASES = [
      "The voice is 601 s long; at most 600 s"),
     ("format-aac", {"text": "hi", "voice_base64": GOOD_VOICE, "output_format": "aac"},
      "output_format: input should be 'wav', 'flac', 'mp3', 'ogg', 'opus' or 'pcm'"),
+    ("captions-format-ass", {"text": "hi", "voice_base64": GOOD_VOICE, "captions_format": "ass"},
+     "captions_format: input should be 'srt' or 'vtt'"),
     ("stream-format-int", {"text": "hi", "voice_base64": GOOD_VOICE, "stream_format": 16},
      "stream_format: input should be 'pcm' or 'wav'"),
     ("stream-format-unstreamed", {"text": "hi", "voice_base64": GOOD_VOICE, "stream_format": "pcm"},

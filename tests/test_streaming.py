@@ -124,9 +124,18 @@ def test_pieces_of_a_cross_fade_join_to_the_whole_sample_for_sample(fade):
     rng = np.random.default_rng(fade)
     lengths = [5000, 50, 0, 3600, 7000, 10, 4000]  # some shorter than the fade, one empty
     waves = [rng.standard_normal(n).astype(np.float32) for n in lengths]
-    fader = synthesis.CrossFade(fade)
-    pieces = [fader.add(w) for w in waves] + [fader.finish()]
-    assert np.array_equal(np.concatenate(pieces), reference_cross_fade(waves, fade))
+    fader, pieces, spans, start = synthesis.CrossFade(fade), [], [], 0
+    for wave in waves:
+        pieces.append(fader.add(wave))
+        spans.append((start + fader.lead, start + fader.lead + len(wave)))  # as `pieces` places a chunk
+        start += len(pieces[-1])
+    pieces.append(fader.finish())
+    whole = np.concatenate(pieces)
+    assert np.array_equal(whole, reference_cross_fade(waves, fade))
+    for wave, (a, b) in zip(waves, spans):  # each wave lies in its span: exactly, where no fade touches it
+        assert 0 <= a <= b <= len(whole) and b - a == len(wave)
+        if fade == 0:
+            assert np.array_equal(whole[a:b], wave)
     assert np.array_equal(synthesis.cross_fade(waves, fade), reference_cross_fade(waves, fade))
 
 

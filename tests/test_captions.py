@@ -1,0 +1,164 @@
+"""Captions: one per chunk, timed to the sample in the returned audio (cross-fades and shortened
+pauses included), and the same as SRT or WebVTT files delivered beside the audio."""
+
+import base64
+import io
+import re
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import BUCKET, REF_TEXT, REF_WAV, job_dirs
+
+import audio_io
+import captions
+import loaded_model
+import model_cache
+import synthesis
+from runpod_handler import Worker
+from synthesis import SynthesisParams
+
+LONG = " ".join(f"Sentence number {n} of a text long enough to need several chunks." for n in range(6))
+VOICE = base64.b64encode(REF_WAV.read_bytes()).decode()
+
+
+def job(**fields):
+    return {"id": "captions-" + ("-".join(sorted(fields)) or "plain"),
+            "input": {"text": LONG, "voice_base64": VOICE, "ref_text": REF_TEXT, "nfe_step": 4, "seed": 2, **fields}}
+
+
+@pytest.mark.parametrize("fade", [0.0, 0.15])
+def test_each_caption_spans_its_chunks_audio_to_the_sample(monkeypatch, fade):
+    model = loaded_model.get_model()
+    reference, _ = sf.read(REF_WAV, dtype="float32")
+    params = SynthesisParams(nfe_step=4, seed=1, cross_fade_duration=fade)
+    plan = synthesis.plan_synthesis(model, len(reference), REF_TEXT, LONG, params, 4_000)
+    decoded, real = [], model.vocoder.decode
+    monkeypatch.setattr(model.vocoder, "decode", lambda mel: decoded.append(real(mel)) or decoded[-1])
+    result = synthesis.run(model, reference, plan, params)
+    order = [c.index for batch in plan.batches for c in batch]  # the order the chunks were decoded in
+    waves = {i: w.squeeze(0).numpy() for i, w in zip(order, decoded)}
+    n = int(fade * model.sample_rate)
+    assert len(result.spans) == len(plan.chunks) >= 3
+    for i, (start, end) in enumerate(result.spans):
+        wave = waves[i]
+        assert end - start == len(wave)
+        inner = slice(n if i else 0, len(wave) - (n if i < len(waves) - 1 else 0))  # outside the cross-fades
+        assert np.array_equal(result.audio[start:end][inner], wave[inner])
+    assert result.spans[0][0] == 0 and result.spans[-1][1] == len(result.audio)
+    assert all(b[0] == a[1] - n for a, b in zip(result.spans, result.spans[1:]))  # neighbours share the fade
+
+
+def test_cut_pauses_move_the_captions_with_the_audio():
+    rng = np.random.default_rng(0)
+    rate = 24_000
+    sound, pause = rng.uniform(-0.5, 0.5, rate).astype(np.float32), np.zeros(3 * rate, np.float32)
+    audio = np.concatenate([sound, pause, sound, pause, sound])
+    cuts = audio_io.long_pauses(audio, rate)
+    shorter = audio_io.without(audio, cuts)
+    assert len(cuts) == 2 and len(shorter) == len(audio) - sum(b - a for a, b in cuts)
+    assert np.array_equal(shorter, audio_io.shorten_silences(audio, rate))
+    for position in [0, rate - 1, rate + 10, 5 * rate, 7 * rate + 5, len(audio) - 1]:
+        if not any(a <= position < b for a, b in cuts):  # a kept sample is where the map says
+            assert shorter[audio_io.after_cuts(position, cuts)] == audio[position]
+    assert audio_io.after_cuts(len(audio), cuts) == len(shorter)
+
+
+SRT_CUE = re.compile(r"(\d+)\n(\d\d):(\d\d):(\d\d),(\d{3}) --> (\d\d):(\d\d):(\d\d),(\d{3})\n([^\n]+)\n")
+VTT_CUE = re.compile(r"(\d\d):(\d\d):(\d\d)\.(\d{3}) --> (\d\d):(\d\d):(\d\d)\.(\d{3})\n([^\n]+)\n")
+
+
+def seconds(h, m, s, ms):
+    return int(h) * 3600 + int(m) * 60 + int(s) + int(ms) / 1000
+
+
+def test_subtitle_files_are_strictly_formed_and_escape_what_would_break_them():
+    timed = [{"start_s": 0.0, "end_s": 1.5, "text": "Hello --> there"},
+             {"start_s": 3661.25, "end_s": 3662.0004, "text": "Fish & <chips>"}]
+    srt = captions.subtitles(timed, "srt")
+    cues = SRT_CUE.findall(srt)
+    assert "\n".join(SRT_CUE.sub("CUE", srt).split("\n")) == "CUE\nCUE"  # nothing but cues, one blank line apart
+    assert [c[0] for c in cues] == ["1", "2"] and cues[0][9] == "Hello -> there"
+    assert seconds(*cues[1][1:5]) == 3661.25 and seconds(*cues[1][5:9]) == 3662.0
+    vtt = captions.subtitles(timed, "vtt")
+    assert vtt.startswith("WEBVTT\n\n") and VTT_CUE.sub("CUE", vtt[8:]) == "CUE\nCUE"
+    assert VTT_CUE.findall(vtt)[1][8] == "Fish &amp; &lt;chips&gt;"
+
+
+def test_captions_come_with_every_result_and_a_subtitle_file_to_s3(s3):
+    out = Worker(model_cache.SETTINGS)(job(captions_format="srt"))
+    assert "error" not in out, out
+    caps = out["captions"]
+    assert len(caps) == out["chunks"] and " ".join(c["text"] for c in caps).split() == LONG.split()
+    assert caps[0]["start_s"] == 0 and caps[-1]["end_s"] == pytest.approx(out["duration_s"], abs=1e-3)
+    assert all(round((c["end_s"] - c["start_s"]) * 24_000) % 256 == 0 for c in caps)  # whole mel frames
+    key = out["captions_s3_key"]
+    assert key == f"output/{job(captions_format='srt')['id']}.srt" and "Signature" in out["captions_url"]
+    obj = s3.get_object(Bucket=BUCKET, Key=key)
+    assert obj["ContentType"] == "application/x-subrip"
+    cues = SRT_CUE.findall(obj["Body"].read().decode())
+    assert [c[9] for c in cues] == [c["text"] for c in caps]
+    assert [seconds(*c[1:5]) for c in cues] == [round(c["start_s"], 3) for c in caps]
+    assert "captions_text" not in out and job_dirs() == []
+
+
+def test_without_s3_the_subtitles_come_inline_and_to_the_local_folder():
+    out = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None}))(job(captions_format="vtt"))
+    assert "error" not in out, out
+    assert out["captions_text"].startswith("WEBVTT\n\n") and len(VTT_CUE.findall(out["captions_text"])) == out["chunks"]
+    with open(out["captions_local_path"], encoding="utf-8") as fh:
+        assert fh.read() == out["captions_text"]
+    audio, rate = sf.read(io.BytesIO(base64.b64decode(out["audio_base64"])))
+    assert out["captions"][-1]["end_s"] == pytest.approx(len(audio) / rate, abs=1e-5)
+
+
+def test_a_streamed_job_has_the_captions_of_its_pieces():
+    worker = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None, "stream": True}))
+    *pieces, done = worker.stream(job())
+    assert [c["text"] for c in done["captions"]] == [p["text"] for p in pieces]
+    assert done["captions"][-1]["end_s"] == pytest.approx(pieces[-1]["start_s"] + pieces[-1]["duration_s"], abs=2e-3)
+
+
+def test_an_unknown_captions_format_is_refused():
+    out = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None}))(job(captions_format="ass"))
+    assert out == {"error": "Invalid input: captions_format: input should be 'srt' or 'vtt'."}
+
+
+def test_shortened_pauses_move_the_captions(monkeypatch):
+    """The tiny model makes no pauses: one is declared in the second chunk, 0.5 s long."""
+    worker = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None}))
+    plain = worker(job())["captions"]
+    cut = round(plain[0]["end_s"] * 24_000) + 3000  # inside the second chunk, past the first one's end
+    monkeypatch.setattr(audio_io, "long_pauses", lambda audio, rate: [(cut, cut + 12_000)])
+    out = worker(job(remove_silence=True))
+    assert "error" not in out, out
+    moved = out["captions"]
+    assert moved[0] == plain[0] and moved[1]["start_s"] == plain[1]["start_s"]
+    assert moved[1]["end_s"] == pytest.approx(plain[1]["end_s"] - 0.5, abs=1e-6)
+    assert all(m["start_s"] == pytest.approx(p["start_s"] - 0.5, abs=1e-6) for m, p in zip(moved[2:], plain[2:]))
+    assert moved[-1]["end_s"] == pytest.approx(out["duration_s"], abs=1e-3)
+
+
+def test_a_failed_subtitle_upload_fails_the_job_and_leaves_no_local_copies(tmp_path):
+    from delivery import Delivery
+
+    class Storage:  # the audio goes up, the subtitle file does not
+        def upload(self, path, key, content_type):
+            if key.endswith(".srt"):
+                raise ConnectionError("connection reset")
+
+        def presign(self, key, expires):
+            return f"https://bucket.test/{key}?X-Amz-Signature=x"
+
+    settings = model_cache.SETTINGS.model_copy(update={"output_dir": tmp_path / "out", "write_local_output": True})
+    audio, text = tmp_path / "j.wav", tmp_path / "j.srt"
+    audio.write_bytes(b"RIFF" + bytes(100))
+    text.write_text("1\n00:00:00,000 --> 00:00:01,000\nHi\n")
+    with pytest.raises(ConnectionError):
+        Delivery(settings, Storage()).deliver(audio, "output/j.wav", "audio/wav", False,
+                                              (text, "output/j.srt", "application/x-subrip"))
+    assert list((tmp_path / "out").iterdir()) == []
+    out = Delivery(settings, None).deliver(audio, "output/j.wav", "audio/wav", False,
+                                           (text, "output/j.srt", "application/x-subrip"))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["j.srt", "j.wav"]
+    assert out["captions_text"] == text.read_text() and out["captions_local_path"].endswith("j.srt")
