@@ -144,7 +144,8 @@ def prepare_reference(audio: np.ndarray, rate: int, target_rate: int, clip_secon
 
 def long_pauses(audio: np.ndarray, rate: int, threshold: float = -50.0, max_silence: float = 1.0) -> list[tuple[int, int]]:
     """The (start, end) samples that shorten every pause longer than `max_silence` to
-    `max_silence` (f5-tts's remove_silence): the middle of each such pause."""
+    `max_silence` (f5-tts's remove_silence): the middle of each such pause, to take out with
+    `without` (and `after_cuts` for where a sample goes)."""
     n = int(rate * _WINDOW_S)
     keep = int(max_silence / _WINDOW_S) // 2
     return [((start + keep) * n, (end - keep) * n)
@@ -164,11 +165,6 @@ def without(audio: np.ndarray, cuts: list[tuple[int, int]]) -> np.ndarray:
 def after_cuts(position: int, cuts: list[tuple[int, int]]) -> int:
     """Where sample `position` lands once the `cuts` are taken out (a cut sample: where its cut was)."""
     return position - sum(min(end, position) - start for start, end in cuts if start < position)
-
-
-def shorten_silences(audio: np.ndarray, rate: int, threshold: float = -50.0, max_silence: float = 1.0) -> np.ndarray:
-    """Shorten every pause longer than `max_silence` to `max_silence` (f5-tts's remove_silence)."""
-    return without(audio, long_pauses(audio, rate, threshold, max_silence))
 
 
 def least_encoded_bytes(fmt: str, samples: int) -> int | None:

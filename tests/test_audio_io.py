@@ -86,7 +86,7 @@ def test_unreadable_and_too_long_audio_are_refused(tmp_path):
 
 def test_shorten_silences():
     audio = np.concatenate([tone(1), silence(3), tone(1), silence(0.5), tone(1)])
-    out = audio_io.shorten_silences(audio, RATE)
+    out = audio_io.without(audio, audio_io.long_pauses(audio, RATE))
     assert abs(len(out) / RATE - (1 + 1 + 1 + 0.5 + 1)) < 0.05
 
 

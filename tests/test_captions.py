@@ -57,7 +57,7 @@ def test_cut_pauses_move_the_captions_with_the_audio():
     cuts = audio_io.long_pauses(audio, rate)
     shorter = audio_io.without(audio, cuts)
     assert len(cuts) == 2 and len(shorter) == len(audio) - sum(b - a for a, b in cuts)
-    assert np.array_equal(shorter, audio_io.shorten_silences(audio, rate))
+    assert len(shorter) / rate == pytest.approx(1 + 1 + 1 + 1 + 1, abs=0.05)  # each 3 s pause now 1 s
     for position in [0, rate - 1, rate + 10, 5 * rate, 7 * rate + 5, len(audio) - 1]:
         if not any(a <= position < b for a, b in cuts):  # a kept sample is where the map says
             assert shorter[audio_io.after_cuts(position, cuts)] == audio[position]
