@@ -179,14 +179,15 @@ def least_encoded_bytes(fmt: str, samples: int) -> int | None:
     return None
 
 
-def encoded(audio: np.ndarray, rate: int, fmt: str) -> bytes:
-    """`audio` in `fmt`, in memory. 16-bit formats hold each sample as libsndfile rounds it, so
-    pieces encoded one by one hold the samples of the whole encoded at once."""
+def encoded(audio: np.ndarray, rate: int, fmt: str) -> memoryview:
+    """`audio` in `fmt`, in memory (a view of the buffer libsndfile wrote: no copy of a long
+    file). 16-bit formats hold each sample as libsndfile rounds it, so pieces encoded one by one
+    hold the samples of the whole encoded at once."""
     container, subtype, _ = FORMATS[fmt]
     out = io.BytesIO()
     endian = "LITTLE" if container == "RAW" else "FILE"  # a headerless file says nothing of its byte order
     sf.write(out, np.clip(audio, -1.0, 1.0), rate, format=container, subtype=subtype, endian=endian)
-    return out.getvalue()
+    return out.getbuffer()
 
 
 def encode_audio(audio: np.ndarray, rate: int, fmt: str, path: Path) -> str:

@@ -42,7 +42,7 @@ class Delivery:
         inline = self.storage is None or return_base64
         stored = []
         try:
-            key, url, local = self.store(path, key, content_type, stored)
+            url, local = self.store(path, key, content_type, stored)
             output = {"s3_key": key, "audio_url": url} if url else {}
             if inline:
                 output["audio_base64"] = base64.b64encode(path.read_bytes()).decode("ascii")
@@ -50,7 +50,7 @@ class Delivery:
                 output["local_path"] = str(local)
             if captions is not None:
                 text_path, text_key, text_type = captions
-                text_key, url, local = self.store(text_path, text_key, text_type, stored)
+                url, local = self.store(text_path, text_key, text_type, stored)
                 output.update({"captions_s3_key": text_key, "captions_url": url} if url else {})
                 if inline:
                     output["captions_text"] = text_path.read_text(encoding="utf-8")
@@ -62,8 +62,8 @@ class Delivery:
             raise
         return output
 
-    def store(self, path: Path, key: str, content_type: str, copies: list) -> tuple[str, str | None, Path | None]:
-        """The local copy (noted in `copies`), then the upload: (key, presigned URL or None, copy or None)."""
+    def store(self, path: Path, key: str, content_type: str, copies: list) -> tuple[str | None, Path | None]:
+        """The local copy (noted in `copies`), then the upload: (presigned URL or None, copy or None)."""
         s, url = self.settings, None
         local = self.copy_locally(path) if s.local_output_enabled else None
         if local is not None:
@@ -72,7 +72,7 @@ class Delivery:
         if self.storage is not None:
             self.storage.upload(path, key, content_type)
             url = self.storage.presign(key, s.s3_presign_expires)
-        return key, url, local
+        return url, local
 
     def copy_locally(self, path: Path) -> Path:
         """The result in OUTPUT_DIR, whole or not at all (through a temporary name)."""
