@@ -11,12 +11,15 @@ from errors import os_error
 FORMATS = {"srt": "application/x-subrip", "vtt": "text/vtt"}
 
 
-def timed(texts: list[str], spans: list[tuple[int, int]], rate: int) -> list[dict]:
-    """`{"start_s", "end_s", "text"}` per chunk; `spans` in samples. Times to the microsecond, so a
-    caption's span is its chunk's audio to the sample; neighbours overlap by their cross-fade,
-    where both sound."""
-    return [{"start_s": round(start / rate, 6), "end_s": round(end / rate, 6), "text": " ".join(text.split())}
-            for text, (start, end) in zip(texts, spans)]
+def timed(texts: list[str], spans: list[tuple[int, int]], rate: int, voices: list[str] | None = None) -> list[dict]:
+    """`{"start_s", "end_s", "text"}` per chunk, and its `voice` where `voices` names each chunk's;
+    `spans` in samples. Times to the microsecond, so a caption's span is its chunk's audio to the
+    sample; neighbours in one voice overlap by their cross-fade, where both sound."""
+    captions = [{"start_s": round(start / rate, 6), "end_s": round(end / rate, 6), "text": " ".join(text.split())}
+                for text, (start, end) in zip(texts, spans)]
+    for caption, voice in zip(captions, voices or []):
+        caption["voice"] = voice
+    return captions
 
 
 def subtitles(captions: list[dict], fmt: str) -> str:
@@ -27,6 +30,8 @@ def subtitles(captions: list[dict], fmt: str) -> str:
         text = caption["text"].replace("-->", "->")
         if fmt == "vtt":
             text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            if "voice" in caption:  # WebVTT's voice span; SRT has no speaker field, its text stays the chunk's
+                text = f"<v {caption['voice']}>{text}"
         times = f"{_clock(caption['start_s'], fmt)} --> {_clock(caption['end_s'], fmt)}"
         cues.append(f"{number}\n{times}\n{text}\n" if fmt == "srt" else f"{times}\n{text}\n")
     return ("WEBVTT\n\n" if fmt == "vtt" else "") + "\n".join(cues)

@@ -74,6 +74,10 @@ class Settings(BaseModel):
     output_dir: Path = Field(Path("output"), alias="OUTPUT_DIR")
     write_local_output: Optional[bool] = Field(None, alias="WRITE_LOCAL_OUTPUT")
     max_text_chars: int = Field(20_000, ge=1, le=1_000_000, alias="MAX_TEXT_CHARS")
+    #: A dialogue job's voices (each staged, decoded and transcribed), segments, and longest pause.
+    max_voices: int = Field(8, ge=1, le=64, alias="MAX_VOICES")
+    max_segments: int = Field(500, ge=1, le=100_000, alias="MAX_SEGMENTS")
+    max_pause_seconds: float = Field(10.0, ge=0, le=600, alias="MAX_PAUSE_SECONDS")
     max_voice_bytes: int = Field(50 * 1024 * 1024, ge=1024, alias="MAX_VOICE_BYTES")
     max_voice_seconds: float = Field(600.0, gt=0, alias="MAX_VOICE_SECONDS")
     min_voice_seconds: float = Field(1.0, ge=0.1, alias="MIN_VOICE_SECONDS")

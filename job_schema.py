@@ -1,5 +1,9 @@
 """The job contract: what `job["input"]` may hold, validated strictly (unknown fields, wrong
-types, NaN and out-of-range numbers are refused), with one clear sentence on failure."""
+types, NaN and out-of-range numbers are refused), with one clear sentence on failure.
+
+A job speaks `text` in one voice (the voice fields at the top level), or is a dialogue: `voices`
+by name, then `segments` (one voice each) or `text` with `[name]` tags, as f5-tts's CLI reads them.
+"""
 
 from __future__ import annotations
 
@@ -10,38 +14,33 @@ from typing import Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from config import MAX_TRANSCRIPT_CHARS, Settings
-from errors import InvalidInput, LimitExceeded
+from errors import InvalidInput, LimitExceeded, preview
 from voices import check_voice_name
 
 MAX_SEED = 2**31 - 1
 LANGUAGE = re.compile(r"[A-Za-z][A-Za-z ]{1,31}")
+#: A voice's name in a dialogue: a key of `voices`, a segment's `voice`, a `[tag]` in the text.
+SPEAKER = re.compile(r"[A-Za-z0-9_-]{1,32}")
+TAG = re.compile(r"\[([A-Za-z0-9_-]{1,32})\]")
+VOICE_SOURCES = ("voice_name", "voice_url", "voice_base64")
+STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, str_strip_whitespace=True)
 
 
-class JobInput(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, str_strip_whitespace=True)
+def _speakable(text: str) -> bool:
+    return any(ch.isalnum() for ch in text)
 
-    text: str = Field(min_length=1)
+
+class VoiceInput(BaseModel):
+    """One voice: a recording (exactly one source), what it says, its language, its speed."""
+
+    model_config = STRICT
+
     voice_name: Optional[str] = Field(None, min_length=1, max_length=200)
     voice_url: Optional[str] = Field(None, min_length=1, max_length=4096)
     voice_base64: Optional[str] = Field(None, min_length=1)
     ref_text: Optional[str] = Field(None, max_length=MAX_TRANSCRIPT_CHARS)
     language: Optional[str] = Field(None, max_length=32)
-
-    speed: float = Field(1.0, ge=0.3, le=3.0)
-    nfe_step: int = Field(32, ge=4, le=128)
-    cfg_strength: float = Field(2.0, ge=0.0, le=10.0)
-    sway_sampling_coef: float = Field(-1.0, ge=-1.0, le=1.0)
-    cross_fade_duration: float = Field(0.15, ge=0.0, le=2.0)
-    target_rms: float = Field(0.1, gt=0.0, le=1.0)
-    seed: Optional[int] = Field(None, ge=0, le=MAX_SEED)
-    remove_silence: bool = False
-
-    output_format: Literal["wav", "flac", "mp3", "ogg", "opus", "pcm"] = "wav"
-    return_base64: bool = False
-    #: A subtitle file of the captions, delivered beside the audio.
-    captions_format: Optional[Literal["srt", "vtt"]] = None
-    #: Each streamed piece's encoding (a worker with STREAM on): raw 16-bit PCM or a playable WAV.
-    stream_format: Literal["pcm", "wav"] = "wav"
+    speed: Optional[float] = Field(None, ge=0.3, le=3.0)  # None: the job's
 
     @field_validator("voice_name")
     @classmethod
@@ -63,25 +62,119 @@ class JobInput(BaseModel):
     @field_validator("ref_text")
     @classmethod
     def _spoken(cls, value):
-        if value and not any(ch.isalnum() for ch in value):  # blank means: transcribe it
+        if value and not _speakable(value):  # blank means: transcribe it
             raise ValueError("has no letters or digits: send the words spoken in the reference, or leave it out "
                              "to have it transcribed")
         return value
 
     @model_validator(mode="after")
-    def _one_voice(self) -> "JobInput":
-        given = [n for n in ("voice_name", "voice_url", "voice_base64") if getattr(self, n) is not None]
+    def _checked(self) -> "VoiceInput":
+        self.check_source()
+        return self
+
+    def check_source(self) -> None:
+        given = [n for n in VOICE_SOURCES if getattr(self, n) is not None]
         if len(given) != 1:
             raise ValueError(
-                "give exactly one of voice_name, voice_url, voice_base64"
-                + (f" (got {', '.join(given)})" if given else "")
+                "give exactly one of voice_name, voice_url, voice_base64" + (f" (got {', '.join(given)})" if given else "")
             )
-        if not any(ch.isalnum() for ch in self.text):
-            raise ValueError("text has nothing to speak (no letters or digits)")
+
+
+class SegmentInput(BaseModel):
+    """One turn of a dialogue: text in one of the job's voices."""
+
+    model_config = STRICT
+
+    voice: str = Field(min_length=1, max_length=32)
+    text: str = Field(min_length=1)
+    speed: Optional[float] = Field(None, ge=0.3, le=3.0)  # None: the voice's
+    #: Seconds of silence after this segment (at most MAX_PAUSE_SECONDS, checked with the settings).
+    pause_after: float = Field(0.0, ge=0.0)
+
+    @field_validator("text")
+    @classmethod
+    def _has_words(cls, value):
+        if not _speakable(value):
+            raise ValueError("has nothing to speak (no letters or digits)")
+        return value
+
+
+class JobInput(VoiceInput):
+    text: Optional[str] = Field(None, min_length=1)
+    voices: Optional[dict[str, VoiceInput]] = None
+    segments: Optional[list[SegmentInput]] = None
+
+    speed: float = Field(1.0, ge=0.3, le=3.0)  # a voice's or a segment's own speed goes before it
+    nfe_step: int = Field(32, ge=4, le=128)
+    cfg_strength: float = Field(2.0, ge=0.0, le=10.0)
+    sway_sampling_coef: float = Field(-1.0, ge=-1.0, le=1.0)
+    cross_fade_duration: float = Field(0.15, ge=0.0, le=2.0)
+    target_rms: float = Field(0.1, gt=0.0, le=1.0)
+    seed: Optional[int] = Field(None, ge=0, le=MAX_SEED)
+    remove_silence: bool = False
+
+    output_format: Literal["wav", "flac", "mp3", "ogg", "opus", "pcm"] = "wav"
+    return_base64: bool = False
+    #: A subtitle file of the captions, delivered beside the audio.
+    captions_format: Optional[Literal["srt", "vtt"]] = None
+    #: Each streamed piece's encoding (a worker with STREAM on): raw 16-bit PCM or a playable WAV.
+    stream_format: Literal["pcm", "wav"] = "wav"
+
+    @model_validator(mode="after")
+    def _checked(self) -> "JobInput":
+        if self.voices is None:
+            if self.segments is not None:
+                raise ValueError("segments needs voices: the voices its segments name")
+            if self.text is None:
+                raise ValueError("text: field required")
+            self.check_source()
+            if not _speakable(self.text):
+                raise ValueError("text has nothing to speak (no letters or digits)")
+            return self
+        top = [n for n in (*VOICE_SOURCES, "ref_text", "language") if getattr(self, n) is not None]
+        if top:
+            raise ValueError(f"with voices, give {', '.join(top)} inside each voice, not beside them")
+        if not self.voices:
+            raise ValueError("voices is empty: give at least one voice")
+        for name in self.voices:
+            if not SPEAKER.fullmatch(name):
+                raise ValueError(f"voices: '{preview(name)}' is not a voice name (1 to 32 letters, digits, '_' or '-')")
+        if (self.text is None) == (self.segments is None):
+            raise ValueError("with voices, give either segments or text with [voice] tags")
+        if self.segments is not None and not self.segments:
+            raise ValueError("segments is empty: give at least one")
+        self.script()  # tags and voice names are checked now, before any work
         return self
+
+    def script(self) -> list[SegmentInput]:
+        """A dialogue's segments: as given, or read from the tagged text ("[alice] Hi. [bob] Hello!")."""
+        segments = self.segments if self.segments is not None else _read_tags(self.text)
+        for n, segment in enumerate(segments):
+            if segment.voice not in self.voices:
+                where = f"segments.{n}.voice" if self.segments is not None else f"text: the tag [{segment.voice}]"
+                raise ValueError(f"{where} names no voice of voices ({', '.join(self.voices)})")
+        return segments
+
+    def text_chars(self) -> int:
+        return len(self.text) if self.text is not None else sum(len(s.text) for s in self.segments)
 
     def resolved_seed(self) -> int:
         return self.seed if self.seed is not None else secrets.randbelow(MAX_SEED + 1)
+
+
+def _read_tags(text: str) -> list[SegmentInput]:
+    parts = TAG.split(text)  # the text before the first tag, then each tag's name and its text
+    if len(parts) == 1:
+        raise ValueError("text: with voices, the text needs [voice] tags, such as '[alice] Hello. [bob] Hi!'")
+    if parts[0].strip():
+        raise ValueError(f"text: '{preview(parts[0].strip())}' comes before the first [voice] tag; "
+                         "begin the text with one, such as '[alice] Hello.'")
+    segments = []
+    for name, said in zip(parts[1::2], parts[2::2]):
+        if not _speakable(said):
+            raise ValueError(f"text: the tag [{name}] has no text to speak after it")
+        segments.append(SegmentInput(voice=name, text=said.strip()))
+    return segments
 
 
 def _sentence(exc: ValidationError) -> str:
@@ -98,12 +191,32 @@ def _sentence(exc: ValidationError) -> str:
 def parse_job_input(raw, settings: Settings) -> JobInput:
     if not isinstance(raw, dict):
         raise InvalidInput("Invalid input: the job's input must be a JSON object.")
+    # Counted before validation: a payload of a million voices, segments or tags is refused
+    # before any of them is read.
+    for field, limit, setting in (("voices", settings.max_voices, "MAX_VOICES"),
+                                  ("segments", settings.max_segments, "MAX_SEGMENTS")):
+        given = raw.get(field)
+        if isinstance(given, (dict, list)) and len(given) > limit:
+            raise LimitExceeded(f"{field} has {len(given)} entries; at most {limit} are accepted per job ({setting}).")
+    text = raw.get("text")
+    if isinstance(text, str) and raw.get("voices") is not None:
+        tags = sum(1 for _ in TAG.finditer(text))
+        if tags > settings.max_segments:
+            raise LimitExceeded(f"text has {tags} [voice] tags; at most {settings.max_segments} segments are "
+                                "accepted per job (MAX_SEGMENTS).")
     try:
         job = JobInput.model_validate(raw)
     except ValidationError as exc:
         raise InvalidInput(_sentence(exc)) from None
-    if len(job.text) > settings.max_text_chars:
-        raise LimitExceeded(f"text is {len(job.text)} characters; at most {settings.max_text_chars} are accepted.")
+    chars = job.text_chars()
+    if chars > settings.max_text_chars:
+        what = "text is" if job.segments is None else "the segments' texts are"
+        raise LimitExceeded(f"{what} {chars} characters; at most {settings.max_text_chars} are accepted.")
+    if job.voices is not None:
+        for n, segment in enumerate(job.script()):
+            if segment.pause_after > settings.max_pause_seconds:
+                raise LimitExceeded(f"segments.{n}.pause_after is {segment.pause_after:g} s; at most "
+                                    f"{settings.max_pause_seconds:g} s is accepted (MAX_PAUSE_SECONDS).")
     if "stream_format" in job.model_fields_set and not settings.stream:
         raise InvalidInput("Invalid input: stream_format: this worker does not stream (its STREAM setting is off); "
                            "leave it out, or send the job to a streaming endpoint.")

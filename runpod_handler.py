@@ -4,8 +4,9 @@
     python runpod_handler.py --test_input '{...}'  # one local job
     python runpod_handler.py --rp_serve_api        # local HTTP API: POST /runsync, /run
 
-The path of a job: validate -> job directory -> stage the voice -> prepare the reference ->
-synthesize -> encode -> deliver (S3 or inline) -> remove the job directory. With STREAM on, the
+The path of a job: validate -> job directory -> stage the voice (each voice of a dialogue, once)
+-> prepare the reference -> synthesize -> encode -> deliver (S3 or inline) -> remove the job
+directory. With STREAM on, the
 handler is a generator: each piece of audio goes out as it is made, the whole result last.
 """
 
@@ -23,7 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from functools import cached_property, partial
 from pathlib import Path
 
@@ -35,8 +36,8 @@ import loaded_model
 import voices
 from config import Settings
 from delivery import Delivery
-from errors import to_runpod_result
-from job_schema import JobInput, parse_job_input
+from errors import JobError, to_runpod_result
+from job_schema import JobInput, VoiceInput, parse_job_input
 from scratch import job_directory, sweep_job_directories
 import synthesis
 from synthesis import SynthesisParams
@@ -102,23 +103,33 @@ class Worker:
         s = self.settings
         job = parse_job_input(raw_input, s)
         seed = job.resolved_seed()
-        log.info("job %s: %d characters, voice from %s%s", job_id, len(job.text),
-                 "name" if job.voice_name else "url" if job.voice_url else "base64", ", streamed" if stream else "")
+        names, lines = script(job)
+        log.info("job %s: %d characters, %s%s", job_id, job.text_chars(),
+                 f"{len(names)} voices in {len(lines)} segments" if job.voices else "voice from " + source(job),
+                 ", streamed" if stream else "")
         timings = {}
         with job_directory(s.job_tmp_dir, job_id, s.min_free_disk_mb) as job_dir:
             t = time.perf_counter()
-            voice = self.stage_voice(job, job_dir)
+            staged = []
+            for n, name in enumerate(names):  # each voice once, however many segments speak in it
+                spec = job if name is None else job.voices[name]
+                with voice_named(name):
+                    voice = self.stage_voice(spec, job_dir if name is None else job_dir / f"voice-{n}")
+                    staged.append((voice, *audio_io.read_audio(voice.path, s.max_voice_seconds,
+                                                               keep_seconds=s.ref_clip_seconds + 1)))
             timings["download"] = time.perf_counter() - t
 
-            audio, rate = audio_io.read_audio(voice.path, s.max_voice_seconds, keep_seconds=s.ref_clip_seconds + 1)
             t = time.perf_counter()
             model = loaded_model.get_model()
             timings["model"] = time.perf_counter() - t
-            reference = audio_io.prepare_reference(audio, rate, model.sample_rate, s.ref_clip_seconds,
-                                                   s.min_voice_seconds)
-            t = time.perf_counter()
-            transcript = self.transcripts.find(job.ref_text, job.language, voice, reference, model.sample_rate,
-                                               self.storage)
+            references, transcripts, t = [], [], time.perf_counter()
+            for name, (voice, audio, rate) in zip(names, staged):
+                spec = job if name is None else job.voices[name]
+                with voice_named(name):
+                    references.append(audio_io.prepare_reference(audio, rate, model.sample_rate, s.ref_clip_seconds,
+                                                                 s.min_voice_seconds))
+                    transcripts.append(self.transcripts.find(spec.ref_text, spec.language, voice, references[-1],
+                                                             model.sample_rate, self.storage))
             timings["transcript"] = time.perf_counter() - t
 
             t = time.perf_counter()
@@ -126,30 +137,36 @@ class Worker:
                 nfe_step=job.nfe_step, cfg_strength=job.cfg_strength, sway_sampling_coef=job.sway_sampling_coef,
                 speed=job.speed, cross_fade_duration=job.cross_fade_duration, target_rms=job.target_rms, seed=seed,
             )
-            plan = synthesis.plan_synthesis(model, len(reference), transcript.text, job.text, params,
-                                            s.max_batch_frames, s.max_output_seconds, stream=stream)
+            refs = [(len(r), tr.text) for r, tr in zip(references, transcripts)]
+            plan = synthesis.plan_lines(model, refs, lines, params, s.max_batch_frames, s.max_output_seconds,
+                                        stream=stream)
+            speakers = [names[c.voice] for c in plan.chunks] if job.voices else None
             least = audio_io.least_encoded_bytes(job.output_format, plan.samples)
             if least is not None and not job.remove_silence:  # refuse now, not after the work
                 self.delivery.check_inline_size(job.return_base64, least, planned=True)
             if stream:
                 made, spans = [], []
                 # closed at once on a failure here: the sampling stops and the model is free again
-                with closing(synthesis.stream(model, reference, plan, params)) as pieces:
+                with closing(synthesis.stream(model, references, plan, params)) as pieces:
                     for piece in pieces:
                         made.append(piece.audio)
                         spans.append(piece.span)
-                        item = piece_item(piece, model.sample_rate, job.stream_format)
+                        item = piece_item(piece, model.sample_rate, job.stream_format,
+                                          speakers[piece.index] if speakers else None)
                         timings.setdefault("first_audio", time.perf_counter() - started)
                         yield item
                 wave = np.concatenate(made)
             else:
-                result = synthesis.run(model, reference, plan, params, progress)
+                result = synthesis.run(model, references, plan, params, progress)
                 wave, spans = result.audio, result.spans
             if job.remove_silence:
-                cuts = audio_io.long_pauses(wave, model.sample_rate)
+                # the pauses a dialogue asks for are kept whole
+                asked = [(end, end + c.pause_after) for c, (_, end) in zip(plan.chunks, spans) if c.pause_after]
+                cuts = [cut for cut in audio_io.long_pauses(wave, model.sample_rate)
+                        if not any(cut[0] < b and a < cut[1] for a, b in asked)]
                 wave = audio_io.without(wave, cuts)
                 spans = [(audio_io.after_cuts(a, cuts), audio_io.after_cuts(b, cuts)) for a, b in spans]
-            timed = captions.timed([c.text for c in plan.chunks], spans, model.sample_rate)
+            timed = captions.timed([c.text for c in plan.chunks], spans, model.sample_rate, speakers)
             timings["synthesis"] = time.perf_counter() - t
 
             t = time.perf_counter()
@@ -166,7 +183,8 @@ class Worker:
             key = f"{s.s3_output_prefix}{job_id}.{job.output_format}"
             output = self.delivery.deliver(out_path, key, content_type, job.return_base64, subtitles)
             timings["upload"] = time.perf_counter() - t
-            self.transcripts.keep(transcript, self.storage)  # only now: a failed job leaves no transcript behind
+            for transcript in transcripts:  # only now: a failed job leaves no transcript behind
+                self.transcripts.keep(transcript, self.storage)
 
         duration = len(wave) / model.sample_rate
         timings["total"] = time.perf_counter() - started
@@ -176,8 +194,9 @@ class Worker:
             format=job.output_format,
             seed=seed,
             model=model.files.name,
-            ref_text=transcript.text,
-            ref_text_source=transcript.source,
+            **({"voices": {name: {"ref_text": tr.text, "ref_text_source": tr.source}
+                           for name, tr in zip(names, transcripts)}, "segments": len(lines)} if job.voices else
+               {"ref_text": transcripts[0].text, "ref_text_source": transcripts[0].source}),
             chunks=len(plan.chunks),
             batches=len(plan.batches),
             captions=timed,
@@ -189,19 +208,51 @@ class Worker:
                  f"; first audio at {timings['first_audio']:.2f} s" if stream else "")
         yield {"type": "done", **output} if stream else output
 
-    def stage_voice(self, job: JobInput, job_dir: Path) -> voices.StagedVoice:
-        if job.voice_name is not None:
-            return voices.from_s3(self.storage, self.settings, job.voice_name, job_dir)
-        if job.voice_url is not None:
-            return voices.from_url(job.voice_url, self.settings, job_dir)
-        return voices.from_base64(job.voice_base64, self.settings, job_dir)
+    def stage_voice(self, voice: VoiceInput, folder: Path) -> voices.StagedVoice:
+        folder.mkdir(exist_ok=True)
+        if voice.voice_name is not None:
+            return voices.from_s3(self.storage, self.settings, voice.voice_name, folder)
+        if voice.voice_url is not None:
+            return voices.from_url(voice.voice_url, self.settings, folder)
+        return voices.from_base64(voice.voice_base64, self.settings, folder)
 
 
-def piece_item(piece: synthesis.Piece, rate: int, fmt: str) -> dict:
+def script(job: JobInput) -> tuple[list[str | None], list[synthesis.Line]]:
+    """The voices a job speaks in, in order of first use (None: the single voice of a job without
+    `voices`), and its lines, each naming its voice by place in that list."""
+    if job.voices is None:
+        return [None], [synthesis.Line(job.text)]
+    names: list[str | None] = []
+    lines = []
+    for segment in job.script():
+        if segment.voice not in names:
+            names.append(segment.voice)
+        speed = segment.speed if segment.speed is not None else job.voices[segment.voice].speed
+        lines.append(synthesis.Line(segment.text, names.index(segment.voice), speed, segment.pause_after))
+    return names, lines
+
+
+def source(voice: VoiceInput) -> str:
+    return "name" if voice.voice_name else "url" if voice.voice_url else "base64"
+
+
+@contextmanager
+def voice_named(name: str | None):
+    """A dialogue's voice that fails says which it is: `voices.<name>: <why>`."""
+    try:
+        yield
+    except JobError as exc:
+        if name is not None:
+            exc.message = f"voices.{name}: {exc.message}"
+        raise
+
+
+def piece_item(piece: synthesis.Piece, rate: int, fmt: str, voice: str | None = None) -> dict:
     """One streamed piece, as the caller reads it from /stream."""
     return {
         "type": "audio",
         "index": piece.index,
+        **({"voice": voice} if voice is not None else {}),
         "text": piece.text,
         "start_s": round(piece.start / rate, 3),
         "duration_s": round(len(piece.audio) / rate, 3),

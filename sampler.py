@@ -170,7 +170,7 @@ def _euler_graphed(flow: _Flow, y: torch.Tensor, dts: torch.Tensor) -> torch.Ten
 
 def sample(
     cfm,
-    ref_wave: torch.Tensor,
+    ref_wave: torch.Tensor | list[torch.Tensor],
     text: list[str],
     duration: torch.Tensor,
     *,
@@ -182,22 +182,25 @@ def sample(
     blocks=None,
 ) -> tuple[torch.Tensor, list[int]]:
     """Mel frames (batch x frames x mels, float32) for `text` (one string per row) spoken in the
-    voice of `ref_wave` (batch x samples), as `CFM.sample(ref_wave, text, duration, steps=...,
-    ...)` would make them, and each row's length in frames (reference included): `duration`,
-    lengthened as CFM.sample lengthens it; frames past a row's length are padding. `blocks`: the
-    network's blocks to run (compiled ones, say); the model's own by default."""
+    voice of `ref_wave` (batch x samples, or one wave per row: references of different lengths),
+    as `CFM.sample(ref_mels, text, duration, lens=ref_frames, steps=...)` would make them, and
+    each row's length in frames (its reference included): `duration`, lengthened as CFM.sample
+    lengthens it; frames past a row's length are padding. `blocks`: the network's blocks to run
+    (compiled ones, say); the model's own by default."""
     from f5_tts.model.utils import lens_to_mask, list_str_to_idx
 
-    net, dtype, device = cfm.transformer, next(cfm.parameters()).dtype, ref_wave.device
-    cond = cfm.mel_spec(ref_wave).permute(0, 2, 1).to(dtype)
-    batch, ref_frames = cond.shape[:2]
+    net, dtype = cfm.transformer, next(cfm.parameters()).dtype
+    refs = reference_mels(cfm, ref_wave)
+    device = refs[0].device
+    batch, ref_lens = len(refs), [len(r) for r in refs]
     text_ids = list_str_to_idx(text, cfm.vocab_char_map).to(device)
-    lens = torch.full((batch,), ref_frames, device=device, dtype=torch.long)
-    lengths = [min(row_length(len(t), ref_frames, d), MAX_FRAMES) for t, d in zip(text, duration.tolist())]
+    lengths = [min(row_length(len(t), r, d), MAX_FRAMES) for t, r, d in zip(text, ref_lens, duration.tolist())]
     duration = torch.tensor(lengths, device=device)
     frames = max(lengths)
-    cond = F.pad(cond, (0, 0, 0, frames - ref_frames))
-    cond_mask = F.pad(lens_to_mask(lens), (0, frames - ref_frames), value=False).unsqueeze(-1)
+    cond = torch.nn.utils.rnn.pad_sequence(refs, batch_first=True).to(dtype)
+    cond = F.pad(cond, (0, 0, 0, frames - cond.shape[1]))
+    lens = torch.tensor(ref_lens, device=device, dtype=torch.long)
+    cond_mask = lens_to_mask(lens, length=frames).unsqueeze(-1)
     step_cond = torch.where(cond_mask, cond, torch.zeros_like(cond))
     mask = lens_to_mask(duration) if batch > 1 else None
 
@@ -215,3 +218,16 @@ def sample(
     graphed = cuda_graph and device.type == "cuda" and steps > 1
     y = _euler_graphed(flow, y, dts) if graphed else _euler_eager(flow, y, dts)
     return torch.where(cond_mask, cond.float(), y), lengths
+
+
+def reference_mels(cfm, ref_wave: torch.Tensor | list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each row's reference as mel frames (frames x mels). A batch tensor goes through the mel
+    transform in one call; a list, one call per distinct wave (rows of one voice share it), each
+    on its own samples: padding a shorter wave would change its last frames."""
+    if isinstance(ref_wave, torch.Tensor):
+        return list(cfm.mel_spec(ref_wave).permute(0, 2, 1))
+    mels: dict[int, torch.Tensor] = {}
+    for wave in ref_wave:
+        if id(wave) not in mels:
+            mels[id(wave)] = cfm.mel_spec(wave.reshape(1, -1)).permute(0, 2, 1)[0]
+    return [mels[id(wave)] for wave in ref_wave]

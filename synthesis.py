@@ -1,4 +1,5 @@
-"""Text + reference audio -> speech, with the loaded F5-TTS model.
+"""Text + reference audio -> speech, with the loaded F5-TTS model; or lines of text, each in one
+of several voices (a dialogue), planned and batched together.
 
 Long text is split into chunks the way f5-tts splits it (except that a sentence too long for
 one chunk is cut at spaces, where f5-tts keeps it whole), but the chunks are not run one
@@ -38,10 +39,25 @@ class SynthesisParams:
 
 
 @dataclass(frozen=True)
+class Line:
+    """Text in one voice: a whole single-voice job, or one segment of a dialogue."""
+
+    text: str
+    voice: int = 0  # which reference
+    speed: float | None = None  # None: the job's
+    pause_after: float = 0.0  # seconds of silence after it
+
+
+@dataclass(frozen=True)
 class Chunk:
     index: int
     text: str
     frames: int  # total frames to sample: reference + generated
+    voice: int = 0  # which reference
+    line: int = 0  # which line of the job it is part of
+    #: Cross-faded into the next chunk: the same voice follows with no pause between.
+    fade_after: bool = False
+    pause_after: int = 0  # samples of silence after this chunk's audio
 
 
 @dataclass(frozen=True)
@@ -186,6 +202,8 @@ def plan_chunks(ref_text: str, ref_samples: int, text: str, speed: float, sample
 #: f5-tts's attention does not mask padding (masking it would make SDPA materialise a
 #: batch x heads x n x n mask), so padding frames are seen by the shorter rows; bounding
 #: the padding bounds how far a batched row can drift from the same chunk sampled alone.
+#: A chunk's frames count its own reference's too: in a dialogue the padding of a row is still
+#: the batch's longest row less this one, whatever the references' lengths.
 MIN_BATCH_FILL = 0.8
 
 
@@ -273,8 +291,8 @@ class Plan:
     chunks: list[Chunk]
     tokens: list[list[str]]  # reference transcript + chunk, as the model's vocabulary reads them
     batches: list[list[Chunk]]
-    ref_frames: int
-    samples: int  # of output audio: each chunk's frames less the reference's, less the cross-fades
+    ref_frames: list[int]  # of each voice's reference
+    samples: int  # of output audio: the chunks' frames less their references', less the cross-fades, with the pauses
 
 
 def plan_synthesis(
@@ -290,20 +308,50 @@ def plan_synthesis(
     """Chunk, size and batch `text` for a reference of `ref_samples`, refusing what is over a
     limit (MAX_OUTPUT_SECONDS, the model's longest row, the memory budget) before any work.
     `stream`: planned for the first audio (`split_lead`, `plan_stream_batches`)."""
+    return plan_lines(model, [(ref_samples, ref_text)], [Line(text)], params, max_batch_frames, max_output_seconds,
+                      stream)
+
+
+def plan_lines(
+    model: LoadedModel,
+    refs: list[tuple[int, str]],
+    lines: list[Line],
+    params: SynthesisParams,
+    max_batch_frames: int,
+    max_output_seconds: float = float("inf"),
+    stream: bool = False,
+) -> Plan:
+    """`plan_synthesis` for lines in several voices (`refs`: each voice's reference length in
+    samples and its transcript). Each line is chunked at its own voice's speaking rate, and the
+    chunks of all voices are batched together; a chunk is cross-faded into the next only within
+    one voice's run of lines without a pause."""
     from f5_tts.model.utils import convert_char_to_pinyin
 
     import sampler
 
-    ref_text = normalise_ref_text(ref_text)
-    chunks = plan_chunks(ref_text, ref_samples, text, params.speed, model.sample_rate, model.hop_length, stream)
-    if len(ref_text[-1].encode("utf-8")) == 1:
-        ref_text += " "
-    ref_frames = ref_samples // model.hop_length
-    tokens = convert_char_to_pinyin([ref_text + c.text for c in chunks])
+    rate, hop = model.sample_rate, model.hop_length
+    ref_texts = [normalise_ref_text(text) for _, text in refs]
+    chunks: list[Chunk] = []
+    for n, line in enumerate(lines):
+        ref_samples, ref_text = refs[line.voice][0], ref_texts[line.voice]
+        speed = params.speed if line.speed is None else line.speed
+        made = plan_chunks(ref_text, ref_samples, line.text, speed, rate, hop, stream and n == 0)
+        pause = round(line.pause_after * rate)
+        run_on = n + 1 < len(lines) and lines[n + 1].voice == line.voice and pause == 0
+        for k, chunk in enumerate(made):
+            last = k == len(made) - 1
+            chunks.append(replace(chunk, index=len(chunks), voice=line.voice, line=n,
+                                  fade_after=not last or run_on, pause_after=pause if last else 0))
+    # As plan_chunks counts it: a transcript ending in a one-byte character is followed by a space.
+    ref_texts = [t + " " if len(t[-1].encode("utf-8")) == 1 else t for t in ref_texts]
+    ref_frames = [samples // hop for samples, _ in refs]
+    tokens = convert_char_to_pinyin([ref_texts[c.voice] + c.text for c in chunks])
     # The sampler lengthens a row to hold its text: plan with those lengths.
-    chunks = [replace(c, frames=sampler.row_length(len(t), ref_frames, c.frames)) for c, t in zip(chunks, tokens)]
-    lengths = [(c.frames - ref_frames) * model.hop_length for c in chunks]  # each chunk's samples
-    planned = sum(lengths) / model.sample_rate
+    chunks = [replace(c, frames=sampler.row_length(len(t), ref_frames[c.voice], c.frames))
+              for c, t in zip(chunks, tokens)]
+    lengths = [(c.frames - ref_frames[c.voice]) * hop for c in chunks]  # each chunk's samples
+    pauses = sum(c.pause_after for c in chunks)
+    planned = (sum(lengths) + pauses) / rate
     if planned > max_output_seconds:
         raise LimitExceeded(
             f"The text would make about {planned:.0f} s of audio; at most {max_output_seconds:.0f} s is allowed "
@@ -320,8 +368,9 @@ def plan_synthesis(
             f"One chunk of the text needs {longest} mel frames in one sampling call, over the memory budget "
             f"(MAX_BATCH_FRAMES={max_batch_frames}); check that ref_text is the transcript of the reference."
         )
-    fade = int(params.cross_fade_duration * model.sample_rate)
-    samples = sum(lengths) - sum(min(fade, a, b) for a, b in zip(lengths, lengths[1:]))
+    fade = int(params.cross_fade_duration * rate)
+    faded = sum(min(fade, a, b) for a, b, c in zip(lengths, lengths[1:], chunks) if c.fade_after)
+    samples = sum(lengths) - faded + pauses
     batches = plan_stream_batches(chunks, max_batch_frames) if stream else plan_batches(chunks, max_batch_frames)
     return Plan(chunks, tokens, batches, ref_frames, samples)
 
@@ -340,7 +389,7 @@ def synthesize(
     return run(model, ref_audio, plan, params)
 
 
-def run(model: LoadedModel, ref_audio: np.ndarray, plan: Plan, params: SynthesisParams,
+def run(model: LoadedModel, ref_audio: np.ndarray | list[np.ndarray], plan: Plan, params: SynthesisParams,
         progress: Callable[..., None] | None = None) -> SynthesisResult:
     """All of `plan`'s audio. After each batch but the last, `progress(chunks_done=, chunks=,
     audio_s=)` (seconds made so far, before cross-fades): the last one's news is the result itself."""
@@ -349,22 +398,24 @@ def run(model: LoadedModel, ref_audio: np.ndarray, plan: Plan, params: Synthesis
     return SynthesisResult(audio, model.sample_rate, len(plan.chunks), len(plan.batches), [p.span for p in made])
 
 
-def pieces(model: LoadedModel, ref_audio: np.ndarray, plan: Plan, params: SynthesisParams,
+def pieces(model: LoadedModel, ref_audio: np.ndarray | list[np.ndarray], plan: Plan, params: SynthesisParams,
            progress: Callable[..., None] | None = None) -> Iterator[Piece]:
-    """Sample `plan`'s batches in order, decode each chunk, and give out the cross-faded audio
-    in reading order as soon as a chunk and all before it are decoded. Joined, the pieces are
-    `cross_fade` of the chunks' audio. The model is held until the last piece is taken or the
+    """Sample `plan`'s batches in order, decode each chunk, and give out the audio in reading
+    order as soon as a chunk and all before it are decoded. `ref_audio`: the reference, or one
+    per voice of the plan. Joined, the pieces are `cross_fade` of each voice's runs of chunks,
+    runs and pauses put end to end. The model is held until the last piece is taken or the
     generator is closed."""
     import torch
 
     import sampler
 
-    ref = torch.from_numpy(np.ascontiguousarray(ref_audio, dtype=np.float32))[None, :]
-    rms = float(torch.sqrt(torch.mean(torch.square(ref))))
-    quiet = 0 < rms < params.target_rms
-    if quiet:
-        ref = ref * (params.target_rms / rms)
-    ref = ref.to(model.device)
+    refs, gains = [], []
+    for audio in [ref_audio] if isinstance(ref_audio, np.ndarray) else ref_audio:
+        ref = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None, :]
+        rms = float(torch.sqrt(torch.mean(torch.square(ref))))
+        quiet = 0 < rms < params.target_rms  # a quiet voice is sampled louder, its output scaled back
+        refs.append((ref * (params.target_rms / rms) if quiet else ref).to(model.device))
+        gains.append(rms / params.target_rms if quiet else None)
 
     waves: dict[int, np.ndarray] = {}
     fader = CrossFade(int(params.cross_fade_duration * model.sample_rate))
@@ -375,7 +426,7 @@ def pieces(model: LoadedModel, ref_audio: np.ndarray, plan: Plan, params: Synthe
                 frames = torch.tensor([c.frames for c in batch], dtype=torch.long, device=model.device)
                 mel, lengths = sampler.sample(
                     model.cfm,
-                    ref.expand(len(batch), -1),
+                    [refs[c.voice] for c in batch],
                     [plan.tokens[c.index] for c in batch],
                     frames,
                     steps=params.nfe_step,
@@ -386,10 +437,10 @@ def pieces(model: LoadedModel, ref_audio: np.ndarray, plan: Plan, params: Synthe
                     blocks=model.blocks,
                 )
                 for row, chunk in enumerate(batch):
-                    generated = mel[row : row + 1, plan.ref_frames : lengths[row]].permute(0, 2, 1)
+                    generated = mel[row : row + 1, plan.ref_frames[chunk.voice] : lengths[row]].permute(0, 2, 1)
                     wave = model.vocoder.decode(generated)
-                    if quiet:
-                        wave = wave * (rms / params.target_rms)
+                    if gains[chunk.voice] is not None:
+                        wave = wave * gains[chunk.voice]
                     waves[chunk.index] = wave.squeeze(0).cpu().numpy().astype(np.float32)
                     decoded += waves[chunk.index].size
             made = done + len(waves)
@@ -399,8 +450,9 @@ def pieces(model: LoadedModel, ref_audio: np.ndarray, plan: Plan, params: Synthe
                 chunk, wave = plan.chunks[done], waves.pop(done)
                 audio = fader.add(wave)
                 span = (start + fader.lead, start + fader.lead + len(wave))
-                if done == len(plan.chunks) - 1:
-                    audio = np.concatenate([audio, fader.finish()])
+                if not chunk.fade_after:  # the run ends: its held end, then the pause
+                    silence = np.zeros(chunk.pause_after, dtype=np.float32)
+                    audio = np.concatenate([audio, fader.finish(), silence])
                 if not np.isfinite(audio).all():  # never deliver NaN or infinity as audio
                     raise SynthesisError(
                         "The model produced invalid audio (NaN or infinite samples); the job was not completed.")
@@ -408,7 +460,8 @@ def pieces(model: LoadedModel, ref_audio: np.ndarray, plan: Plan, params: Synthe
                 start, done = start + len(audio), done + 1
 
 
-def stream(model: LoadedModel, ref_audio: np.ndarray, plan: Plan, params: SynthesisParams) -> Iterator[Piece]:
+def stream(model: LoadedModel, ref_audio: np.ndarray | list[np.ndarray], plan: Plan,
+           params: SynthesisParams) -> Iterator[Piece]:
     """`pieces`, sampled ahead in a thread of its own once the first piece is out, so that the
     caller's sending of one piece does not hold up the sampling of the next. Until the caller
     asks for the second piece nothing else is sampled: nothing competes with the first audio.

@@ -44,7 +44,7 @@ CASES = [
     ("input-list", ["text"], "the job's input must be a JSON object"),
     ("empty-input", {}, "text: field required"),
     ("text-int", {"text": 123, "voice_base64": GOOD_VOICE}, "text: input should be a valid string"),
-    ("text-null", {"text": None, "voice_base64": GOOD_VOICE}, "text: input should be a valid string"),
+    ("text-null", {"text": None, "voice_base64": GOOD_VOICE}, "text: field required"),
     ("text-list", {"text": ["hi"], "voice_base64": GOOD_VOICE}, "text: input should be a valid string"),
     ("text-empty", {"text": "", "voice_base64": GOOD_VOICE}, "text: string should have at least 1 character"),
     ("text-blank", {"text": "   \n\t", "voice_base64": GOOD_VOICE}, "text: string should have at least 1 character"),
@@ -132,6 +132,48 @@ CASES = [
      "ref_text: has no letters or digits: send the words spoken in the reference"),
     ("ref-text-zero-width", {"text": "hi", "voice_base64": GOOD_VOICE, "ref_text": "\u200b\u200c\u2060"},
      "ref_text: has no letters or digits"),
+    # dialogues
+    ("dialogue-unknown-voice", {"voices": {"a": {"voice_base64": GOOD_VOICE}}, "segments": [{"voice": "b", "text": "Hi."}]},
+     "segments.0.voice names no voice of voices (a)"),
+    ("dialogue-unknown-tag", {"voices": {"a": {"voice_base64": GOOD_VOICE}}, "text": "[a] Hi. [c] Hello."},
+     "the tag [c] names no voice of voices (a)"),
+    ("dialogue-tag-without-text", {"voices": {"a": {"voice_base64": GOOD_VOICE}}, "text": "[a] Hi. [a] ... [a] Yes."},
+     "the tag [a] has no text to speak after it"),
+    ("dialogue-text-before-tag", {"voices": {"a": {"voice_base64": GOOD_VOICE}}, "text": "Hi. [a] Hello."},
+     "'Hi.' comes before the first [voice] tag"),
+    ("dialogue-no-tags", {"voices": {"a": {"voice_base64": GOOD_VOICE}}, "text": "Hello."},
+     "the text needs [voice] tags"),
+    ("dialogue-text-and-segments", {"voices": {"a": {"voice_base64": GOOD_VOICE}}, "text": "[a] Hi.",
+                                    "segments": [{"voice": "a", "text": "Hi."}]}, "give either segments or text"),
+    ("dialogue-neither", {"voices": {"a": {"voice_base64": GOOD_VOICE}}}, "give either segments or text"),
+    ("dialogue-top-level-voice", {"voices": {"a": {"voice_base64": GOOD_VOICE}}, "voice_base64": GOOD_VOICE,
+                                  "text": "[a] Hi."}, "with voices, give voice_base64 inside each voice"),
+    ("segments-without-voices", {"voice_base64": GOOD_VOICE, "segments": [{"voice": "a", "text": "Hi."}]},
+     "segments needs voices"),
+    ("dialogue-empty-voices", {"voices": {}, "text": "[a] Hi."}, "voices is empty"),
+    ("dialogue-empty-segments", {"voices": {"a": {"voice_base64": GOOD_VOICE}}, "segments": []}, "segments is empty"),
+    ("dialogue-voice-name-path", {"voices": {"../a": {"voice_base64": GOOD_VOICE}}, "text": "[a] Hi."},
+     "'../a' is not a voice name"),
+    ("dialogue-voice-two-sources", {"voices": {"a": {"voice_base64": GOOD_VOICE, "voice_name": "a"}},
+                                    "text": "[a] Hi."}, "voices.a: give exactly one of"),
+    ("dialogue-voice-no-source", {"voices": {"a": {"ref_text": "Hello."}}, "text": "[a] Hi."},
+     "voices.a: give exactly one of"),
+    ("dialogue-voice-traversal", {"voices": {"a": {"voice_name": "../x"}}, "text": "[a] Hi."},
+     "voices.a.voice_name: must be a plain file name"),
+    ("dialogue-voices-list", {"voices": [GOOD_VOICE], "text": "[a] Hi."}, "voices: input should be a valid dictionary"),
+    ("dialogue-segment-blank", {"voices": {"a": {"voice_base64": GOOD_VOICE}}, "segments": [{"voice": "a", "text": "?!"}]},
+     "segments.0.text: has nothing to speak"),
+    ("dialogue-segment-extra", {"voices": {"a": {"voice_base64": GOOD_VOICE}},
+                                "segments": [{"voice": "a", "text": "Hi.", "ssml": "<x/>"}]},
+     "segments.0.ssml: is not a known field"),
+    ("dialogue-pause-negative", {"voices": {"a": {"voice_base64": GOOD_VOICE}},
+                                 "segments": [{"voice": "a", "text": "Hi.", "pause_after": -1.0}]},
+     "segments.0.pause_after: input should be greater than or equal to 0"),
+    ("dialogue-pause-string", {"voices": {"a": {"voice_base64": GOOD_VOICE}},
+                               "segments": [{"voice": "a", "text": "Hi.", "pause_after": "inf"}]},
+     "segments.0.pause_after: input should be a valid number"),
+    ("dialogue-speed", {"voices": {"a": {"voice_base64": GOOD_VOICE, "speed": 9.0}}, "text": "[a] Hi."},
+     "voices.a.speed: input should be less than or equal to 3"),
 ]
 
 
@@ -214,10 +256,30 @@ def test_awkward_voices_make_finite_speech(tmp_path, rate, peak, fmt, subtype):
     ({"max_output_seconds": 1.0}, {"text": "A long sentence that takes more than one second."},
      "at most 1 s is allowed per job (MAX_OUTPUT_SECONDS)"),
     ({"max_inline_bytes": 2048, "s3_bucket": None}, {}, "over the 2.0 KB that can be returned inline"),
+    # dialogues: the job's limits hold for the whole of it, and its own have their own settings
+    ({}, {"voices": {f"v{n}": {"voice_base64": GOOD_VOICE} for n in range(9)}, "text": "[v0] Hi."},
+     "voices has 9 entries; at most 8 are accepted per job (MAX_VOICES)."),
+    ({}, {"voices": {"a": {"voice_base64": GOOD_VOICE}}, "segments": [{"voice": "a", "text": "Hi."}] * 501},
+     "segments has 501 entries; at most 500 are accepted per job (MAX_SEGMENTS)."),
+    ({}, {"voices": {"a": {"voice_base64": GOOD_VOICE}}, "text": "[a] Hi. " * 501},
+     "text has 501 [voice] tags; at most 500 segments are accepted per job (MAX_SEGMENTS)."),
+    ({}, {"voices": {"a": {"voice_base64": GOOD_VOICE}}, "segments": [{"voice": "a", "text": "Hi.", "pause_after": 10.5}]},
+     "segments.0.pause_after is 10.5 s; at most 10 s is accepted (MAX_PAUSE_SECONDS)."),
+    ({"max_text_chars": 10}, {"voices": {"a": {"voice_base64": GOOD_VOICE}},
+                              "segments": [{"voice": "a", "text": "Hello."}, {"voice": "a", "text": "There."}]},
+     "the segments' texts are 12 characters; at most 10 are accepted."),
+    ({"max_output_seconds": 5.0}, {"voices": {"a": {"voice_base64": GOOD_VOICE}},  # the pauses count
+                                   "segments": [{"voice": "a", "text": "Hi.", "pause_after": 6.0}]},
+     "at most 5 s is allowed per job (MAX_OUTPUT_SECONDS)"),
+    ({"max_inline_bytes": 200_000, "s3_bucket": None}, {"voices": {"a": {"voice_base64": GOOD_VOICE}},
+                                                       "segments": [{"voice": "a", "text": "Hi.", "pause_after": 5}]},
+     "over the 195.3 KB that can be returned inline"),
 ])
 def test_each_limit_has_its_own_message(update, raw, message):
     worker = Worker(model_cache.SETTINGS.model_copy(update=update))
     job = {"text": "Hi there.", "voice_base64": GOOD_VOICE, "ref_text": REF_TEXT, "nfe_step": 4, **raw}
+    if "voices" in raw:
+        job = {k: v for k, v in job.items() if k not in ("text", "voice_base64", "ref_text")} | raw
     out = worker({"id": "limit", "input": job})
     assert message in out.get("error", ""), out
     assert job_dirs() == []
