@@ -3,6 +3,7 @@
     python bench.py                    # warm synthesis: one chunk and long text, medians, ratios, RTF, memory
     python bench.py --cold             # cold start in fresh processes: process start to model ready / first audio
     python bench.py --stream           # time to first audio and total: stock's streaming, ours whole and streamed
+    python bench.py --dialogue         # four speakers batched together, against one segment at a time
     python bench.py --arch tiny --runs 2   # fast on a CPU
 
 Weights are random (written into a models directory of the bench's own, laid out as `prefetch`
@@ -22,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import cold, resample, streaming, warm
+from benchmarks import cold, dialogue, resample, streaming, warm
 from benchmarks.inputs import prepare_models
 
 
@@ -43,6 +44,9 @@ def parse_args():
     p.add_argument("--stream", action="store_true", help="time to first audio and total time instead: stock's "
                    "infer_batch_process(streaming=True), ours not streamed, ours streamed (with and without the "
                    "bridge chunk)")
+    p.add_argument("--dialogue", action="store_true", help="a dialogue of four speakers: batched across speakers, "
+                   "against the segments one at a time (stock and ours) and a single-voice job of the same text")
+    p.add_argument("--segments", type=int, help="with --dialogue: only the first this many segments (default all)")
     p.add_argument("--resample", action="store_true",
                    help="time and memory of resampling a 15 s voice to 24 kHz: torchaudio (what stock and this "
                         "worker used) against soxr, at ordinary and awkward rates, each in a fresh process")
@@ -81,6 +85,9 @@ def main():
     elif args.stream:
         result = streaming.measure(args, arch)
         streaming.report(result)
+    elif args.dialogue:
+        result = dialogue.measure(args, arch)
+        dialogue.report(result)
     else:
         result = warm.measure(args, arch)
         warm.report(result)

@@ -6,9 +6,9 @@ from __future__ import annotations
 from benchmarks.inputs import REF_TEXT
 
 
-def stock_synthesize(model, reference, text, nfe, seed):
+def stock_synthesize(model, reference, text, nfe, seed, ref_text=REF_TEXT):
     """f5-tts's own path: chunk_text sized by infer_process's formula, then infer_batch_process."""
-    wave, rate, _ = next(_infer_batch_process(model, reference, text, nfe, seed))
+    wave, rate, _ = next(_infer_batch_process(model, reference, text, nfe, seed, ref_text))
     return wave
 
 
@@ -16,17 +16,17 @@ def stock_stream(model, reference, text, nfe, seed):
     """f5-tts's streaming path, `infer_batch_process(streaming=True)` (what its socket server
     serves): one chunk at a time, each sampled whole, then given out in slices of 2,048 samples.
     Yields (slice, sample rate)."""
-    yield from _infer_batch_process(model, reference, text, nfe, seed, streaming=True)
+    yield from _infer_batch_process(model, reference, text, nfe, seed, REF_TEXT, streaming=True)
 
 
-def _infer_batch_process(model, reference, text, nfe, seed, **options):
+def _infer_batch_process(model, reference, text, nfe, seed, ref_text, **options):
     import torch
     from f5_tts.infer.utils_infer import chunk_text, infer_batch_process
     from f5_tts.model.utils import seed_everything
 
     import synthesis
 
-    ref_text = synthesis.normalise_ref_text(REF_TEXT)  # what preprocess_ref_audio_text returns
+    ref_text = synthesis.normalise_ref_text(ref_text)  # what preprocess_ref_audio_text returns
     seconds = len(reference) / model.sample_rate
     max_chars = int(len(ref_text.encode("utf-8")) / seconds * (22 - seconds))
     seed_everything(seed)

@@ -71,3 +71,24 @@ def test_bench_stream_times_first_audio_for_stock_and_ours(tmp_path):
     for t in who.values():
         assert 0 < t["first"] <= t["total"] and t["stall"] >= 0 and t["audio_s"] > 5, t
     assert "vs stock" in result.stdout
+
+
+def test_bench_dialogue_batches_four_speakers_against_one_segment_at_a_time(tmp_path):
+    from benchmarks.dialogue import SCRIPT, SPEAKERS
+
+    assert len(SPEAKERS) == 4 and 1900 <= len(" ".join(t for _, t in SCRIPT)) <= 2100
+    assert {voice for voice, _ in SCRIPT} == {0, 1, 2, 3}
+    out = tmp_path / "dialogue.json"
+    result = run_py(["bench.py", "--dialogue", "--arch", "tiny", "--device", "cpu", "--runs", "1", "--nfe", "4",
+                     "--segments", "4", "--models-dir", str(tmp_path / "models"), "--json", str(out)],
+                    env=subprocess_env(MODELS_DIR=None), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads(out.read_text())
+    rows = data["rows"]
+    assert list(rows) == ["stock, one segment at a time", "ours, one segment at a time",
+                          "ours, batched across speakers", "ours, one voice (same text)"]
+    assert data["segments"] == 4 and data["batches"] < data["chunks"]
+    # the same segments, whichever way they are made: as much audio (stock sizes chunks by the same rule)
+    assert rows["stock, one segment at a time"]["audio_s"] == rows["ours, one segment at a time"]["audio_s"] \
+        == rows["ours, batched across speakers"]["audio_s"] > 10
+    assert all(r["s"] > 0 for r in rows.values()) and "vs one voice" in result.stdout
