@@ -76,7 +76,8 @@ class VoiceInput(BaseModel):
         given = [n for n in VOICE_SOURCES if getattr(self, n) is not None]
         if len(given) != 1:
             raise ValueError(
-                "give exactly one of voice_name, voice_url, voice_base64" + (f" (got {', '.join(given)})" if given else "")
+                "give exactly one of voice_name, voice_url, voice_base64"
+                + (f" (got {', '.join(given)})" if given else "")
             )
 
 

@@ -357,15 +357,17 @@ def plan_lines(
             f"The text would make about {planned:.0f} s of audio; at most {max_output_seconds:.0f} s is allowed "
             "per job (MAX_OUTPUT_SECONDS): split it into several jobs."
         )
-    longest, model_limit = max(c.frames for c in chunks), sampler.max_frames(model.cfm.transformer)
+    worst = max(chunks, key=lambda c: c.frames)
+    longest, model_limit = worst.frames, sampler.max_frames(model.cfm.transformer)
+    what = f"segments.{worst.line}" if len(lines) > 1 else "the text"  # in a dialogue: whose transcript to check
     if longest > model_limit:
         raise LimitExceeded(
-            f"One chunk of the text needs {longest} mel frames, over the {model_limit} this model takes in one pass; "
+            f"One chunk of {what} needs {longest} mel frames, over the {model_limit} this model takes in one pass; "
             "check that ref_text is the transcript of the reference."
         )
     if longest > max_batch_frames:
         raise LimitExceeded(
-            f"One chunk of the text needs {longest} mel frames in one sampling call, over the memory budget "
+            f"One chunk of {what} needs {longest} mel frames in one sampling call, over the memory budget "
             f"(MAX_BATCH_FRAMES={max_batch_frames}); check that ref_text is the transcript of the reference."
         )
     fade = int(params.cross_fade_duration * rate)

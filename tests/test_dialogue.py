@@ -211,9 +211,8 @@ def test_a_voice_used_many_times_is_fetched_and_transcribed_once(s3, recordings,
     gets = []
     worker.storage.client.meta.events.register("provide-client-params.s3.GetObject",
                                                lambda params, **_: gets.append(params["Key"]))
-    transcribed = []
-    real = asr.transcribe
-    monkeypatch.setattr(asr, "transcribe", lambda audio, *a, **k: transcribed.append(len(audio)) or real(audio, *a, **k))
+    transcribed, real = [], asr.transcribe
+    monkeypatch.setattr(asr, "transcribe", lambda audio, *a, **k: transcribed.append(audio) or real(audio, *a, **k))
     segments = [{"voice": v, "text": f"Line number {n}."} for n, v in enumerate(["mouse", "town"] * 5)]
     out = worker({"id": "dialogue-s3", "input": {"voices": {"mouse": {"voice_name": "mouse"},
                                                             "town": {"voice_name": "town"},
@@ -284,3 +283,16 @@ def test_a_flood_of_tags_is_refused_before_any_is_read(monkeypatch):
     with pytest.raises(LimitExceeded, match="text has 1000000 \\[voice\\] tags; at most 500 segments"):
         job_schema.parse_job_input(flood, model_cache.SETTINGS)
     assert built == []
+
+
+def test_a_chunk_too_long_for_the_model_names_its_segment(model, references):
+    """A voice whose transcript is far shorter than its speech makes chunks too long: the message
+    says which segment (and so whose transcript) to check, before any sampling."""
+    from errors import LimitExceeded
+
+    t = np.arange(12 * RATE) / RATE
+    tone = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    refs = [(len(references[0]), SHORT_TEXT), (len(tone), "Hi.")]
+    lines = [Line("Hello there.", 0), Line("!!!!!!!!a!!!!!!!! b", 1, speed=0.3)]
+    with pytest.raises(LimitExceeded, match="One chunk of segments.1 needs .* check that ref_text"):
+        synthesis.plan_lines(model, refs, lines, SynthesisParams(), 24_000)
