@@ -24,6 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from functools import cached_property, partial
 from pathlib import Path
@@ -110,13 +111,7 @@ class Worker:
         timings = {}
         with job_directory(s.job_tmp_dir, job_id, s.min_free_disk_mb) as job_dir:
             t = time.perf_counter()
-            staged = []
-            for n, name in enumerate(names):  # each voice once, however many segments speak in it
-                spec = job if name is None else job.voices[name]
-                with voice_named(name):
-                    voice = self.stage_voice(spec, job_dir if name is None else job_dir / f"voice-{n}")
-                    staged.append((voice, *audio_io.read_audio(voice.path, s.max_voice_seconds,
-                                                               keep_seconds=s.ref_clip_seconds + 1)))
+            staged = self.stage_voices(job, names, job_dir)
             timings["download"] = time.perf_counter() - t
 
             t = time.perf_counter()
@@ -207,6 +202,26 @@ class Worker:
                  job_id, duration, timings["total"], timings["synthesis"], len(plan.chunks), len(plan.batches),
                  f"; first audio at {timings['first_audio']:.2f} s" if stream else "")
         yield {"type": "done", **output} if stream else output
+
+    def stage_voices(self, job: JobInput, names: list[str | None], job_dir: Path) -> list[tuple]:
+        """Each voice of the job staged and decoded once, however many segments speak in it:
+        (staged voice, audio, rate) in the order of `names`. A dialogue's voices are fetched at
+        the same time, so it waits for its slowest voice, not for their sum."""
+        s = self.settings
+
+        def stage(n: int, name: str | None) -> tuple:
+            with voice_named(name):
+                voice = self.stage_voice(job if name is None else job.voices[name],
+                                         job_dir if name is None else job_dir / f"voice-{n}")
+                return voice, *audio_io.read_audio(voice.path, s.max_voice_seconds, keep_seconds=s.ref_clip_seconds + 1)
+
+        if len(names) == 1:
+            return [stage(0, names[0])]
+        with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="voice") as pool:
+            futures = [pool.submit(stage, n, name) for n, name in enumerate(names)]
+        # All have ended here (nothing writes into the job directory any more); a failure is the
+        # first voice's in order, whichever failed first.
+        return [future.result() for future in futures]
 
     def stage_voice(self, voice: VoiceInput, folder: Path) -> voices.StagedVoice:
         folder.mkdir(exist_ok=True)

@@ -296,3 +296,41 @@ def test_a_chunk_too_long_for_the_model_names_its_segment(model, references):
     lines = [Line("Hello there.", 0), Line("!!!!!!!!a!!!!!!!! b", 1, speed=0.3)]
     with pytest.raises(LimitExceeded, match="One chunk of segments.1 needs .* check that ref_text"):
         synthesis.plan_lines(model, refs, lines, SynthesisParams(), 24_000)
+
+
+def test_a_dialogues_voices_are_fetched_at_the_same_time(recordings):
+    """Each voice's server answers only once both requests have arrived: staged one after the
+    other, the first would wait out the barrier and the job would fail."""
+    import threading
+    from http.server import BaseHTTPRequestHandler
+
+    from static_server import BackgroundServer
+
+    barrier, bodies = threading.Barrier(2, timeout=10), {"/a.wav": wav_bytes(recordings[0]),
+                                                         "/b.wav": wav_bytes(recordings[1])}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            try:
+                barrier.wait()
+            except threading.BrokenBarrierError:
+                self.send_error(503)
+                return
+            body = bodies[self.path]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    worker = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None, "write_local_output": False,
+                                                            "allow_http_urls": True, "allow_private_urls": True}))
+    with BackgroundServer(Handler) as server:
+        out = worker({"id": "dialogue-parallel", "input": {
+            "voices": {"a": {"voice_url": f"{server.url}/a.wav", "ref_text": SHORT_TEXT},
+                       "b": {"voice_url": f"{server.url}/b.wav", "ref_text": LONG_TEXT}},
+            "text": "[a] Hello. [b] Hi there.", "nfe_step": 4}})
+    assert "error" not in out, out
+    assert job_dirs() == []
