@@ -11,7 +11,7 @@ import re
 import secrets
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from config import MAX_TRANSCRIPT_CHARS, Settings
 from errors import InvalidInput, LimitExceeded, preview
@@ -104,6 +104,7 @@ class JobInput(VoiceInput):
     text: Optional[str] = Field(None, min_length=1)
     voices: Optional[dict[str, VoiceInput]] = None
     segments: Optional[list[SegmentInput]] = None
+    _script: Optional[list[SegmentInput]] = PrivateAttr(None)  # the segments, tags read once
 
     speed: float = Field(1.0, ge=0.3, le=3.0)  # a voice's or a segment's own speed goes before it
     nfe_step: int = Field(32, ge=4, le=128)
@@ -144,17 +145,17 @@ class JobInput(VoiceInput):
             raise ValueError("with voices, give either segments or text with [voice] tags")
         if self.segments is not None and not self.segments:
             raise ValueError("segments is empty: give at least one")
-        self.script()  # tags and voice names are checked now, before any work
+        segments = self.segments if self.segments is not None else _read_tags(self.text)
+        for n, segment in enumerate(segments):  # tags and voice names are checked now, before any work
+            if segment.voice not in self.voices:
+                where = f"segments.{n}.voice" if self.segments is not None else f"text: the tag [{segment.voice}]"
+                raise ValueError(f"{where} names no voice of voices ({', '.join(self.voices)})")
+        self._script = segments
         return self
 
     def script(self) -> list[SegmentInput]:
         """A dialogue's segments: as given, or read from the tagged text ("[alice] Hi. [bob] Hello!")."""
-        segments = self.segments if self.segments is not None else _read_tags(self.text)
-        for n, segment in enumerate(segments):
-            if segment.voice not in self.voices:
-                where = f"segments.{n}.voice" if self.segments is not None else f"text: the tag [{segment.voice}]"
-                raise ValueError(f"{where} names no voice of voices ({', '.join(self.voices)})")
-        return segments
+        return self._script
 
     def text_chars(self) -> int:
         return len(self.text) if self.text is not None else sum(len(s.text) for s in self.segments)

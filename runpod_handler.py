@@ -119,7 +119,7 @@ class Worker:
             timings["model"] = time.perf_counter() - t
             references, transcripts, t = [], [], time.perf_counter()
             for name, (voice, audio, rate) in zip(names, staged):
-                spec = job if name is None else job.voices[name]
+                spec = voice_of(job, name)
                 with voice_named(name):
                     references.append(audio_io.prepare_reference(audio, rate, model.sample_rate, s.ref_clip_seconds,
                                                                  s.min_voice_seconds))
@@ -211,8 +211,7 @@ class Worker:
 
         def stage(n: int, name: str | None) -> tuple:
             with voice_named(name):
-                voice = self.stage_voice(job if name is None else job.voices[name],
-                                         job_dir if name is None else job_dir / f"voice-{n}")
+                voice = self.stage_voice(voice_of(job, name), job_dir if name is None else job_dir / f"voice-{n}")
                 return voice, *audio_io.read_audio(voice.path, s.max_voice_seconds, keep_seconds=s.ref_clip_seconds + 1)
 
         if len(names) == 1:
@@ -245,6 +244,11 @@ def script(job: JobInput) -> tuple[list[str | None], list[synthesis.Line]]:
         speed = segment.speed if segment.speed is not None else job.voices[segment.voice].speed
         lines.append(synthesis.Line(segment.text, names.index(segment.voice), speed, segment.pause_after))
     return names, lines
+
+
+def voice_of(job: JobInput, name: str | None) -> VoiceInput:
+    """The voice called `name` in a dialogue; None: the job's own, top-level voice."""
+    return job if name is None else job.voices[name]
 
 
 def source(voice: VoiceInput) -> str:

@@ -5,7 +5,7 @@ against a single-voice job of the same text."""
 
 from __future__ import annotations
 
-from benchmarks.inputs import LONG_TEXT, REF_TEXT
+from benchmarks.inputs import LONG_TEXT, REF_TEXT, budget_and_runs, example_reference, load_models
 from benchmarks.stock import stock_synthesize
 
 #: (recording among f5-tts's examples, its transcript); the transcripts of the story's voices are
@@ -26,25 +26,12 @@ WHO = ("stock, one segment at a time", "ours, one segment at a time", "ours, bat
 
 
 def measure(args, arch):
-    import soundfile as sf
-
-    import audio_io
-    import lean_imports
-    import loaded_model
-    import model_cache
     import synthesis
     from benchmarks.warm import describe_device, timed
 
-    lean_imports.import_f5_model()
-    settings = model_cache.SETTINGS.model_copy(update={"f5_model": arch})
-    stock_model = loaded_model.load_model(settings.model_copy(update={"compile": False, "cuda_graphs": False}))
-    model = loaded_model.load_model(settings)
-    refs, texts = [], [text for _, text in SPEAKERS]
-    for name, _ in SPEAKERS:
-        audio, rate = sf.read(model_cache.f5_package_dir() / "infer" / "examples" / name, dtype="float32")
-        refs.append(audio_io.prepare_reference(audio, rate, model.sample_rate, 12.0, 1.0))
-    budget = args.max_batch_frames or model_cache.SETTINGS.max_batch_frames
-    runs = args.runs or (5 if model.device.startswith("cuda") else 1)
+    stock_model, (model,) = load_models(arch, {})
+    refs, texts = [example_reference(model, name) for name, _ in SPEAKERS], [text for _, text in SPEAKERS]
+    budget, runs = budget_and_runs(args, model)
     params = synthesis.SynthesisParams(nfe_step=args.nfe, seed=7)
     script = SCRIPT[: args.segments]
     lines = [synthesis.Line(text, voice) for voice, text in script]

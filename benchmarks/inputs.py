@@ -33,6 +33,40 @@ LONG_TEXT = " ".join([
 ])
 
 
+def load_models(arch: str, *ours: dict):
+    """Stock's model (eager, no CUDA graphs) and one of ours per settings update in `ours`, all of
+    `arch`, loaded as the worker loads them; f5-tts's model code imported the lean way first, so
+    stock's utils_infer imports without the training stack."""
+    import lean_imports
+    import loaded_model
+    import model_cache
+
+    lean_imports.import_f5_model()
+    settings = model_cache.SETTINGS.model_copy(update={"f5_model": arch})
+    stock = loaded_model.load_model(settings.model_copy(update={"compile": False, "cuda_graphs": False}))
+    return stock, [loaded_model.load_model(settings.model_copy(update=update)) for update in ours]
+
+
+def example_reference(model, name: str = "basic/basic_ref_en.wav"):
+    """One of f5-tts's example recordings as the worker prepares a reference."""
+    import soundfile as sf
+
+    import audio_io
+    import model_cache
+
+    audio, rate = sf.read(model_cache.f5_package_dir() / "infer" / "examples" / name, dtype="float32")
+    return audio_io.prepare_reference(audio, rate, model.sample_rate, 12.0, 1.0)
+
+
+def budget_and_runs(args, model) -> tuple[int, int]:
+    """MAX_BATCH_FRAMES (the flag, else the setting) and timed runs (the flag, else 5 on a GPU, 1 on
+    a CPU)."""
+    import model_cache
+
+    budget = args.max_batch_frames or model_cache.SETTINGS.max_batch_frames
+    return budget, args.runs or (5 if model.device.startswith("cuda") else 1)
+
+
 def prepare_models(arch: str) -> dict:
     """Random weights of `arch` in the bench's models dir; the environment of a worker using them."""
     import model_cache

@@ -13,7 +13,7 @@ import statistics
 import time
 from dataclasses import replace
 
-from benchmarks.inputs import LONG_TEXT, REF_TEXT, TWO_SENTENCES
+from benchmarks.inputs import LONG_TEXT, REF_TEXT, TWO_SENTENCES, budget_and_runs, example_reference, load_models
 from benchmarks.stock import stock_stream
 
 TEXTS = {"long": LONG_TEXT, "two": TWO_SENTENCES}
@@ -57,23 +57,12 @@ def ours(model, reference, text, nfe, budget, how):
 
 
 def measure(args, arch):
-    import soundfile as sf
-
-    import audio_io
-    import lean_imports
-    import loaded_model
-    import model_cache
     import synthesis
     from benchmarks.warm import describe_device
 
-    lean_imports.import_f5_model()
-    settings = model_cache.SETTINGS.model_copy(update={"f5_model": arch})
-    stock_model = loaded_model.load_model(settings.model_copy(update={"compile": False, "cuda_graphs": False}))
-    model = loaded_model.load_model(settings)
-    audio, rate = sf.read(model_cache.f5_package_dir() / "infer/examples/basic/basic_ref_en.wav", dtype="float32")
-    reference = audio_io.prepare_reference(audio, rate, model.sample_rate, 12.0, 1.0)
-    budget = args.max_batch_frames or model_cache.SETTINGS.max_batch_frames
-    runs = args.runs or (5 if model.device.startswith("cuda") else 1)
+    stock_model, (model,) = load_models(arch, {})
+    reference = example_reference(model)
+    budget, runs = budget_and_runs(args, model)
     if not model.compile_done.is_set():  # compiling begins after a first synthesis: time the compiled blocks
         list(ours(model, reference, "Warm up.", args.nfe, budget, "ours whole"))
     model.compile_done.wait()

@@ -7,7 +7,7 @@ import os
 import statistics
 import time
 
-from benchmarks.inputs import LONG_TEXT, ONE_CHUNK, REF_TEXT
+from benchmarks.inputs import LONG_TEXT, ONE_CHUNK, REF_TEXT, budget_and_runs, example_reference, load_models
 from benchmarks.stock import stock_synthesize
 
 
@@ -51,23 +51,12 @@ VARIANTS = {
 
 def measure(args, arch):
     import numpy as np
-    import soundfile as sf
 
-    import audio_io
-    import lean_imports
-    import loaded_model
-    import model_cache
-
-    lean_imports.import_f5_model()  # stock's utils_infer then imports without the training stack
-    settings = model_cache.SETTINGS.model_copy(update={"f5_model": arch})
-    stock_model = loaded_model.load_model(settings.model_copy(update={"compile": False, "cuda_graphs": False}))
-    variants = {name: loaded_model.load_model(settings.model_copy(update=VARIANTS[name]))
-                for name in args.variants.split(",")}
-    audio, rate = sf.read(model_cache.f5_package_dir() / "infer/examples/basic/basic_ref_en.wav", dtype="float32")
-    reference = audio_io.prepare_reference(audio, rate, stock_model.sample_rate, 12.0, 1.0)
-    budget = args.max_batch_frames or model_cache.SETTINGS.max_batch_frames
-    cuda = stock_model.device.startswith("cuda")
-    runs = args.runs or (5 if cuda else 1)
+    names = args.variants.split(",")
+    stock_model, loaded = load_models(arch, *(VARIANTS[name] for name in names))
+    variants = dict(zip(names, loaded))
+    reference = example_reference(stock_model)
+    budget, runs = budget_and_runs(args, stock_model)
     texts = {"one": ONE_CHUNK, "long": LONG_TEXT}
     rows = []
     for case in (args.cases or "one,long").split(","):
