@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import lean_imports
+import text_normalization
 from config import Settings, get_settings, settings_or_exit
 from errors import ModelLoadError, WorkerSetupError, os_error
 
@@ -497,6 +498,7 @@ def prefetch(settings: Settings = SETTINGS, verify: bool = True) -> int:
     if settings.f5_model == "tiny":
         print(f"F5_MODEL=tiny: writing the tiny test model into {TINY_DIR}")
         make_test_model()
+        prefetch_grammars()
         return 0
     for repo_id, filename in required_hub_files(settings):
         path = hub_file(repo_id, filename, download=True)
@@ -523,7 +525,21 @@ def prefetch(settings: Settings = SETTINGS, verify: bool = True) -> int:
         print(f"ok       {settings.asr_model} (ASR, for references without a transcript)  {snapshot}")
     else:
         print("ASR model not prefetched (PREFETCH_ASR=false): a job without ref_text will download it")
+    prefetch_grammars()
     return 0
+
+
+def prefetch_grammars() -> None:
+    """Compile the text normalisation grammars onto the volume (WeTextProcessing's, built with our
+    options: half a minute on two cores); a worker would otherwise compile them at its first job
+    with a number in it."""
+    root = text_normalization.grammar_root(MODELS_DIR)
+    for language in text_normalization.GRAMMAR_LANGUAGES:
+        folder = text_normalization.grammar_dir(root, language)
+        if not text_normalization.grammar_is_complete(folder, language):
+            print(f"compiling the {language} text normalisation grammar into {folder}")
+        text_normalization.build_grammar(root, language)
+        print(f"ok       text normalisation grammar ({language})  {folder}")
 
 
 def status(settings: Settings = SETTINGS) -> int:
@@ -561,6 +577,12 @@ def status(settings: Settings = SETTINGS) -> int:
                   "sha256 (or its manifest predates digests); run `python model_cache.py prefetch`")
         else:
             print(f"  {'fp16 copy':<11} ok       {_size(artifact):>9}  {artifact} (sha256 checked)")
+    root = text_normalization.grammar_root(MODELS_DIR)
+    for language in text_normalization.GRAMMAR_LANGUAGES:
+        folder = text_normalization.grammar_dir(root, language)
+        found = "ok      " if text_normalization.grammar_is_complete(folder, language) else \
+            "MISSING  (prefetch compiles it; else the first job with a number in it does)"
+        print(f"grammar {language}   {found}  {folder}")
     try:
         print(f"ASR          ok        {hub_snapshot(settings.asr_model, download=False)}")
     except ModelLoadError:

@@ -87,9 +87,25 @@ def tiny_model():
 
     model_cache.ensure_layout()
     model_cache.make_test_model()
+    share_grammars()
     place_folder_in_hub_cache(model_cache.HUB_DIR, ASR_REPO, make_tiny_whisper(SESSION_DIR / "whisper-src"))
     yield model_cache.TINY_DIR
     shutil.rmtree(SESSION_DIR, ignore_errors=True)
+
+
+#: Compiled text normalisation grammars kept between local runs (half a minute to compile on two
+#: cores; CI starts without them and compiles them through the same code as `prefetch`).
+GRAMMAR_CACHE = ROOT / "models" / "test-grammars"
+
+
+def share_grammars() -> None:
+    """The session's `<models>/f5-tts/tn` is the grammar cache, filled as prefetch fills a volume."""
+    import text_normalization
+
+    GRAMMAR_CACHE.mkdir(parents=True, exist_ok=True)
+    for language in text_normalization.GRAMMAR_LANGUAGES:
+        text_normalization.build_grammar(GRAMMAR_CACHE, language)
+    link_grammars(model_cache.MODELS_DIR)
 
 
 #: A tiny E2-TTS: the real UNetT class, shaped like E2TTS_Base's config at toy size.
@@ -186,3 +202,13 @@ def corrupt_in_place(path: Path) -> None:
     middle = len(data) // 2
     data[middle : middle + 4096] = b"\xff" * 4096
     path.write_bytes(bytes(data))
+
+
+def link_grammars(models_dir: Path) -> None:
+    """A models dir of a test's own shares the compiled grammars (else a job or `prefetch` there
+    would spend half a minute compiling them again)."""
+    import text_normalization
+
+    root = text_normalization.grammar_root(models_dir)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    root.symlink_to(GRAMMAR_CACHE, target_is_directory=True)

@@ -115,7 +115,17 @@ def test_no_model_is_downloaded_or_loaded_at_build_time():
     for word, rest in instructions():
         if word == "RUN":
             assert not forbidden.search(rest), rest
+            # the text normalisation grammars are compiled onto the volume, never in the image
+            assert "build_grammar" not in rest and "Normalizer(" not in rest, rest
     assert "HEALTHCHECK" not in [w for w, _ in instructions()]
+
+
+def test_the_image_strips_pynini_and_drops_the_grammars_its_wheel_ships():
+    """pynini's libraries carry 600 MiB of debug symbols; WeText's wheel carries compiled grammars
+    the worker never reads (its own, built with other options, are on the volume)."""
+    runs = " ".join(rest for word, rest in instructions() if word == "RUN")
+    assert re.search(r"find /opt/venv/lib .*_pynini\*\.so.*-exec strip --strip-debug \{\} \+", runs)
+    assert "rm -f /opt/venv/lib/python3*/site-packages/tn/*.fst" in runs
 
 
 def test_start_command_runs_the_handler():

@@ -6,11 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import corrupt_in_place, run_py, safetensors_bytes, subprocess_env, tiny_checkpoint_state, vocos_files
+from conftest import (corrupt_in_place, link_grammars, run_py, safetensors_bytes, subprocess_env,
+                      tiny_checkpoint_state, vocos_files)
 from fake_hub import COMMIT, FakeHub
 
 import loaded_model
 import model_cache
+import text_normalization
 from errors import ModelLoadError
 
 
@@ -104,6 +106,8 @@ def hub_files() -> dict:
 
 
 def prefetch_env(models: Path, hub: FakeHub, prefetch_asr: bool = False):
+    if not text_normalization.grammar_root(models).exists():
+        link_grammars(models)
     return subprocess_env(MODELS_DIR=models, F5_MODEL="F5TTS_v1_Base", HF_ENDPOINT=hub.url,
                           PREFETCH_ASR=str(prefetch_asr).lower())
 

@@ -1,0 +1,561 @@
+"""Written forms to spoken words before chunking: numbers, money, dates, times, units, symbols,
+abbreviations, URLs and e-mail addresses. F5-TTS was trained on spoken-form text: it skips or
+garbles "$3.50", "1990s" and "9:30 pm".
+
+English and Chinese are read by WeTextProcessing's grammars (weighted finite-state transducers,
+compiled into `<models>/f5-tts/tn/`, loaded once per worker and only when a text needs them), after
+a pre-pass for what those grammars read wrongly (money with cents, decades, phone numbers, some
+units and abbreviations, URLs). Any other language gets its numbers read by num2words, and nothing
+else changes.
+
+A grammar's time grows faster than the length of its input (tens of milliseconds for a short
+sentence), so only the words around each number or symbol reach it, in pieces of bounded length;
+a text with no digit, symbol or known abbreviation is returned as it came, at the cost of a regex.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+from errors import LimitExceeded, WorkerSetupError
+
+log = logging.getLogger("f5worker.text_normalization")
+
+#: The grammars' own languages; any other code must be one num2words speaks.
+GRAMMAR_LANGUAGES = ("en", "zh")
+WETEXT_VERSION = "1.2.0"
+#: Built into the Chinese grammar: its defaults delete 儿 and interjections (啊) and rewrite
+#: full-width punctuation, and it ignores these options when compiled files already exist.
+ZH_OPTIONS = dict(remove_erhua=False, remove_interjections=False, full_to_half=False,
+                  traditional_to_simple=False, remove_puncts=False)
+GRAMMAR_FILES = {lang: (f"{lang}_tn_tagger.fst", f"{lang}_tn_verbalizer.fst") for lang in GRAMMAR_LANGUAGES}
+
+HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+#: What sends a piece of text to a grammar.
+TRIGGER = re.compile(r"[0-9$€£¥￥₹%‰&@+=#°℃℉]")
+FULLWIDTH_DIGITS = str.maketrans("０１２３４５６７８９％＄＆＠＋＝＃", "0123456789%$&@+=#")
+DIGITS_ONLY = str.maketrans("０１２３４５６７８９", "0123456789")
+TOKEN = re.compile(rf"[{HAN}]|[^\s{HAN}]+")
+SENTENCE_END = re.compile(r"[.!?;]+(?=\s)|[。！？；\n]+")
+#: Digits past this many in one run are read one by one: a grammar's time and memory grow with one
+#: unbroken token (2,000 digits took 23 s and 1 GB in the English grammar).
+MAX_DIGIT_RUN = 15
+#: A longer run of non-space characters (not a URL or an e-mail address) never reaches a grammar.
+MAX_TOKEN_CHARS = 48
+#: One grammar call's input at most, in characters.
+MAX_PIECE_CHARS = 64
+#: Words of context on each side of a number: a month before a day, "pm" after a time.
+CONTEXT = {"en": 1, "zh": 3}
+
+DIGITS = {"en": "zero one two three four five six seven eight nine".split(), "zh": list("零一二三四五六七八九")}
+# Bounded by Latin letters and digits, not by \b: Han characters are word characters to `re`.
+URL = re.compile(r"(?<![A-Za-z0-9])(?:https?://|www\.)[^\s<>\"\u3000-\u303f\uff00-\uffef]+", re.IGNORECASE)
+EMAIL = re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}"
+                   r"(?![A-Za-z0-9-])")
+URL_SYMBOLS = {".": "dot", "/": "slash", "-": "dash", "_": "underscore", "?": "question mark", "=": "equals",
+               "&": "and", ":": "colon", "#": "hash", "%": "percent", "~": "tilde", "+": "plus", "@": "at"}
+
+
+# --------------------------------------------------------------------------------------
+# The grammars: compiled once onto the volume, loaded once per worker
+# --------------------------------------------------------------------------------------
+
+
+def grammar_root(models_dir: Path) -> Path:
+    return Path(models_dir) / "f5-tts" / "tn"
+
+
+def grammar_dir(root: Path, language: str) -> Path:
+    """Where one language's compiled grammar lives: named by the library's version and the
+    options it was built with, since WeText's file names record neither."""
+    options = ZH_OPTIONS if language == "zh" else {}
+    tag = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:8]
+    return Path(root) / f"wetext-{WETEXT_VERSION}" / f"{language}-{tag}"
+
+
+def grammar_is_complete(folder: Path, language: str) -> bool:
+    return (folder / "manifest.json").is_file() and all((folder / name).is_file() for name in GRAMMAR_FILES[language])
+
+
+def _wetext_class(language: str):
+    logging.getLogger("wetext").setLevel(logging.WARNING)  # it logs every load at INFO through its own handler
+    if language == "en":
+        from tn.english.normalizer import Normalizer
+    else:
+        from tn.chinese.normalizer import Normalizer
+    return Normalizer
+
+
+def build_grammar(root: Path, language: str) -> Path:
+    """Compile one language's grammar into its folder under `root` (seconds to half a minute).
+    WeText writes straight into the folder it is given, so it is given a temporary one that is
+    renamed when whole: a worker never loads half a grammar, and one that finds the folder
+    missing never writes into a folder another worker reads. Idempotent."""
+    from filelock import FileLock
+
+    folder = grammar_dir(root, language)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        if grammar_is_complete(folder, language):
+            return folder
+        tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            started = time.perf_counter()
+            _wetext_class(language)(cache_dir=str(tmp), overwrite_cache=True,
+                                    **(ZH_OPTIONS if language == "zh" else {}))
+            (tmp / "manifest.json").write_text(json.dumps(
+                {"library": "WeTextProcessing", "version": WETEXT_VERSION, "language": language,
+                 "options": ZH_OPTIONS if language == "zh" else {},
+                 "seconds": round(time.perf_counter() - started, 1)}, indent=1), encoding="utf-8")
+            if folder.exists():  # a half-made folder from a crash, or another host's
+                shutil.rmtree(folder)
+            os.rename(tmp, folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    log.info("compiled the %s text normalisation grammar into %s", language, folder)
+    return folder
+
+
+class Grammars:
+    """The loaded grammars of one folder; each loaded on first use and kept."""
+
+    def __init__(self, root: Path, allow_build: bool = True):
+        self.root, self.allow_build = Path(root), allow_build
+        self._loaded: dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    def get(self, language: str):
+        with self._lock:
+            if language not in self._loaded:
+                self._loaded[language] = self._load(language)
+            return self._loaded[language]
+
+    def _load(self, language: str):
+        folder = grammar_dir(self.root, language)
+        if not grammar_is_complete(folder, language):
+            if not self.allow_build:
+                raise WorkerSetupError(f"The {language} text normalisation grammar is not in {folder} and "
+                                       "ALLOW_MODEL_DOWNLOAD=false keeps the worker from compiling it; run "
+                                       "`python model_cache.py prefetch`, or send normalize: false.")
+            try:
+                build_grammar(self.root, language)
+            except OSError as exc:
+                raise WorkerSetupError(f"Could not compile the {language} text normalisation grammar into "
+                                       f"{folder}: {type(exc).__name__}: {exc}") from exc
+        started = time.perf_counter()
+        # With both files present WeText only reads them (it writes nothing, whatever the options).
+        grammar = _wetext_class(language)(cache_dir=str(folder))
+        log.info("loaded the %s text normalisation grammar in %.2f s", language, time.perf_counter() - started)
+        return grammar
+
+
+_shared: dict[Path, Grammars] = {}
+_shared_lock = threading.Lock()
+
+
+def grammars(root: Path, allow_build: bool = True) -> Grammars:
+    """The worker's grammars of `root`: loaded once per process, whichever job asks first."""
+    with _shared_lock:
+        found = _shared.get(Path(root))
+        if found is None or found.allow_build != allow_build:
+            found = _shared[Path(root)] = Grammars(root, allow_build)
+        return found
+
+
+# --------------------------------------------------------------------------------------
+# Languages
+# --------------------------------------------------------------------------------------
+
+
+def num2words_languages() -> frozenset[str]:
+    from num2words import CONVERTER_CLASSES
+
+    return frozenset(CONVERTER_CLASSES)
+
+
+def supported(language: str) -> bool:
+    return language in GRAMMAR_LANGUAGES or language in num2words_languages()
+
+
+#: num2words languages whose decimal mark is a point; the others write "3,5".
+DECIMAL_POINT = {"en", "en_IN", "en_NG", "ja", "ko", "he", "th", "te", "kn", "bn", "am", "ar", "fa", "cy"}
+
+
+def script_language(sentence: str) -> str | None:
+    """"zh", "en", None (mostly another script: left as it is), or "" (no letters: as its
+    neighbours)."""
+    han = latin = other = 0
+    for ch in sentence:
+        if "\u3400" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff":
+            han += 1
+        elif ch.isascii() and ch.isalpha() or "\u00c0" <= ch <= "\u024f":
+            latin += 1
+        elif ch.isalpha():
+            other += 1
+    if han and han * 3 >= latin and han >= other:  # a Han character says about what three letters do
+        return "zh"
+    if latin and latin >= other:
+        return "en"
+    if not other and any("\u3000" <= ch <= "\u303f" or "\uff00" <= ch <= "\uff0f" for ch in sentence):
+        return "zh"  # "3+2=5。": no letters, but Chinese punctuation
+    return None if other else ""
+
+
+def sentences(text: str) -> list[tuple[int, int]]:
+    spans, start = [], 0
+    for end in SENTENCE_END.finditer(text):
+        spans.append((start, end.end()))
+        start = end.end()
+    if start < len(text):
+        spans.append((start, len(text)))
+    return spans
+
+
+# --------------------------------------------------------------------------------------
+# The job's entry point
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How a text is read: `language` None chooses English or Chinese per sentence from its
+    script; `max_grammar_chars` bounds the characters a text may send through the grammars."""
+
+    grammars: Grammars
+    language: str | None = None
+    max_grammar_chars: int = 10_000
+
+
+def normalize(text: str, reading: Reading) -> str:
+    """`text` with its written forms spoken; unchanged where there is nothing to say differently."""
+    return normalize_all([text], reading)[0]
+
+
+def normalize_all(texts: list[str], reading: Reading) -> list[str]:
+    """Each text normalised; the grammars' bound holds for all of them together (a job's segments)."""
+    plans = [_plan(text, reading.language) for text in texts]
+    needed = sum(_grammar_chars(plan) for plan in plans)
+    if needed > reading.max_grammar_chars:
+        raise LimitExceeded(
+            f"text has {needed} characters of numbers and symbols to read (with the words beside them); at most "
+            f"{reading.max_grammar_chars} are accepted per job (MAX_NORMALIZE_CHARS). Send it in parts, or with "
+            "normalize: false.")
+    return [text if plan is None else "".join(_read(lang, part, spans, reading) for lang, part, spans in plan)
+            for text, plan in zip(texts, plans)]
+
+
+def grammar_chars(text: str, language: str | None = None) -> int:
+    """The characters of `text` a grammar would read: what MAX_NORMALIZE_CHARS bounds."""
+    return _grammar_chars(_plan(text, language))
+
+
+def _grammar_chars(plan: list[tuple] | None) -> int:
+    return sum(b - a for _, _, spans in plan or () for a, b in spans)
+
+
+def _plan(text: str, language: str | None) -> list[tuple] | None:
+    """The text's language runs, each prepared, with the spans its grammar must read; None: nothing to do."""
+    if not TRIGGER.search(text.translate(FULLWIDTH_DIGITS)) and not ABBREVIATION.search(text) \
+            and not URL.search(text):
+        return None
+    plan = []
+    for lang, part in language_groups(text, language):
+        if lang in GRAMMAR_LANGUAGES:
+            part = prepare(part, lang)
+            plan.append((lang, part, grammar_pieces(part, lang)))
+        else:
+            plan.append((lang, part, []))
+    return plan
+
+
+def _read(lang: str | None, part: str, spans: list[tuple[int, int]], reading: Reading) -> str:
+    if lang in GRAMMAR_LANGUAGES:
+        return read_pieces(part, spans, reading.grammars.get(lang), lang) if spans else part
+    return numbers_in(part, lang) if lang else part
+
+
+def language_groups(text: str, language: str | None) -> list[tuple[str | None, str]]:
+    """The text cut into runs of sentences of one language, each with it."""
+    if language is not None:
+        return [(language, text)]
+    spans = sentences(text)
+    langs = [script_language(text[a:b]) for a, b in spans]
+    default = script_language(text)
+    default = "en" if default == "" else default  # no letters at all: the model's first language
+    runs: list[list] = []  # [language, start, end]
+    for (a, b), lang in zip(spans, langs):
+        lang = (runs[-1][0] if runs else default) if lang == "" else lang
+        if runs and runs[-1][0] == lang:
+            runs[-1][2] = b
+        else:
+            runs.append([lang, a, b])
+    return [(lang, text[a:b]) for lang, a, b in runs]
+
+
+# --------------------------------------------------------------------------------------
+# Pre-pass: what the grammars read wrongly, and what must never reach them
+# --------------------------------------------------------------------------------------
+
+
+def prepare(text: str, lang: str) -> str:
+    text = URL.sub(lambda m: _spelled_out(m, URL_READING, lang), text)
+    text = EMAIL.sub(lambda m: _spelled_out(m, EMAIL_READING, lang), text)
+    text = text.translate(FULLWIDTH_DIGITS)
+    text = LONG_TOKEN.sub(lambda m: _token_fallback(m.group(), lang), text)
+    text = DIGIT_RUN.sub(lambda m: digit_by_digit(m.group(), lang), text)
+    if lang == "en":
+        for pattern, spoken in ENGLISH:
+            text = pattern.sub(spoken, text)
+    elif lang == "zh":
+        text = THOUSANDS.sub(lambda m: m.group().replace(",", ""), text)
+        text = LETTER_HYPHEN_DIGIT.sub(" ", text)
+        text = FRACTION.sub(r"\2分之\1", text)  # the grammar reads "约1/3" as "三分之约一"
+    return text
+
+
+LONG_TOKEN = re.compile(rf"[^\s{HAN}]{{{MAX_TOKEN_CHARS + 1},}}")
+DIGIT_RUN = re.compile(rf"[0-9]{{{MAX_DIGIT_RUN + 1},}}")
+THOUSANDS = re.compile(r"(?<![\d.])\d{1,3}(?:,\d{3})+(?![\d,])")
+LETTER_HYPHEN_DIGIT = re.compile(r"(?<=[A-Za-z])-(?=\d)")
+FRACTION = re.compile(r"(?<![\d/.])(\d{1,6})/(\d{1,6})(?![\d/.])")
+TRAILING = ".,;:!?)]}'\""
+URL_READING, EMAIL_READING = "url", "email"
+
+
+def digit_by_digit(digits: str, lang: str) -> str:
+    if lang in DIGITS:
+        words = [DIGITS[lang][int(d)] for d in digits]
+        return ("" if lang == "zh" else " ").join(words)
+    from num2words import num2words
+
+    return " ".join(num2words(int(d), lang=lang) for d in digits)
+
+
+def _spelled_out(match: re.Match, kind: str, lang: str) -> str:
+    """A URL or an e-mail address as one says it: "example dot com slash news"."""
+    whole = match.group()
+    body = whole.rstrip(TRAILING)
+    tail = whole[len(body):]
+    if kind == URL_READING:
+        body = re.sub(r"^https?://", "", body, flags=re.IGNORECASE).rstrip("/")
+        body = re.sub(r"^www\.", "w w w.", body, flags=re.IGNORECASE)
+    words = []
+    for part in re.findall(r"[A-Za-z]+|[0-9]+|[^A-Za-z0-9\s]", body):
+        if part.isdigit():
+            words.append(digit_by_digit(part, lang) if lang in DIGITS else part)
+        elif part in URL_SYMBOLS:
+            words.append(URL_SYMBOLS[part])
+        elif part.isalpha():
+            words.append(part)
+    return " ".join(words) + tail
+
+
+def _token_fallback(token: str, lang: str) -> str:
+    """A run of non-space characters too long for a grammar: its letters kept, its digits read one
+    by one, its symbols left out (nobody wants "dollar percent" read a thousand times)."""
+    parts = re.findall(r"[^\W\d_]+|[0-9]+", token)
+    said = [digit_by_digit(p, lang) if p.isdigit() else p for p in parts]
+    return " ".join(said) if said else " "
+
+
+def _plural(words: str) -> str:
+    last = words.rsplit(" ", 1)
+    word = last[-1]
+    word = word[:-1] + "ies" if word.endswith("y") else word + "s"
+    return (last[0] + " " + word) if len(last) == 2 else word
+
+
+def _decade(m: re.Match) -> str:
+    from num2words import num2words
+
+    return _plural(num2words(int(m.group(1)), to="year", lang="en"))
+
+
+def _phone(m: re.Match) -> str:
+    """Digit by digit, a comma between groups: "plus one, four one five, five five five, ..."."""
+    groups = re.findall(r"\d+", m.group())
+    said = ", ".join(digit_by_digit(g, "en") for g in groups)
+    return ("plus " if m.group().lstrip().startswith("+") else "") + said
+
+
+MINOR = {"$": ("cent", "cents"), "€": ("cent", "cents"), "£": ("penny", "pence")}
+
+
+def _money(m: re.Match) -> str:
+    symbol, major, minor = m.group(1), m.group(2), int(m.group(3))
+    if minor == 0:
+        return f"{symbol}{major}"
+    unit = MINOR[symbol][0 if minor == 1 else 1]
+    return f"{minor} {unit}" if major == "0" else f"{symbol}{major} and {minor} {unit}"
+
+
+UNITS = {"m/s": ("meter per second", "meters per second"), "mph": ("mile per hour", "miles per hour"),
+         "min": ("minute", "minutes"), "mins": ("minute", "minutes"), "hr": ("hour", "hours"),
+         "hrs": ("hour", "hours"), "sec": ("second", "seconds"), "secs": ("second", "seconds"),
+         "lb": ("pound", "pounds"), "lbs": ("pound", "pounds")}
+
+
+def _unit(m: re.Match) -> str:
+    number, unit = m.group(1), m.group(2)
+    return f"{number} {UNITS[unit][0 if number == '1' else 1]}"
+
+
+ABBREVIATIONS = {"Mr": "Mister", "Mrs": "Missus", "Ms": "Miz", "Prof": "Professor", "Jr": "Junior",
+                 "Sr": "Senior", "Mt": "Mount", "Ave": "Avenue", "vs": "versus", "etc": "et cetera",
+                 "approx": "approximately", "e.g": "for example", "i.e": "that is", "Jan": "January",
+                 "Feb": "February", "Aug": "August", "Sept": "September", "Oct": "October", "Nov": "November",
+                 "Dec": "December"}
+#: Said differently by place: "Dr. Smith" / "Mulholland Dr.", "St. Louis" / "Baker St.".
+PLACES = {"Dr": ("Doctor", "Drive"), "St": ("Saint", "Street")}
+ABBREVIATION = re.compile(r"(?<![\w.])(Mr|Mrs|Ms|Prof|Jr|Sr|Mt|Ave|vs|etc|approx|e\.g|i\.e|Jan|Feb|Aug|Sept|Oct|Nov"
+                          r"|Dec|Dr|St)\.(?=\s|$|,)|(?<![\w.])No\.(?=\s?\d)")
+
+
+def _abbreviation(m: re.Match) -> str:
+    word = m.group(1)
+    if word is None:  # "No. 1"
+        return "number"
+    text, end = m.string, m.end()
+    follows = text[end:end + 3]
+    sentence_ends = end == len(text) or re.match(r"\s+[A-Z]", text[end:end + 3]) is not None
+    if word in PLACES:  # "Baker St." and "Mulholland Dr. is": after a name, before no other
+        before = re.search(r"(\S+)\s+$", text[max(0, m.start() - 40):m.start()])
+        street = before is not None and before.group(1)[0].isupper() and not re.match(r"\s+[A-Z]", follows)
+        return PLACES[word][1 if street else 0] + ("." if street and sentence_ends else "")
+    spoken = ABBREVIATIONS[word]
+    # "... pears, etc." ends the sentence: its point stays one
+    return spoken + ("." if word in ("etc", "Jr", "Sr", "Ave") and sentence_ends else "")
+
+
+ENGLISH = [
+    (ABBREVIATION, _abbreviation),
+    # money with cents: "$3.50" is three dollars and fifty cents, not "three point five dollars"
+    (re.compile(r"([$€£])(\d{1,3}(?:,\d{3})+|\d+)\.(\d\d)(?![\d.,]*\d)(?!\s*(?:[mbk]n?|million|billion|trillion|"
+                r"thousand)\b)", re.IGNORECASE), _money),
+    # decades: "1990s", not "one thousand nine hundred and ninety seconds"
+    (re.compile(r"(?<![\d.,$€£])(1[1-9]\d0|20\d0)'?s\b"), _decade),
+    # phone numbers, digit by digit
+    (re.compile(r"(?<![\w+])\+\d{1,3}(?:[ .-]\(?\d{1,4}\)?){2,5}(?![\w.]*\d)"), _phone),
+    (re.compile(r"(?<![\w(])\(\d{3}\)\s?\d{3}[ .-]\d{4}\b|(?<![\w.-])\d{3}[.-]\d{3}[.-]\d{4}\b|"
+                r"(?<![\w.-])\d{3}-\d{4}\b(?!-)"), _phone),
+    (re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s?(m/s|mph|mins?|hrs?|secs?|lbs?)(?![\w/])"), _unit),
+    (re.compile(r"(?<![\w.])(\d+)'(\d{1,2})\"(?!\w)"), r"\1 feet \2 inches"),
+]
+
+
+# --------------------------------------------------------------------------------------
+# The grammar's part: bounded pieces around each number and symbol
+# --------------------------------------------------------------------------------------
+
+
+#: English words that change how a number beside them is read: a month makes a date, a scale word
+#: an amount ("$2.5 million"). Short words are mostly units and abbreviations (km, ft, am, MB) and
+#: cost little; other words are left out of a piece, since a grammar's time grows with its input.
+READS_WITH = {"january", "february", "march", "april", "june", "july", "august", "september", "october",
+              "november", "december", "thousand", "million", "billion", "trillion"}
+
+
+def _context(text: str, span: tuple[int, int], lang: str) -> bool:
+    word = text[span[0]:span[1]].strip(".,;:!?()[]'\"").lower()
+    return lang != "en" or len(word) <= 4 or word in READS_WITH
+
+
+def grammar_pieces(text: str, lang: str) -> list[tuple[int, int]]:
+    """Spans of `text` to read with the grammar: each number or symbol with up to `CONTEXT[lang]`
+    words on either side (in English only words that change its reading), overlapping ones
+    merged, none longer than MAX_PIECE_CHARS."""
+    tokens = [m.span() for m in TOKEN.finditer(text)]
+    k = CONTEXT[lang]
+    spans: list[list[int]] = []  # token index ranges
+    for i, (a, b) in enumerate(tokens):
+        if TRIGGER.search(text, a, b):
+            lo = i
+            while lo > max(0, i - k) and _context(text, tokens[lo - 1], lang):
+                lo -= 1
+            hi = i
+            while hi < min(len(tokens) - 1, i + k) and _context(text, tokens[hi + 1], lang):
+                hi += 1
+            if spans and lo <= spans[-1][1]:
+                spans[-1][1] = max(hi, spans[-1][1])
+            else:
+                spans.append([lo, hi])
+    pieces = []
+    for lo, hi in spans:
+        start = lo
+        for i in range(lo, hi + 1):  # cut where the next token would pass the bound
+            if tokens[i][1] - tokens[start][0] > MAX_PIECE_CHARS and i > start:
+                pieces.append((tokens[start][0], tokens[i - 1][1]))
+                start = i
+        pieces.append((tokens[start][0], tokens[hi][1]))
+    return pieces
+
+
+SENTENCE_FOLLOWS = re.compile(r"\s*$|\s+[A-Z]")
+AM_PM = re.compile(r"\d\s*[ap]\.?\s?m\b", re.IGNORECASE)
+SPACE_BEFORE_PUNCT = re.compile(r"\s+([,.;:!?])")
+
+
+def read_pieces(text: str, pieces: list[tuple[int, int]], grammar, lang: str) -> str:
+    out, at = [], 0
+    for a, b in pieces:
+        out.append(text[at:a])
+        try:
+            said = grammar.normalize(text[a:b])
+        except Exception as exc:  # noqa: BLE001 - a piece the grammar cannot parse is spoken as written
+            log.warning("text normalisation left %r as written: %s: %s", text[a:b], type(exc).__name__, exc)
+            said = text[a:b]
+        if lang == "en":
+            said = SPACE_BEFORE_PUNCT.sub(r"\1", " ".join(said.split()))
+            if AM_PM.search(text, a, b):
+                said = re.sub(r"\b([AP])M\b", lambda m: m.group(1).lower() + " m", said)
+        else:
+            said = said.replace("第两", "第二")
+        if text[b - 1] in ".!?" and not said.endswith(text[b - 1]) and SENTENCE_FOLLOWS.match(text, b):
+            said += text[b - 1]  # "after 6 p.m.": the grammar took the sentence's point as the abbreviation's
+        out.append(said)
+        at = b
+    out.append(text[at:])
+    return "".join(out)
+
+
+# --------------------------------------------------------------------------------------
+# Other languages: numbers only, by num2words
+# --------------------------------------------------------------------------------------
+
+
+def numbers_in(text: str, lang: str) -> str:
+    from num2words import num2words
+
+    point = "." if lang in DECIMAL_POINT else ","
+    group = "," if point == "." else "."
+    p, g = re.escape(point), re.escape(group)
+    # bounded by Latin letters and digits only: "5つ", "5个" are numbers too
+    number = re.compile(rf"(?<![0-9A-Za-z{p}{g}])(-)?(\d{{1,3}}(?:[{g} \u00a0]\d{{3}})+|\d+)(?:{p}(\d+))?"
+                        rf"(?![0-9A-Za-z])")
+    text = text.translate(DIGITS_ONLY)
+    text = DIGIT_RUN.sub(lambda m: digit_by_digit(m.group(), lang), text)
+
+    def said(m: re.Match) -> str:
+        whole = re.sub(r"\D", "", m.group(2))
+        value = Decimal(whole + ("." + m.group(3) if m.group(3) else ""))
+        if m.group(1) and (m.start() == 0 or text[m.start() - 1].isspace()):
+            value = -value
+        elif m.group(1):
+            return m.group()
+        try:
+            return num2words(value, lang=lang)
+        except (NotImplementedError, OverflowError, ValueError, ArithmeticError):
+            return m.group()
+
+    return number.sub(said, text)
