@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from config import MAX_TRANSCRIPT_CHARS, Settings
 from errors import InvalidInput, LimitExceeded, preview
+from text_normalization import supported as supported_text_language
 from voices import check_voice_name
 
 MAX_SEED = 2**31 - 1
@@ -114,6 +115,11 @@ class JobInput(VoiceInput):
     target_rms: float = Field(0.1, gt=0.0, le=1.0)
     seed: Optional[int] = Field(None, ge=0, le=MAX_SEED)
     remove_silence: bool = False
+    #: Numbers, money, dates, times, units, symbols and abbreviations spoken as words.
+    normalize: bool = True
+    #: The text's language for that ("en", "zh" or a num2words code); None: English or Chinese
+    #: chosen per sentence from its script.
+    text_language: Optional[str] = Field(None, min_length=1, max_length=8)
 
     output_format: Literal["wav", "flac", "mp3", "ogg", "opus", "pcm"] = "wav"
     return_base64: bool = False
@@ -121,6 +127,14 @@ class JobInput(VoiceInput):
     captions_format: Optional[Literal["srt", "vtt"]] = None
     #: Each streamed piece's encoding (a worker with STREAM on): raw 16-bit PCM or a playable WAV.
     stream_format: Literal["pcm", "wav"] = "wav"
+
+    @field_validator("text_language")
+    @classmethod
+    def _text_language(cls, value):
+        if value is not None and not supported_text_language(value):
+            raise ValueError(f"'{preview(value)}' is not a language the worker reads numbers in: give en, zh, or a "
+                             "num2words code such as de, fr, es, it, pt, ru, ja, ko")
+        return value
 
     @model_validator(mode="after")
     def _checked(self) -> "JobInput":

@@ -16,6 +16,7 @@ settings_or_exit()
 import model_cache  # noqa: E402 - next: points every cache at the volume before torch/HF are imported
 
 import base64
+import dataclasses
 import logging
 import os
 import re
@@ -37,10 +38,11 @@ import loaded_model
 import voices
 from config import Settings
 from delivery import Delivery
-from errors import JobError, to_runpod_result
+from errors import JobError, LimitExceeded, to_runpod_result
 from job_schema import JobInput, VoiceInput, parse_job_input
 from scratch import job_directory, sweep_job_directories
 import synthesis
+import text_normalization
 from synthesis import SynthesisParams
 from transcripts import Transcripts
 
@@ -59,6 +61,8 @@ class Worker:
         if storage is not None:
             self.__dict__["storage"] = storage
         self.transcripts = Transcripts(settings)
+        self.grammars = text_normalization.grammars(text_normalization.grammar_root(settings.models_dir),
+                                                    settings.allow_model_download)
         sweep_job_directories(settings.job_tmp_dir)
 
     @cached_property
@@ -105,10 +109,12 @@ class Worker:
         job = parse_job_input(raw_input, s)
         seed = job.resolved_seed()
         names, lines = script(job)
+        timings, t = {}, time.perf_counter()
+        lines = self.spoken(job, lines)
+        timings["normalize"] = time.perf_counter() - t
         log.info("job %s: %d characters, %s%s", job_id, job.text_chars(),
                  f"{len(names)} voices in {len(lines)} segments" if job.voices else "voice from " + source(job),
                  ", streamed" if stream else "")
-        timings = {}
         with job_directory(s.job_tmp_dir, job_id, s.min_free_disk_mb) as job_dir:
             t = time.perf_counter()
             staged = self.stage_voices(job, names, job_dir)
@@ -192,6 +198,8 @@ class Worker:
             **({"voices": {name: {"ref_text": tr.text, "ref_text_source": tr.source}
                            for name, tr in zip(names, transcripts)}, "segments": len(lines)} if job.voices else
                {"ref_text": transcripts[0].text, "ref_text_source": transcripts[0].source}),
+            normalized_text=lines[0].text if not job.voices else
+            " ".join(f"[{names[line.voice]}] {line.text}" for line in lines),
             chunks=len(plan.chunks),
             batches=len(plan.batches),
             captions=timed,
@@ -202,6 +210,20 @@ class Worker:
                  job_id, duration, timings["total"], timings["synthesis"], len(plan.chunks), len(plan.batches),
                  f"; first audio at {timings['first_audio']:.2f} s" if stream else "")
         yield {"type": "done", **output} if stream else output
+
+    def spoken(self, job: JobInput, lines: list[synthesis.Line]) -> list[synthesis.Line]:
+        """The lines as they will be said: numbers, money, dates, times, units and symbols in words
+        (unless the job sends normalize: false). The job's limits hold for what is said."""
+        if not job.normalize:
+            return lines
+        s = self.settings
+        reading = text_normalization.Reading(self.grammars, job.text_language, s.max_normalize_chars)
+        texts = text_normalization.normalize_all([line.text for line in lines], reading)
+        chars = sum(map(len, texts))
+        if chars > s.max_text_chars:
+            raise LimitExceeded(f"text is {chars} characters once its numbers and symbols are written as words; at "
+                                f"most {s.max_text_chars} are accepted (MAX_TEXT_CHARS). Send it in parts.")
+        return [dataclasses.replace(line, text=text) for line, text in zip(lines, texts)]
 
     def stage_voices(self, job: JobInput, names: list[str | None], job_dir: Path) -> list[tuple]:
         """Each voice of the job staged and decoded once, however many segments speak in it:

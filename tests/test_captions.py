@@ -89,7 +89,10 @@ def test_captions_come_with_every_result_and_a_subtitle_file_to_s3(s3):
     out = Worker(model_cache.SETTINGS)(job(captions_format="srt"))
     assert "error" not in out, out
     caps = out["captions"]
-    assert len(caps) == out["chunks"] and " ".join(c["text"] for c in caps).split() == LONG.split()
+    # the captions say what was spoken: the normalised text ("Sentence number 0" read as "... zero")
+    assert out["normalized_text"] == " ".join(f"Sentence number {n} of a text long enough to need several chunks."
+                                              for n in ("zero", "one", "two", "three", "four", "five"))
+    assert len(caps) == out["chunks"] and " ".join(c["text"] for c in caps).split() == out["normalized_text"].split()
     assert caps[0]["start_s"] == 0 and caps[-1]["end_s"] == pytest.approx(out["duration_s"], abs=1e-3)
     assert all(round((c["end_s"] - c["start_s"]) * 24_000) % 256 == 0 for c in caps)  # whole mel frames
     key = out["captions_s3_key"]

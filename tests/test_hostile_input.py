@@ -174,6 +174,17 @@ CASES = [
      "segments.0.pause_after: input should be a valid number"),
     ("dialogue-speed", {"voices": {"a": {"voice_base64": GOOD_VOICE, "speed": 9.0}}, "text": "[a] Hi."},
      "voices.a.speed: input should be less than or equal to 3"),
+    # text normalisation
+    ("normalize-string", {"text": "hi", "voice_base64": GOOD_VOICE, "normalize": "yes"},
+     "normalize: input should be a valid boolean"),
+    ("text-language-unknown", {"text": "hi 5", "voice_base64": GOOD_VOICE, "text_language": "xx"},
+     "text_language: 'xx' is not a language the worker reads numbers in: give en, zh, or a num2words code"),
+    ("text-language-path", {"text": "hi", "voice_base64": GOOD_VOICE, "text_language": "../en"},
+     "text_language: '../en' is not a language the worker reads numbers in"),
+    ("text-language-long", {"text": "hi", "voice_base64": GOOD_VOICE, "text_language": "e" * 100},
+     "text_language: string should have at most 8 characters"),
+    ("text-language-number", {"text": "hi", "voice_base64": GOOD_VOICE, "text_language": 7},
+     "text_language: input should be a valid string"),
 ]
 
 
@@ -274,6 +285,15 @@ def test_awkward_voices_make_finite_speech(tmp_path, rate, peak, fmt, subtype):
     ({"max_inline_bytes": 200_000, "s3_bucket": None}, {"voices": {"a": {"voice_base64": GOOD_VOICE}},
                                                        "segments": [{"voice": "a", "text": "Hi.", "pause_after": 5}]},
      "over the 195.3 KB that can be returned inline"),
+    # text normalisation: the spoken form is held to MAX_TEXT_CHARS, and the grammars' work to its own bound
+    ({"max_text_chars": 40}, {"text": "It is 1234567 km."},
+     "text is 91 characters once its numbers and symbols are written as words; at most 40 are accepted "
+     "(MAX_TEXT_CHARS)."),
+    ({"max_text_chars": 40}, {"voices": {"a": {"voice_base64": GOOD_VOICE}},
+                              "segments": [{"voice": "a", "text": "It is 1234567 km."}, {"voice": "a", "text": "Hi."}]},
+     "text is 94 characters once its numbers and symbols are written as words; at most 40 are accepted"),
+    ({"max_normalize_chars": 30}, {"text": "Item 1, item 2, item 3, item 4, item 5, item 6."},
+     "at most 30 are accepted per job (MAX_NORMALIZE_CHARS). Send it in parts, or with normalize: false."),
 ])
 def test_each_limit_has_its_own_message(update, raw, message):
     worker = Worker(model_cache.SETTINGS.model_copy(update=update))
