@@ -4,6 +4,7 @@
     python bench.py --cold             # cold start in fresh processes: process start to model ready / first audio
     python bench.py --stream           # time to first audio and total: stock's streaming, ours whole and streamed
     python bench.py --dialogue         # four speakers batched together, against one segment at a time
+    python bench.py --normalize        # text normalisation: grammar load time, time per text
     python bench.py --arch tiny --runs 2   # fast on a CPU
 
 Weights are random (written into a models directory of the bench's own, laid out as `prefetch`
@@ -23,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import cold, dialogue, resample, streaming, warm
+from benchmarks import cold, dialogue, normalization, resample, streaming, warm
 from benchmarks.inputs import prepare_models
 
 
@@ -52,6 +53,8 @@ def parse_args():
                         "worker used) against soxr, at ordinary and awkward rates, each in a fresh process")
     p.add_argument("--rates", help="with --resample: the voice rates to try, comma-separated (default: "
                    "44100, 48000, 22050, 22051, 23999, 383999)")
+    p.add_argument("--normalize", action="store_true", help="text normalisation: the grammars' compile and load "
+                   "times, and the time to normalise the long text with and without numbers, and a Chinese one")
     p.add_argument("--drop-caches", action="store_true", help="drop the page cache before each cold start (root)")
     p.add_argument("--json", help="also write the results here")
     return p.parse_args()
@@ -67,6 +70,12 @@ def main():
         return
     # The settings are read once, when model_cache is imported: set them first.
     os.environ["MODELS_DIR"] = args.models_dir or str(Path(tempfile.gettempdir()) / "f5-bench-models")
+    if args.normalize:  # no model involved
+        result = normalization.measure(args, Path(os.environ["MODELS_DIR"]))
+        normalization.report(result)
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2))
+        return
     os.environ.update(ALLOW_MODEL_DOWNLOAD="false", PREFETCH_ASR="false")
     if args.device != "auto":
         os.environ["DEVICE"] = args.device

@@ -92,3 +92,23 @@ def test_bench_dialogue_batches_four_speakers_against_one_segment_at_a_time(tmp_
     assert rows["stock, one segment at a time"]["audio_s"] == rows["ours, one segment at a time"]["audio_s"] \
         == rows["ours, batched across speakers"]["audio_s"] > 10
     assert all(r["s"] > 0 for r in rows.values()) and "vs one voice" in result.stdout
+
+
+def test_bench_normalize_reports_load_and_per_text_times(tmp_path):
+    from conftest import link_grammars
+
+    from benchmarks.normalization import NUMBERED_TEXT
+
+    assert sum(ch.isdigit() for ch in NUMBERED_TEXT) > 40
+    link_grammars(tmp_path / "models")  # compiled once per session already: loaded, not compiled again
+    out = tmp_path / "normalize.json"
+    result = run_py(["bench.py", "--normalize", "--runs", "1", "--models-dir", str(tmp_path / "models"),
+                     "--json", str(out)], env=subprocess_env(MODELS_DIR=None, MAX_NORMALIZE_CHARS=200))
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["compile_s"] == {} and set(data["load_s"]) == {"en", "zh"}
+    texts = data["texts"]
+    assert texts["long text (bench.py's, no digits)"]["grammar_chars"] == 0
+    numbered = texts["long text, a number in every sentence"]
+    assert 0 < numbered["grammar_chars"] < numbered["chars"] < numbered["spoken_chars"]
+    assert 150 <= data["at_limit"]["grammar_chars"] <= 260 and "load en grammar" in result.stdout
