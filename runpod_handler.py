@@ -4,10 +4,10 @@
     python runpod_handler.py --test_input '{...}'  # one local job
     python runpod_handler.py --rp_serve_api        # local HTTP API: POST /runsync, /run
 
-The path of a job: validate -> job directory -> stage the voice (each voice of a dialogue, once)
--> prepare the reference -> synthesize -> encode -> deliver (S3 or inline) -> remove the job
-directory. With STREAM on, the
-handler is a generator: each piece of audio goes out as it is made, the whole result last.
+The path of a job: validate -> numbers and symbols as words -> job directory -> stage the voice
+(each voice of a dialogue, once) -> prepare the reference -> synthesize -> encode -> deliver (S3
+or inline) -> remove the job directory. With STREAM on, the handler is a generator: each piece of
+audio goes out as it is made, the whole result last.
 """
 
 from config import settings_or_exit  # noqa: I001 - a bad setting is one line and exit status 2, not a traceback
