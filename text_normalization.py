@@ -15,6 +15,7 @@ a text with no digit, symbol or known abbreviation is returned as it came, at th
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -42,7 +43,7 @@ GRAMMAR_FILES = {lang: (f"{lang}_tn_tagger.fst", f"{lang}_tn_verbalizer.fst") fo
 
 HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 #: What sends a piece of text to a grammar.
-TRIGGER = re.compile(r"[0-9$€£¥￥₹%‰&@+=#°℃℉]")
+TRIGGER = re.compile(r"[0-9$€£¥￥₹%‰&@+=#°℃℉０-９％＄＆＠＋＝＃]")
 FULLWIDTH_DIGITS = str.maketrans("０１２３４５６７８９％＄＆＠＋＝＃", "0123456789%$&@+=#")
 DIGITS_ONLY = str.maketrans("０１２３４５６７８９", "0123456789")
 TOKEN = re.compile(rf"[{HAN}]|[^\s{HAN}]+")
@@ -178,6 +179,7 @@ def grammars(root: Path, allow_build: bool = True) -> Grammars:
 # --------------------------------------------------------------------------------------
 
 
+@functools.cache
 def num2words_languages() -> frozenset[str]:
     from num2words import CONVERTER_CLASSES
 
@@ -266,7 +268,7 @@ def _grammar_chars(plan: list[tuple] | None) -> int:
 
 def _plan(text: str, language: str | None) -> list[tuple] | None:
     """The text's language runs, each prepared, with the spans its grammar must read; None: nothing to do."""
-    if not TRIGGER.search(text.translate(FULLWIDTH_DIGITS)) and not ABBREVIATION.search(text) \
+    if not TRIGGER.search(text) and not ABBREVIATION.search(text) \
             and not URL.search(text):
         return None
     plan = []
@@ -291,11 +293,11 @@ def language_groups(text: str, language: str | None) -> list[tuple[str | None, s
         return [(language, text)]
     spans = sentences(text)
     langs = [script_language(text[a:b]) for a, b in spans]
-    default = script_language(text)
-    default = "en" if default == "" else default  # no letters at all: the model's first language
     runs: list[list] = []  # [language, start, end]
     for (a, b), lang in zip(spans, langs):
-        lang = (runs[-1][0] if runs else default) if lang == "" else lang
+        if lang == "":  # no letters: as the sentence before, else as the text as a whole
+            whole = script_language(text) if not runs else None
+            lang = runs[-1][0] if runs else "en" if whole == "" else whole  # "en": the model's first language
         if runs and runs[-1][0] == lang:
             runs[-1][2] = b
         else:
@@ -353,7 +355,7 @@ def _spelled_out(match: re.Match, kind: str, lang: str) -> str:
     words = []
     for part in re.findall(r"[A-Za-z]+|[0-9]+|[^A-Za-z0-9\s]", body):
         if part.isdigit():
-            words.append(digit_by_digit(part, lang) if lang in DIGITS else part)
+            words.append(digit_by_digit(part, lang))
         elif part in URL_SYMBOLS:
             words.append(URL_SYMBOLS[part])
         elif part.isalpha():
@@ -534,15 +536,19 @@ def read_pieces(text: str, pieces: list[tuple[int, int]], grammar, lang: str) ->
 # --------------------------------------------------------------------------------------
 
 
-def numbers_in(text: str, lang: str) -> str:
-    from num2words import num2words
-
-    point = "." if lang in DECIMAL_POINT else ","
+@functools.cache
+def _number_pattern(point: str) -> re.Pattern:
     group = "," if point == "." else "."
     p, g = re.escape(point), re.escape(group)
     # bounded by Latin letters and digits only: "5つ", "5个" are numbers too
-    number = re.compile(rf"(?<![0-9A-Za-z{p}{g}])(-)?(\d{{1,3}}(?:[{g} \u00a0]\d{{3}})+|\d+)(?:{p}(\d+))?"
-                        rf"(?![0-9A-Za-z])")
+    return re.compile(rf"(?<![0-9A-Za-z{p}{g}])(-)?(\d{{1,3}}(?:[{g} \u00a0]\d{{3}})+|\d+)(?:{p}(\d+))?"
+                      rf"(?![0-9A-Za-z])")
+
+
+def numbers_in(text: str, lang: str) -> str:
+    from num2words import num2words
+
+    number = _number_pattern("." if lang in DECIMAL_POINT else ",")
     text = text.translate(DIGITS_ONLY)
     text = DIGIT_RUN.sub(lambda m: digit_by_digit(m.group(), lang), text)
 
