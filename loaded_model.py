@@ -18,7 +18,7 @@ from pathlib import Path
 
 import model_cache  # first: it points every cache at the volume before torch is imported
 from config import Settings
-from errors import ModelLoadError
+from errors import JobError, ModelLoadError
 from model_cache import HOP_LENGTH, SAMPLE_RATE, ModelFiles
 
 log = logging.getLogger("f5worker.loaded_model")
@@ -65,17 +65,27 @@ class LoadedModel:
 
 
 _model: LoadedModel | None = None
+#: Why the load failed, when it did: the next job gets the same sentence at once instead of a
+#: second try (minutes of hub retries offline). Such errors ask for a fresh worker, or name a
+#: setting or a file that a second try in this process would meet again.
+_failure: JobError | None = None
 _model_lock = threading.Lock()
 
 
 def get_model() -> LoadedModel:
     """The process's model, loaded on first use (thread-safe) and returned at no cost after."""
-    global _model
+    global _model, _failure
     model = _model
     if model is None:
         with _model_lock:
+            if _failure is not None:
+                raise _failure
             if _model is None:
-                _model = load_model(model_cache.SETTINGS)
+                try:
+                    _model = load_model(model_cache.SETTINGS)
+                except JobError as exc:
+                    _failure = exc
+                    raise
             model = _model
     return model
 

@@ -178,11 +178,21 @@ def hub_file(repo_id: str, filename: str, *, download: bool, force: bool = False
         if not verify_hub_file(path):
             log.warning("%s/%s arrived corrupt; downloading it again", repo_id, filename)
             path = Path(hf_hub_download(repo_id, filename, cache_dir=HUB_DIR, force_download=True))
-    except Exception as exc:  # network, auth, disk: all mean the model is not available
+    except LocalEntryNotFoundError as exc:  # what the hub's client raises when it cannot reach the hub
+        raise ModelLoadError(unreachable(f"{repo_id}/{filename}", exc)) from exc
+    except Exception as exc:  # auth, a missing file, disk: all mean the model is not available
         raise ModelLoadError(f"Could not download {repo_id}/{filename}: {type(exc).__name__}: {exc}") from exc
     if not verify_hub_file(path):
         raise ModelLoadError(f"{repo_id}/{filename} is corrupt after two downloads ({os.path.realpath(path)}).")
     return path
+
+
+def unreachable(what: str, exc: Exception) -> str:
+    """One sentence for a download that found no hub (offline, DNS, a firewall), saying what to do."""
+    cause = exc.__cause__ or exc.__context__
+    why = f" ({type(cause).__name__})" if cause is not None else ""
+    return (f"Could not download {what}: the Hugging Face hub could not be reached{why}. Run `python model_cache.py "
+            f"prefetch` where it can be, or set F5_MODEL=tiny to run offline with the random-weight test model.")
 
 
 #: What a transformers model repository needs locally (weights as safetensors only).
@@ -207,6 +217,8 @@ def hub_snapshot(repo_id: str, *, download: bool) -> Path:
     log.info("downloading %s into %s", repo_id, HUB_DIR)
     try:
         return Path(snapshot_download(repo_id, cache_dir=HUB_DIR, allow_patterns=list(SNAPSHOT_PATTERNS)))
+    except LocalEntryNotFoundError as exc:
+        raise ModelLoadError(unreachable(repo_id, exc)) from exc
     except Exception as exc:
         raise ModelLoadError(f"Could not download {repo_id}: {type(exc).__name__}: {exc}") from exc
 
@@ -463,10 +475,12 @@ def write_random_model(files: ModelFiles, vocos_arch: dict, seed: int = 0) -> No
 
 def _write_atomic(path: Path, write) -> None:
     """Write through a temp name in the same folder, then rename: readers on the shared volume
-    never see a half-written file."""
+    never see a half-written file. Readable by all, as the hub's own files are (safetensors
+    creates its file 0600)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -499,6 +513,7 @@ def prefetch(settings: Settings = SETTINGS, verify: bool = True) -> int:
         print(f"F5_MODEL=tiny: writing the tiny test model into {TINY_DIR}")
         make_test_model()
         prefetch_grammars()
+        print(f"ASR model not prefetched ({asr_prefetch_skipped(settings)}): {_asr_fetched_by(settings)}")
         return 0
     for repo_id, filename in required_hub_files(settings):
         path = hub_file(repo_id, filename, download=True)
@@ -515,7 +530,7 @@ def prefetch(settings: Settings = SETTINGS, verify: bool = True) -> int:
         write_fp16_artifact(files)
     print(f"ok       {fp16_artifact(files)}  {_size(fp16_artifact(files))}")
     print(f"model {files.name} ready under {MODELS_DIR}")
-    if settings.prefetch_asr:
+    if asr_prefetch_skipped(settings) is None:
         snapshot = hub_snapshot(settings.asr_model, download=True)
         corrupt = [p for p in snapshot.rglob("*") if p.is_file() and verify and not verify_hub_file(p)]
         if corrupt:
@@ -524,9 +539,21 @@ def prefetch(settings: Settings = SETTINGS, verify: bool = True) -> int:
                 hub_file(settings.asr_model, str(path.relative_to(snapshot)), download=True, force=True)
         print(f"ok       {settings.asr_model} (ASR, for references without a transcript)  {snapshot}")
     else:
-        print("ASR model not prefetched (PREFETCH_ASR=false): a job without ref_text will download it")
+        print(f"ASR model not prefetched ({asr_prefetch_skipped(settings)}): {_asr_fetched_by(settings)}")
     prefetch_grammars()
     return 0
+
+
+def asr_prefetch_skipped(settings: Settings) -> str | None:
+    """Why `prefetch` leaves the ASR model out, or None when it fetches it."""
+    if settings.f5_model == "tiny":
+        return "F5_MODEL=tiny is the offline test model"
+    return None if settings.prefetch_asr else "PREFETCH_ASR=false"
+
+
+def _asr_fetched_by(settings: Settings) -> str:
+    return (f"the first job without ref_text downloads {settings.asr_model}" if settings.allow_model_download else
+            "jobs without ref_text fail: ALLOW_MODEL_DOWNLOAD=false")
 
 
 def prefetch_grammars() -> None:
@@ -586,9 +613,9 @@ def status(settings: Settings = SETTINGS) -> int:
     try:
         print(f"ASR          ok        {hub_snapshot(settings.asr_model, download=False)}")
     except ModelLoadError:
-        fetched = "downloaded by the first job without a transcript" if settings.allow_model_download else \
-            "jobs without a transcript fail: ALLOW_MODEL_DOWNLOAD=false"
-        print(f"ASR          MISSING   {settings.asr_model} (prefetch downloads it; else {fetched})")
+        skipped = asr_prefetch_skipped(settings)
+        prefetched = "prefetch downloads it" if skipped is None else f"prefetch skips it: {skipped}"
+        print(f"ASR          MISSING   {settings.asr_model} ({prefetched}; else {_asr_fetched_by(settings)})")
     return 1 if missing else 0
 
 

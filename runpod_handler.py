@@ -342,11 +342,13 @@ def summary(output: dict) -> str:
     if "error" in output:
         return f"job failed: {output['error']}"
     where = output.get("local_path") or output.get("s3_key") or "inline only (audio_base64)"
+    subtitles = output.get("captions_local_path") or output.get("captions_s3_key") or \
+        ("inline only (captions_text)" if "captions_text" in output else None)
     timings = output.get("timings", {})
     first = f", first audio {timings['first_audio']:.2f} s" if "first_audio" in timings else ""
     return (f"job done: {output['duration_s']:.1f} s of audio, {output['chunks']} chunk(s) in {output['batches']} "
             f"batch(es); synthesis {timings.get('synthesis', 0):.2f} s{first}, total {timings.get('total', 0):.2f} s; "
-            f"audio: {where}")
+            f"seed {output['seed']}; audio: {where}" + (f"; captions: {subtitles}" if subtitles else ""))
 
 
 def local_handler(job: dict) -> dict:

@@ -307,3 +307,14 @@ def test_a_failing_progress_update_never_fails_the_job(ref_wav_bytes):
     out = worker(job(voice_base64=base64.b64encode(ref_wav_bytes).decode(), ref_text=REF_TEXT, text=LONG))
     assert "error" not in out and out["batches"] >= 2, out
     assert_clean()
+
+
+def test_the_summary_line_shows_the_seed_and_the_subtitle_file():
+    from runpod_handler import summary
+
+    output = {"duration_s": 2.0, "chunks": 1, "batches": 1, "seed": 1234, "local_path": "/x/output/local_test.wav",
+              "captions_local_path": "/x/output/local_test.vtt", "timings": {"synthesis": 0.5, "total": 1.0}}
+    line = summary(output)
+    assert "seed 1234" in line and "audio: /x/output/local_test.wav" in line
+    assert line.endswith("captions: /x/output/local_test.vtt")
+    assert "captions" not in summary({k: v for k, v in output.items() if k != "captions_local_path"})

@@ -111,3 +111,47 @@ def test_load_reads_the_weights_ahead_while_importing(monkeypatch):
     assert not reader.is_alive()
     assert reader.intact(weights) is True and reader.intact(model_cache.TINY_DIR / "vocab.txt") is False
     assert reader.intact(Path("/nonexistent/file")) is None
+
+
+def test_a_failed_load_is_not_tried_again_for_the_next_job(monkeypatch):
+    """The load at start fails (offline: half a minute of hub retries): the job that follows gets
+    the same sentence at once, and the worker asks to be replaced, instead of a second try."""
+    calls = []
+
+    def failing(settings):
+        calls.append(1)
+        raise ModelLoadError("Could not download the model.")
+
+    monkeypatch.setattr(loaded_model, "_model", None)
+    monkeypatch.setattr(loaded_model, "_failure", None)
+    monkeypatch.setattr(loaded_model, "load_model", failing)
+    for _ in range(3):
+        with pytest.raises(ModelLoadError, match="Could not download the model.") as raised:
+            loaded_model.get_model()
+        assert raised.value.refresh_worker
+    assert len(calls) == 1
+
+
+def test_an_unreachable_hub_is_one_sentence_that_says_what_to_do(monkeypatch, tmp_path):
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def offline(*args, local_files_only=False, **kwargs):
+        try:
+            raise ConnectionError("[Errno 111] Connection refused")
+        except ConnectionError as cause:
+            raise LocalEntryNotFoundError("An error happened while trying to locate the file on the Hub and we "
+                                          "cannot find the requested files in the local cache. Please check your "
+                                          "connection and try again or make sure your Internet connection is on.") \
+                from cause
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    for fetch in (lambda: model_cache.hub_file("SWivid/F5-TTS", "F5TTS_v1_Base/model.safetensors", download=True),
+                  lambda: model_cache.hub_snapshot("openai/whisper-large-v3-turbo", download=True)):
+        with pytest.raises(ModelLoadError) as raised:
+            fetch()
+        message = raised.value.message
+        assert "the Hugging Face hub could not be reached (ConnectionError)" in message
+        assert "`python model_cache.py prefetch`" in message and "F5_MODEL=tiny" in message
+        assert "Internet connection" not in message and message.count(". ") <= 2

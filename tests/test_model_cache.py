@@ -293,3 +293,31 @@ def test_a_download_that_lands_corrupt_is_fetched_again(tmp_path):
         assert len(hub.downloads()) == 4  # three files, one of them twice
         for blob in models.glob("hub/models--*/blobs/*"):
             assert model_cache.verify_hub_file(blob)
+
+
+def test_prefetch_and_status_say_the_same_of_the_asr_model(capsys):
+    """`status` promises only what `prefetch` does: with the tiny test model or PREFETCH_ASR=false
+    prefetch leaves the ASR model out, and both say so."""
+    missing = {"asr_model": "test/no-such-whisper", "f5_model": "F5TTS_v1_Base"}
+    for update, skipped in (({"f5_model": "tiny"}, "F5_MODEL=tiny"), ({"prefetch_asr": False}, "PREFETCH_ASR=false"),
+                            ({"prefetch_asr": True}, None)):
+        settings = model_cache.SETTINGS.model_copy(update={**missing, **update})
+        reason = model_cache.asr_prefetch_skipped(settings)
+        assert (reason is None) if skipped is None else (skipped in reason)
+        model_cache.status(settings)
+        asr = [line for line in capsys.readouterr().out.splitlines() if line.startswith("ASR")]
+        assert len(asr) == 1 and "MISSING" in asr[0]
+        assert ("prefetch downloads it" in asr[0]) if skipped is None else (f"prefetch skips it: {reason}" in asr[0])
+
+
+def test_tiny_prefetch_says_it_leaves_the_asr_model_out(tmp_path):
+    env = subprocess_env(MODELS_DIR=tmp_path / "models", F5_MODEL="tiny")
+    link_grammars(tmp_path / "models")
+    result = run_py(["model_cache.py", "prefetch"], env=env)
+    assert result.returncode == 0, result.stderr
+    assert "ASR model not prefetched (F5_MODEL=tiny is the offline test model): the first job without ref_text " \
+           "downloads" in result.stdout
+    tiny = tmp_path / "models" / "f5-tts" / "tiny"
+    # every file of the test model readable by all, as a volume's files must be for any worker
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in tiny.rglob("*") if p.is_file()} == \
+        {name: "0o644" for name in ("vocab.txt", "model.safetensors", "config.yaml", "pytorch_model.bin")}
