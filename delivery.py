@@ -15,6 +15,10 @@ from errors import LimitExceeded, os_error
 
 log = logging.getLogger("f5worker.delivery")
 
+#: Output formats that no other format shrinks much further: an oversized answer in one of them
+#: is not told to ask for another.
+COMPRESSED = ("mp3", "ogg", "opus")
+
 
 class Delivery:
     """Delivers one worker's results; `storage` is its S3Storage, or None without a bucket."""
@@ -22,23 +26,35 @@ class Delivery:
     def __init__(self, settings: Settings, storage):
         self.settings, self.storage = settings, storage
 
-    def check_inline_size(self, return_base64: bool, size: int, planned: bool = False) -> None:
-        """Audio returned inline must fit RunPod's payload limits (MAX_INLINE_BYTES)."""
+    def check_inline_size(self, return_base64: bool, size: int, fmt: str, planned: bool = False,
+                          streamed: int = 0) -> None:
+        """What the answer carries must fit RunPod's payload limits (MAX_INLINE_BYTES of audio): the
+        file when it is returned inline, and a streamed job's pieces (`streamed` bytes), which /run
+        and /runsync return as well."""
         s = self.settings
-        if (self.storage is not None and not return_base64) or size <= s.max_inline_bytes:
+        inline = size if self.storage is None or return_base64 else 0
+        answer = inline + streamed
+        if answer <= s.max_inline_bytes:
             return
+        amount = f"{'would be at least' if planned else 'is'} {_human(answer)}, over the {_human(s.max_inline_bytes)}"
+        if inline == 0:  # the pieces alone
+            raise LimitExceeded(
+                f"A streamed job's answer holds every piece of its audio: this one {amount} that /run and /runsync "
+                "can return (RunPod refuses large payloads): send a shorter text, or send it to an endpoint that "
+                "does not stream (with S3, its answer is a URL).")
         remedy = "drop return_base64 to get an S3 URL" if self.storage is not None else "configure S3_BUCKET"
-        raise LimitExceeded(
-            f"The audio {'would be at least' if planned else 'is'} {_human(size)}, over the "
-            f"{_human(s.max_inline_bytes)} that can be returned inline (RunPod refuses large payloads): {remedy}, "
-            "or ask for output_format mp3 or a shorter text."
-        )
+        smaller = "" if fmt in COMPRESSED else ", ask for output_format mp3 or opus"
+        what = "A streamed job's pieces and its audio together" if streamed else "The audio"
+        raise LimitExceeded(f"{what} {amount} that can be returned inline (RunPod refuses large payloads): "
+                            f"{remedy}{smaller}, or send a shorter text.")
 
-    def deliver(self, path: Path, key: str, content_type: str, return_base64: bool, captions=None) -> dict:
+    def deliver(self, path: Path, key: str, content_type: str, return_base64: bool, captions=None,
+                streamed: int = 0) -> dict:
         """`path` to S3 as `key` and/or inline, and the local copy; and `captions`, a subtitle file
-        (path, key, content type), beside it. Whatever fails, the job leaves nothing behind:
-        limits and local copies come before the uploads, and a failed upload removes the copies."""
-        self.check_inline_size(return_base64, path.stat().st_size)
+        (path, key, content type), beside it; `streamed`: bytes of audio the answer already holds
+        in pieces. Whatever fails, the job leaves nothing behind: limits and local copies come
+        before the uploads, and a failed upload removes the copies."""
+        self.check_inline_size(return_base64, path.stat().st_size, path.suffix.lstrip("."), streamed=streamed)
         inline = self.storage is None or return_base64
         stored = []
         try:

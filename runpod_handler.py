@@ -38,7 +38,7 @@ import loaded_model
 import voices
 from config import Settings
 from delivery import Delivery
-from errors import JobError, LimitExceeded, to_runpod_result
+from errors import InvalidInput, JobError, LimitExceeded, to_runpod_result
 from job_schema import JobInput, VoiceInput, parse_job_input
 from scratch import job_directory, sweep_job_directories
 import synthesis
@@ -142,9 +142,14 @@ class Worker:
             plan = synthesis.plan_lines(model, refs, lines, params, s.max_batch_frames, s.max_output_seconds,
                                         stream=stream)
             speakers = [names[c.voice] for c in plan.chunks] if job.voices else None
-            least = audio_io.least_encoded_bytes(job.output_format, plan.samples)
-            if least is not None and not job.remove_silence:  # refuse now, not after the work
-                self.delivery.check_inline_size(job.return_base64, least, planned=True)
+            # Refused now, not after the work: sizes that follow from the plan (a streamed job's
+            # pieces are 16-bit samples, and /run and /runsync return them all).
+            least = audio_io.least_encoded_bytes(job.output_format, plan.samples) or 0
+            streamed = audio_io.least_encoded_bytes(job.stream_format, plan.samples) if stream else 0
+            if not job.remove_silence:  # it shortens the audio: the plan's size is no floor then
+                self.delivery.check_inline_size(job.return_base64, least, job.output_format, planned=True,
+                                                streamed=streamed)
+            streamed = 0
             if stream:
                 made, spans = [], []
                 # closed at once on a failure here: the sampling stops and the model is free again
@@ -152,10 +157,11 @@ class Worker:
                     for piece in pieces:
                         made.append(piece.audio)
                         spans.append(piece.span)
-                        item = piece_item(piece, model.sample_rate, job.stream_format,
-                                          speakers[piece.index] if speakers else None)
-                        timings.setdefault("first_audio", time.perf_counter() - started)
-                        yield item
+                        for item, size in piece_items(piece, model.sample_rate, job.stream_format,
+                                                      speakers[piece.index] if speakers else None):
+                            timings.setdefault("first_audio", time.perf_counter() - started)
+                            streamed += size
+                            yield item
                 wave = np.concatenate(made)
             else:
                 result = synthesis.run(model, references, plan, params, progress)
@@ -182,7 +188,7 @@ class Worker:
 
             t = time.perf_counter()
             key = f"{s.s3_output_prefix}{job_id}.{job.output_format}"
-            output = self.delivery.deliver(out_path, key, content_type, job.return_base64, subtitles)
+            output = self.delivery.deliver(out_path, key, content_type, job.return_base64, subtitles, streamed)
             timings["upload"] = time.perf_counter() - t
             for transcript in transcripts:  # only now: a failed job leaves no transcript behind
                 self.transcripts.keep(transcript, self.storage)
@@ -219,6 +225,12 @@ class Worker:
         s = self.settings
         reading = text_normalization.Reading(self.grammars, job.text_language, s.max_normalize_chars)
         texts = text_normalization.normalize_all([line.text for line in lines], reading)
+        for n, text in enumerate(texts):
+            if not any(ch.isalnum() for ch in text):  # what validation asks of the text as sent
+                where = "text" if job.voices is None else \
+                    f"segments.{n}.text" if job.segments is not None else f"text: segment {n + 1}"
+                raise InvalidInput(f"Invalid input: {where} has nothing left to speak once its numbers and symbols "
+                                   "are read; send words, or normalize: false.")
         chars = sum(map(len, texts))
         if chars > s.max_text_chars:
             raise LimitExceeded(f"text is {chars} characters once its numbers and symbols are written as words; at "
@@ -288,19 +300,30 @@ def voice_named(name: str | None):
         raise
 
 
-def piece_item(piece: synthesis.Piece, rate: int, fmt: str, voice: str | None = None) -> dict:
-    """One streamed piece, as the caller reads it from /stream."""
-    return {
-        "type": "audio",
-        "index": piece.index,
-        **({"voice": voice} if voice is not None else {}),
-        "text": piece.text,
-        "start_s": round(piece.start / rate, 3),
-        "duration_s": round(len(piece.audio) / rate, 3),
-        "sample_rate": rate,
-        "format": fmt,
-        "audio_base64": base64.b64encode(audio_io.encoded(piece.audio, rate, fmt)).decode("ascii"),
-    }
+#: RunPod's /stream refuses an item over 1 MB: a chunk's audio goes out in parts of at most this
+#: long (480 KB of 16-bit samples at 24 kHz, 640 KB as base64).
+PART_SECONDS = 10.0
+
+
+def piece_items(piece: synthesis.Piece, rate: int, fmt: str, voice: str | None = None
+                ) -> Iterator[tuple[dict, int]]:
+    """One streamed piece as the caller reads it from /stream, in parts of at most PART_SECONDS,
+    each with its encoded size in bytes."""
+    step = int(PART_SECONDS * rate)
+    for part, at in enumerate(range(0, max(len(piece.audio), 1), step)):
+        audio = audio_io.encoded(piece.audio[at:at + step], rate, fmt)
+        yield {
+            "type": "audio",
+            "index": piece.index,
+            "part": part,
+            **({"voice": voice} if voice is not None else {}),
+            "text": piece.text,
+            "start_s": round((piece.start + at) / rate, 3),
+            "duration_s": round(len(piece.audio[at:at + step]) / rate, 3),
+            "sample_rate": rate,
+            "format": fmt,
+            "audio_base64": base64.b64encode(audio).decode("ascii"),
+        }, len(audio)
 
 
 _worker: Worker | None = None
@@ -366,7 +389,8 @@ def local_stream_job(job: dict):
     for item in stream_handler(job):
         items.append(item)
         if item.get("type") == "audio":
-            print(f"piece {item['index']}: {item['duration_s']:.2f} s of audio at {item['start_s']:.2f} s "
+            part = f" part {item['part']}" if item["part"] else ""
+            print(f"piece {item['index']}{part}: {item['duration_s']:.2f} s of audio at {item['start_s']:.2f} s "
                   f"({len(item['text'])} characters)", flush=True)
     print(summary(items[-1]), flush=True)
     return items[-1] if "error" in items[-1] else items

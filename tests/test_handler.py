@@ -13,6 +13,7 @@ from static_server import StaticServer
 
 import loaded_model
 import model_cache
+from errors import InvalidInput
 from runpod_handler import Worker
 
 TEXT = "Hello there. This is a short test of the worker."
@@ -136,8 +137,10 @@ def test_inline_audio_over_the_limit_is_an_error_not_a_loss(ref_wav_bytes, synth
     out = small(job(voice_base64=base64.b64encode(ref_wav_bytes).decode(), ref_text=REF_TEXT, output_format=fmt,
                     text="A sentence long enough to make more than ten kilobytes of audio in any format at all."))
     assert out["error"].startswith("The audio would be at least" if before else "The audio is ")
-    assert out["error"].endswith("that can be returned inline (RunPod refuses large payloads): configure S3_BUCKET, "
-                                 "or ask for output_format mp3 or a shorter text.")
+    # an answer already in a compressed format is not told to ask for one
+    smaller = "" if fmt in ("mp3", "opus") else ", ask for output_format mp3 or opus"
+    assert out["error"].endswith("that can be returned inline (RunPod refuses large payloads): configure S3_BUCKET"
+                                 f"{smaller}, or send a shorter text.")
     assert synthesis_runs == ([] if before else [1])
     assert_clean()
 
@@ -158,7 +161,7 @@ def test_the_planned_size_is_a_floor_of_the_real_one(ref_wav_bytes, synthesis_ru
 def test_oversize_inline_with_s3_fails_before_uploading(s3, ref_wav_bytes, synthesis_runs):
     small = Worker(model_cache.SETTINGS.model_copy(update={"max_inline_bytes": 10_000}))
     out = small(job(voice_base64=base64.b64encode(ref_wav_bytes).decode(), ref_text=REF_TEXT, return_base64=True))
-    assert "drop return_base64 to get an S3 URL, or ask for output_format mp3" in out["error"]
+    assert "drop return_base64 to get an S3 URL, ask for output_format mp3 or opus" in out["error"]
     assert "S3_BUCKET" not in out["error"] and synthesis_runs == []
     assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="output/")
     out = small(job(voice_base64=base64.b64encode(ref_wav_bytes).decode(), ref_text=REF_TEXT))
@@ -318,3 +321,27 @@ def test_the_summary_line_shows_the_seed_and_the_subtitle_file():
     assert "seed 1234" in line and "audio: /x/output/local_test.wav" in line
     assert line.endswith("captions: /x/output/local_test.vtt")
     assert "captions" not in summary({k: v for k, v in output.items() if k != "captions_local_path"})
+
+
+@pytest.mark.parametrize("raw, where", [
+    ({"text": "١٢٣ ٪", "voice_base64": "UklGRg=="}, "text has"),
+    ({"voices": {"a": {"voice_base64": "UklGRg=="}}, "segments": [{"voice": "a", "text": "Hi."},
+                                                                  {"voice": "a", "text": "١٢٣ ٪"}]},
+     "segments.1.text has"),
+    ({"voices": {"a": {"voice_base64": "UklGRg=="}}, "text": "[a] Hi. [a] ١٢٣ ٪"}, "text: segment 2 has"),
+])
+def test_text_that_normalises_to_nothing_is_one_sentence(monkeypatch, raw, where):
+    """Whatever the normaliser makes of a text, a line left with nothing to speak is refused before
+    any work, naming where it is (a dialogue's segment no longer vanishes from the audio)."""
+    import text_normalization
+    from job_schema import parse_job_input
+    from runpod_handler import script
+
+    monkeypatch.setattr(text_normalization, "normalize_all",
+                        lambda texts, reading: [t if t.isascii() else " %" for t in texts])
+    s = model_cache.SETTINGS
+    parsed = parse_job_input(raw, s)
+    with pytest.raises(InvalidInput) as raised:
+        Worker(s).spoken(parsed, script(parsed)[1])
+    assert raised.value.message == (f"Invalid input: {where} nothing left to speak once its numbers and symbols are "
+                                    "read; send words, or normalize: false.")

@@ -157,7 +157,8 @@ def test_the_pieces_joined_are_the_whole_file(voice, sampling_calls, stream_form
     *pieces, done = items
     assert done["type"] == "done" and "error" not in done, done
     assert [p["type"] for p in pieces] == ["audio"] * len(pieces)
-    assert [p["index"] for p in pieces] == list(range(done["chunks"])) and done["chunks"] >= 4
+    firsts = [p for p in pieces if p["part"] == 0]  # a chunk over PART_SECONDS goes out in parts
+    assert [p["index"] for p in firsts] == list(range(done["chunks"])) and done["chunks"] >= 4
     assert done["batches"] == len(sampling_calls) >= 3 and sampling_calls[:2] == [1, 1]
     start = 0.0
     for piece in pieces:  # each starts where the one before it ends
@@ -167,7 +168,7 @@ def test_the_pieces_joined_are_the_whole_file(voice, sampling_calls, stream_form
     whole, rate = sf.read(io.BytesIO(base64.b64decode(done["audio_base64"])), dtype="int16")
     assert np.array_equal(joined, whole)
     assert done["duration_s"] == pytest.approx(len(whole) / rate, abs=1e-3) == pytest.approx(start, abs=2e-3)
-    assert " ".join(p["text"] for p in pieces).split() == done["normalized_text"].split()  # what was said
+    assert " ".join(p["text"] for p in firsts).split() == done["normalized_text"].split()  # what was said
     # all a non-streamed result holds, and the time to the first piece
     plain = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None}))(job(voice))
     assert set(plain) | {"type"} == set(done)
@@ -235,7 +236,7 @@ def test_a_failure_mid_stream_ends_it_with_an_error_and_the_next_job_succeeds(vo
     monkeypatch.setattr(runpod_handler, "_worker", streaming_worker())
     monkeypatch.setattr(runpod_handler, "SDK_CONFIG", {})
     items = list(runpod_handler.stream_handler(job(voice)))
-    assert [i.get("type") for i in items[:-1]] == ["audio", "audio"]
+    assert {i.get("type") for i in items[:-1]} == {"audio"} and {i["index"] for i in items[:-1]} == {0, 1}
     assert items[-1] == {"error": items[-1]["error"]} and "out of memory" in items[-1]["error"]
     assert runpod_handler.SDK_CONFIG == {"refresh_worker": True}  # the SDK stops this worker after the job
     assert job_dirs() == [] and not loaded_model.get_model().lock.locked()
@@ -289,3 +290,59 @@ def test_one_streamed_job_from_the_command_line_prints_its_pieces(voice, monkeyp
     lines = capsys.readouterr().out.splitlines()
     assert items[-1]["type"] == "done" and len(lines) == len(items)
     assert lines[0].startswith("piece 0: ") and lines[-1].startswith("job done: ") and "first audio" in lines[-1]
+
+
+# --- what the answer carries: RunPod's payload limits -----------------------------------------
+
+
+def test_a_long_chunk_goes_out_in_parts_under_the_stream_item_limit():
+    """/stream refuses an item over 1 MB: a chunk of 25 s is sent in parts, which join to it."""
+    rate = 24_000
+    audio = (0.3 * np.sin(np.arange(25 * rate) / 10.0)).astype(np.float32)
+    piece = synthesis.Piece(index=3, text="A long chunk.", audio=audio, start=5 * rate, span=(5 * rate, 30 * rate))
+    for fmt in ("wav", "pcm"):
+        items = list(runpod_handler.piece_items(piece, rate, fmt, voice="alice"))
+        assert [item["part"] for item, _ in items] == [0, 1, 2]
+        assert all(item["index"] == 3 and item["voice"] == "alice" and item["text"] == "A long chunk."
+                   for item, _ in items)
+        assert [item["start_s"] for item, _ in items] == [5.0, 15.0, 25.0]
+        assert [item["duration_s"] for item, _ in items] == [10.0, 10.0, 5.0]
+        assert all(len(item["audio_base64"]) < 1_000_000 for item, _ in items)
+        data = [base64.b64decode(item["audio_base64"]) for item, _ in items]
+        assert [size for _, size in items] == [len(d) for d in data]
+        if fmt == "wav":
+            joined = np.concatenate([sf.read(io.BytesIO(d), dtype="int16")[0] for d in data])
+        else:
+            joined = np.concatenate([np.frombuffer(d, "<i2") for d in data])
+        whole = np.frombuffer(bytes(runpod_handler.audio_io.encoded(audio, rate, "pcm")), "<i2")
+        assert np.array_equal(joined, whole)
+
+
+@pytest.mark.usefixtures("tiny_model")
+def test_a_stream_whose_answer_would_pass_runpod_s_limit_is_refused_before_sampling(voice, sampling_calls, s3):
+    """/run and /runsync return every piece as well as the result: with S3 the pieces alone count,
+    without it the inline file as well; refused before anything is sampled, with one sentence."""
+    with_s3 = streaming_worker(s3_bucket=model_cache.SETTINGS.s3_bucket, max_inline_bytes=100_000)
+    items = list(with_s3.stream(job(voice)))
+    assert len(items) == 1 and items[0]["error"].startswith("A streamed job's answer holds every piece of its audio: "
+                                                            "this one would be at least ")
+    assert "send it to an endpoint that does not stream" in items[0]["error"]
+    inline = streaming_worker(max_inline_bytes=100_000)
+    items = list(inline.stream(job(voice)))
+    assert len(items) == 1 and items[0]["error"].startswith("A streamed job's pieces and its audio together would "
+                                                            "be at least ")
+    assert sampling_calls == [] and job_dirs() == []
+
+
+@pytest.mark.usefixtures("tiny_model")
+def test_a_streamed_answer_within_the_limit_counts_its_pieces(voice):
+    """The pieces and the inline file both count: a limit that holds the file but not both fails
+    the job with the sentence, after the pieces (the size of an mp3 is known once encoded)."""
+    probe = list(streaming_worker().stream(job(voice, output_format="mp3")))
+    pieces = sum(len(base64.b64decode(i["audio_base64"])) for i in probe if i.get("type") == "audio")
+    whole = len(base64.b64decode(probe[-1]["audio_base64"]))
+    fits = list(streaming_worker(max_inline_bytes=pieces + whole).stream(job(voice, output_format="mp3")))
+    assert fits[-1]["type"] == "done"
+    over = list(streaming_worker(max_inline_bytes=pieces + whole - 1).stream(job(voice, output_format="mp3")))
+    assert over[-1]["error"].startswith("A streamed job's pieces and its audio together is ")
+    assert job_dirs() == []
