@@ -89,11 +89,15 @@ def grammar_is_complete(folder: Path, language: str) -> bool:
 
 
 def _wetext_class(language: str):
-    logging.getLogger("wetext").setLevel(logging.WARNING)  # it logs every load at INFO through its own handler
     if language == "en":
         from tn.english.normalizer import Normalizer
     else:
         from tn.chinese.normalizer import Normalizer
+    # Only after its import, which sets it to INFO: it logs every load through a handler of its own,
+    # and once more through the root logger's.
+    wetext = logging.getLogger("wetext")
+    wetext.setLevel(logging.WARNING)
+    wetext.propagate = False
     return Normalizer
 
 
@@ -111,6 +115,8 @@ def build_grammar(root: Path, language: str) -> Path:
             return folder
         tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
+        log.info("compiling the %s text normalisation grammar into %s (once per volume: seconds to half a minute)",
+                 language, folder)
         try:
             started = time.perf_counter()
             _wetext_class(language)(cache_dir=str(tmp), overwrite_cache=True,
