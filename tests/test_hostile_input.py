@@ -299,6 +299,10 @@ def test_awkward_voices_make_finite_speech(tmp_path, rate, peak, fmt, subtype):
      "at most 30 are accepted per job (MAX_NORMALIZE_CHARS). Send it in parts, or with normalize: false."),
     # round three (issue 24): the normaliser's bounds
     # round three (issue 24): payload limits
+    ({"max_inline_bytes": 2048, "s3_bucket": None}, {"output_format": "mp3"},
+     "that can be returned inline (RunPod refuses large payloads): configure S3_BUCKET, or send a shorter text."),
+    ({"max_inline_bytes": 2048, "s3_bucket": None}, {"output_format": "flac"},
+     "configure S3_BUCKET, ask for output_format mp3 or opus, or send a shorter text."),
 ])
 def test_each_limit_has_its_own_message(update, raw, message):
     worker = Worker(model_cache.SETTINGS.model_copy(update=update))
