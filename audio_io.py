@@ -4,6 +4,7 @@ MP3 without FFmpeg), and the reference clipping f5-tts does with pydub, in numpy
 from __future__ import annotations
 
 import io
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -142,7 +143,8 @@ def prepare_reference(audio: np.ndarray, rate: int, target_rate: int, clip_secon
     return np.concatenate([audio, np.zeros(int(0.05 * target_rate), dtype=np.float32)])
 
 
-def long_pauses(audio: np.ndarray, rate: int, threshold: float = -50.0, max_silence: float = 1.0) -> list[tuple[int, int]]:
+def long_pauses(audio: np.ndarray, rate: int, threshold: float = -50.0,
+                max_silence: float = 1.0) -> list[tuple[int, int]]:
     """The (start, end) samples that shorten every pause longer than `max_silence` to
     `max_silence` (f5-tts's remove_silence): the middle of each such pause, to take out with
     `without` (and `after_cuts` for where a sample goes)."""
@@ -180,14 +182,64 @@ def least_encoded_bytes(fmt: str, samples: int) -> int | None:
 
 
 def encoded(audio: np.ndarray, rate: int, fmt: str) -> memoryview:
-    """`audio` in `fmt`, in memory (a view of the buffer libsndfile wrote: no copy of a long
-    file). 16-bit formats hold each sample as libsndfile rounds it, so pieces encoded one by one
-    hold the samples of the whole encoded at once."""
+    """`audio` in `fmt`, in memory (a view of the buffer libsndfile wrote: no copy of a long file).
+
+    Handed to libsndfile a second at a time: its Vorbis writer (1.2.2) takes stack in proportion
+    to the samples of one call and crashed the process from about 87 s at 24 kHz (an 8 MB stack;
+    sooner in a thread with less). Every format gets the same 16-bit samples (`pcm16`), so WAV, FLAC
+    and PCM hold the same samples, and pieces encoded one by one hold those of the whole. The same
+    samples make the same bytes: Ogg's random stream serial is made a constant (`_fixed_serial`)."""
     container, subtype, _ = FORMATS[fmt]
     out = io.BytesIO()
     endian = "LITTLE" if container == "RAW" else "FILE"  # a headerless file says nothing of its byte order
-    sf.write(out, np.clip(audio, -1.0, 1.0), rate, format=container, subtype=subtype, endian=endian)
-    return out.getbuffer()
+    block = max(1, rate)
+    with sf.SoundFile(out, "w", samplerate=rate, channels=1, subtype=subtype, endian=endian, format=container) as fh:
+        for start in range(0, len(audio), block):
+            fh.write(pcm16(audio[start : start + block]))
+    data = out.getbuffer()
+    if container == "OGG":
+        _fixed_serial(data)
+    return data
+
+
+def pcm16(audio: np.ndarray) -> np.ndarray:
+    """`audio` as 16-bit samples: rounded to the nearest step of 1/32768, the scale libsndfile
+    reads 16-bit files with, so 16-bit audio read and written again keeps its samples; past full
+    scale clipped, NaN silent. Done here, once for every format: libsndfile's own conversion
+    floors for WAV and rounds for FLAC (one step apart in half the samples)."""
+    scaled = np.nan_to_num(np.asarray(audio, dtype=np.float32) * np.float32(32768.0), nan=0.0)
+    return np.clip(np.rint(scaled, out=scaled), -32768, 32767, out=scaled).astype(np.int16)
+
+
+#: The serial number of every Ogg stream written: libsndfile draws a random one per file.
+OGG_SERIAL = int.from_bytes(b"F5TT", "little")
+_BIT_REVERSED = bytes(int(f"{n:08b}"[::-1], 2) for n in range(256))
+
+
+def _fixed_serial(data: memoryview) -> None:
+    """Every page of the Ogg stream in `data` given the serial OGG_SERIAL, and its checksum
+    recomputed. Left as written where `data` is not a whole run of Ogg pages (nothing half done)."""
+    pages, pos = [], 0
+    while pos + 27 <= len(data) and data[pos : pos + 4] == b"OggS":
+        segments = data[pos + 26]
+        end = pos + 27 + segments + sum(data[pos + 27 : pos + 27 + segments])
+        pages.append((pos, end))
+        pos = end
+    if pos != len(data):
+        return
+    serial = OGG_SERIAL.to_bytes(4, "little")
+    for start, end in pages:
+        data[start + 14 : start + 18] = serial
+        data[start + 22 : start + 26] = bytes(4)  # the checksum covers the page with its own field zero
+        data[start + 22 : start + 26] = ogg_crc(data[start:end]).to_bytes(4, "little")
+
+
+def ogg_crc(page: bytes | memoryview) -> int:
+    """Ogg's page checksum: CRC-32 with polynomial 0x04c11db7, most significant bit first, no
+    initial or final inversion. zlib's CRC-32 is the same polynomial bit-reflected with both
+    inversions, so it computes it on the page's bytes bit-reversed, at C speed."""
+    reflected = zlib.crc32(bytes(page).translate(_BIT_REVERSED), 0xFFFFFFFF) ^ 0xFFFFFFFF
+    return int(f"{reflected:032b}"[::-1], 2)
 
 
 def encode_audio(audio: np.ndarray, rate: int, fmt: str, path: Path) -> str:

@@ -1,9 +1,12 @@
+import io
+
 import numpy as np
 import pytest
 import soundfile as sf
 from conftest import REF_WAV
 
 import audio_io
+import model_cache
 from errors import AudioError
 
 RATE = 24_000
@@ -178,3 +181,156 @@ def test_decoding_reads_only_what_is_kept(tmp_path):
     sf.write(path, tone(40.0, rate=48_000), 48_000)
     audio, rate = audio_io.read_audio(path, 600, keep_seconds=13)
     assert rate == 48_000 and len(audio) == 13 * 48_000
+
+
+# --- encoding: every length, the same samples, the same bytes (issue 24, items 0 and 19) ----------
+
+
+def speech_like(seconds, seed=0):
+    """A tone under noise, loud enough to clip now and then: every rounding case occurs."""
+    rng = np.random.default_rng(seed)
+    return (tone(seconds, amp=0.9) + 0.1 * rng.standard_normal(int(seconds * RATE))).astype(np.float32)
+
+
+def decoded_int16(data, fmt):
+    if fmt == "pcm":
+        return np.frombuffer(data, "<i2")
+    return sf.read(io.BytesIO(bytes(data)), dtype="int16")[0]
+
+
+def test_lossless_formats_hold_the_same_samples():
+    """libsndfile floored for WAV and PCM and rounded for FLAC: one step apart in half the samples."""
+    audio = speech_like(3.0)
+    audio[:4] = [np.nan, 2.0, -2.0, 0.5 / 32768]
+    samples = {fmt: decoded_int16(audio_io.encoded(audio, RATE, fmt), fmt) for fmt in ("wav", "flac", "pcm")}
+    assert np.array_equal(samples["wav"], samples["flac"]) and np.array_equal(samples["wav"], samples["pcm"])
+    assert np.array_equal(samples["wav"], audio_io.pcm16(audio))
+    assert list(samples["wav"][:4]) == [0, 32767, -32768, 0]  # NaN silent, clipped, rounded half to even
+
+
+def test_16_bit_samples_read_and_written_again_are_unchanged():
+    steps = np.arange(-32768, 32768, dtype=np.int16)
+    assert np.array_equal(audio_io.pcm16(steps.astype(np.float32) / 32768), steps)
+    audio = speech_like(0.5)
+    error = audio_io.pcm16(audio) / 32768 - np.clip(audio, -1, 32767 / 32768)  # full scale is 32767 steps up
+    assert np.max(np.abs(error)) <= 0.5 / 32768
+
+
+@pytest.mark.parametrize("fmt", sorted(audio_io.FORMATS))
+def test_the_same_samples_make_the_same_bytes(fmt):
+    """Ogg and Opus files held a random stream serial number (libsndfile draws one per file)."""
+    audio = speech_like(2.0)
+    assert bytes(audio_io.encoded(audio, RATE, fmt)) == bytes(audio_io.encoded(audio.copy(), RATE, fmt))
+
+
+def ogg_pages(data):
+    pages, pos = [], 0
+    while pos < len(data):
+        assert data[pos:pos + 4] == b"OggS", pos
+        segments = data[pos + 26]
+        end = pos + 27 + segments + sum(data[pos + 27:pos + 27 + segments])
+        pages.append(bytes(data[pos:end]))
+        pos = end
+    return pages
+
+
+def stored_and_computed_crc(page):
+    blank = page[:22] + bytes(4) + page[26:]
+    return int.from_bytes(page[22:26], "little"), audio_io.ogg_crc(blank)
+
+
+@pytest.mark.parametrize("fmt", ["ogg", "opus"])
+def test_ogg_pages_get_one_serial_and_checksums_that_decoders_accept(fmt):
+    container, subtype, _ = audio_io.FORMATS[fmt]
+    audio = speech_like(4.0)
+    plain = io.BytesIO()  # as `encoded` writes it, a second at a time, with libsndfile's serial
+    with sf.SoundFile(plain, "w", RATE, 1, subtype, format=container) as fh:
+        for start in range(0, len(audio), RATE):
+            fh.write(audio_io.pcm16(audio[start:start + RATE]))
+    pages = ogg_pages(plain.getvalue())
+    assert len(pages) >= 3  # headers and audio
+    assert all(stored == computed for stored, computed in map(stored_and_computed_crc, pages))  # libogg's own CRC
+
+    ours = bytes(audio_io.encoded(audio, RATE, fmt))
+    rewritten = ogg_pages(ours)
+    assert len(rewritten) == len(pages)
+    assert {int.from_bytes(p[14:18], "little") for p in rewritten} == {audio_io.OGG_SERIAL}
+    assert all(stored == computed for stored, computed in map(stored_and_computed_crc, rewritten))
+    # libogg drops a page whose checksum is wrong: the same samples from both files, to the last one
+    assert len(ours) == len(plain.getvalue()) and ours != plain.getvalue()
+    decoded = sf.read(io.BytesIO(ours), dtype="int16")[0]
+    assert len(decoded) == len(audio)
+    assert np.array_equal(decoded, sf.read(io.BytesIO(plain.getvalue()), dtype="int16")[0])
+
+
+@pytest.mark.parametrize("fmt", sorted(audio_io.FORMATS))
+@pytest.mark.parametrize("seconds", [1 / RATE, 0.2, 1.0, 2.5])
+def test_short_and_uneven_pieces_encode_and_decode(fmt, seconds):
+    """Streamed pieces are encoded one by one (a first chunk may be a few words): one block, an
+    exact number of blocks and a part of one all decode to their own length."""
+    audio = speech_like(seconds)
+    data = audio_io.encoded(audio, RATE, fmt)
+    if fmt == "pcm":
+        assert len(data) == 2 * len(audio)
+    elif fmt in ("wav", "flac"):
+        assert np.array_equal(decoded_int16(data, fmt), audio_io.pcm16(audio))
+    else:
+        assert abs(len(decoded_int16(data, fmt)) - len(audio)) <= RATE // 10  # lossy codecs pad a little
+
+
+LONGEST_CHILD = """
+import io, json, sys, threading, time
+sys.path.insert(0, sys.argv[1])
+import numpy as np, soundfile as sf
+import audio_io
+seconds, rate, formats = float(sys.argv[2]), 24_000, sys.argv[3:]
+audio = np.zeros(int(seconds * rate), np.float32)
+audio[:rate] = audio[-rate:] = 0.3 * np.sin(2 * np.pi * 220 * np.arange(rate) / rate)  # sound at both ends
+
+def check(fmt):
+    started = time.process_time()
+    data = audio_io.encoded(audio, rate, fmt)
+    spent = time.process_time() - started
+    if fmt == "pcm":
+        frames, tail = len(data) // 2, np.frombuffer(data, "<i2")[-rate:] / 32768
+    else:
+        with sf.SoundFile(io.BytesIO(bytes(data))) as fh:
+            frames = fh.frames
+            fh.seek(max(0, frames - 2 * rate))
+            tail = fh.read(dtype="float32")[-rate - rate // 10 :]
+    return {"format": fmt, "cpu_s": round(spent, 2), "frames": frames, "tail_rms": float(np.sqrt(np.mean(tail**2)))}
+
+def run():
+    for fmt in formats:
+        print(json.dumps(check(fmt)), flush=True)
+
+threading.stack_size(2 << 20)  # a small stack, whatever `ulimit -s` says: what one call may use is bounded
+worker = threading.Thread(target=run)
+worker.start()
+worker.join()
+"""
+
+
+def test_every_format_encodes_the_longest_output_without_crashing():
+    """libsndfile 1.2.2's Vorbis writer used stack in proportion to the samples of one call and
+    crashed the process (SIGSEGV) from about 87 s at 24 kHz on an 8 MB stack. All six formats at
+    MAX_OUTPUT_SECONDS, in a child process: a crash fails this test with its exit status and the
+    formats done before it. Silence between a second of sound at each end: the encoders are at
+    their fastest (this CPU: about 25 s of CPU time for the six, against about 140 s for speech),
+    and the end of each file is read back."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    seconds = model_cache.SETTINGS.max_output_seconds
+    formats = sorted(audio_io.FORMATS)
+    child = subprocess.run([sys.executable, "-c", LONGEST_CHILD, str(ROOT), str(seconds), *formats],
+                           capture_output=True, text=True, timeout=900)
+    done = [json.loads(line) for line in child.stdout.splitlines()]
+    assert child.returncode == 0, (child.returncode, [d["format"] for d in done], child.stderr[-2000:])
+    assert [d["format"] for d in done] == formats
+    for d in done:
+        assert abs(d["frames"] - seconds * RATE) <= RATE // 10, d  # lossy codecs pad a little
+        assert d["tail_rms"] > 0.1, d  # the last second's tone (0.21 RMS) is there
