@@ -10,6 +10,8 @@ import errno
 import logging
 import sys
 
+from invisible import shown
+
 log = logging.getLogger("f5worker.errors")
 
 
@@ -80,9 +82,24 @@ class GpuError(JobError):
     refresh_worker = True
 
 
-def preview(value: str, limit: int = 40) -> str:
-    """At most `limit` characters of caller input, for a message: never echo a whole payload."""
-    return value if len(value) <= limit else value[: limit - 1] + "…"
+#: The most characters of caller input any message or log line quotes (the README's 40).
+PREVIEW_CHARS = 40
+
+
+def preview(value, limit: int = PREVIEW_CHARS) -> str:
+    """Caller input as a message quotes it: at most `limit` characters, never a whole payload, and
+    each character a reader would not see (a BOM, a zero-width space, a control, a newline that
+    would split a log line) as its code point, <U+FEFF>. Cut short, it ends in "…"."""
+    pieces, size = [], 0
+    for ch in str(value):  # a million-character value is read only as far as the limit
+        piece = shown(ch)
+        if size + len(piece) > limit:
+            while pieces and size > limit - 1:
+                size -= len(pieces.pop())
+            return "".join(pieces) + "…"
+        pieces.append(piece)
+        size += len(piece)
+    return "".join(pieces)
 
 
 #: errno values that mean "no room", and "this place cannot be written".

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from config import MAX_TRANSCRIPT_CHARS, Settings
 from errors import InvalidInput, LimitExceeded, preview
+from invisible import without_invisible
 from text_normalization import supported as supported_text_language
 from voices import check_voice_name
 
@@ -25,10 +26,27 @@ SPEAKER = re.compile(r"[A-Za-z0-9_-]{1,32}")
 TAG = re.compile(r"\[([A-Za-z0-9_-]{1,32})\]")
 VOICE_SOURCES = ("voice_name", "voice_url", "voice_base64")
 STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, str_strip_whitespace=True)
+#: An error message lists the first few problems, within about this many characters.
+MESSAGE_BUDGET = 300
+NO_WORDS_IN_REF_TEXT = ("has no letters or digits: send the words spoken in the reference, or leave it out to have "
+                        "it transcribed")
+NOTHING_TO_SPEAK = "has nothing to speak (no letters or digits)"
 
 
 def _speakable(text: str) -> bool:
     return any(ch.isalnum() for ch in text)
+
+
+def _spoken_characters(value, nothing_left: str):
+    """A text to be spoken (before validation) without the invisible characters that mean nothing
+    in it (a BOM, a zero-width space: see `invisible`); one that held only those is refused with
+    `nothing_left`, not taken for blank."""
+    if not isinstance(value, str):
+        return value
+    kept = without_invisible(value)
+    if value.strip() and not kept.strip():
+        raise ValueError(nothing_left)
+    return kept
 
 
 class VoiceInput(BaseModel):
@@ -60,12 +78,16 @@ class VoiceInput(BaseModel):
             raise ValueError("must be a language name or code, such as 'en' or 'german'")
         return value
 
+    @field_validator("ref_text", mode="before")
+    @classmethod
+    def _ref_text_characters(cls, value):
+        return _spoken_characters(value, NO_WORDS_IN_REF_TEXT)
+
     @field_validator("ref_text")
     @classmethod
     def _spoken(cls, value):
         if value and not _speakable(value):  # blank means: transcribe it
-            raise ValueError("has no letters or digits: send the words spoken in the reference, or leave it out "
-                             "to have it transcribed")
+            raise ValueError(NO_WORDS_IN_REF_TEXT)
         return value
 
     @model_validator(mode="after")
@@ -93,11 +115,16 @@ class SegmentInput(BaseModel):
     #: Seconds of silence after this segment (at most MAX_PAUSE_SECONDS, checked with the settings).
     pause_after: float = Field(0.0, ge=0.0)
 
+    @field_validator("text", mode="before")
+    @classmethod
+    def _text_characters(cls, value):
+        return _spoken_characters(value, NOTHING_TO_SPEAK)
+
     @field_validator("text")
     @classmethod
     def _has_words(cls, value):
         if not _speakable(value):
-            raise ValueError("has nothing to speak (no letters or digits)")
+            raise ValueError(NOTHING_TO_SPEAK)
         return value
 
 
@@ -128,6 +155,11 @@ class JobInput(VoiceInput):
     #: Each streamed piece's encoding (a worker with STREAM on): raw 16-bit PCM or a playable WAV.
     stream_format: Literal["pcm", "wav"] = "wav"
 
+    @field_validator("text", mode="before")
+    @classmethod
+    def _text_characters(cls, value):
+        return _spoken_characters(value, NOTHING_TO_SPEAK)
+
     @field_validator("text_language")
     @classmethod
     def _text_language(cls, value):
@@ -145,7 +177,7 @@ class JobInput(VoiceInput):
                 raise ValueError("text: field required")
             self.check_source()
             if not _speakable(self.text):
-                raise ValueError("text has nothing to speak (no letters or digits)")
+                raise ValueError(f"text {NOTHING_TO_SPEAK}")
             return self
         top = [n for n in (*VOICE_SOURCES, "ref_text", "language") if getattr(self, n) is not None]
         if top:
@@ -163,7 +195,7 @@ class JobInput(VoiceInput):
         for n, segment in enumerate(segments):  # tags and voice names are checked now, before any work
             if segment.voice not in self.voices:
                 where = f"segments.{n}.voice" if self.segments is not None else f"text: the tag [{segment.voice}]"
-                raise ValueError(f"{where} names no voice of voices ({', '.join(self.voices)})")
+                raise ValueError(f"{where} names no voice of voices ({preview(', '.join(self.voices))})")
         self._script = segments
         return self
 
@@ -194,14 +226,26 @@ def _read_tags(text: str) -> list[SegmentInput]:
 
 
 def _sentence(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:5]:
-        field = ".".join(str(p) for p in err["loc"])
-        msg = "is not a known field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
-        msg = msg[0].lower() + msg[1:].rstrip(".")
-        parts.append(f"{field}: {msg}" if field else msg)
-    more = len(exc.errors()) - 5
+    """The first few problems (at most five, within MESSAGE_BUDGET characters), then how many more."""
+    errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    parts, size = [], 0
+    for err in errors[:5]:
+        part = _problem(err)
+        if parts and size + len(part) > MESSAGE_BUDGET:
+            break
+        parts.append(part)
+        size += len(part) + 2
+    more = len(errors) - len(parts)
     return "Invalid input: " + "; ".join(parts) + (f" (and {more} more)" if more > 0 else "") + "."
+
+
+def _problem(err: dict) -> str:
+    """One of pydantic's errors as `location: what is wrong`. A location names what the caller
+    sent (an unknown field, a key of voices): each of its parts is quoted as caller input."""
+    field = ".".join(preview(p) for p in err["loc"])
+    msg = "is not a known field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+    msg = msg[0].lower() + msg[1:].rstrip(".")
+    return f"{field}: {msg}" if field else msg
 
 
 def parse_job_input(raw, settings: Settings) -> JobInput:

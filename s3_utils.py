@@ -15,7 +15,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from config import Settings
-from errors import LimitExceeded, StorageError
+from errors import LimitExceeded, StorageError, preview
 
 log = logging.getLogger("f5worker.s3")
 
@@ -52,8 +52,8 @@ class S3Storage:
 
     def _fail(self, action: str, key: str, exc: Exception) -> StorageError:
         code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else type(exc).__name__
-        log.warning("S3 %s of s3://%s/%s failed: %s", action, self.bucket, key, code)
-        return StorageError(f"S3 {action} of '{key}' failed ({code or 'error'}).")
+        log.warning("S3 %s of s3://%s/%s failed: %s", action, self.bucket, preview(key), code)
+        return StorageError(f"S3 {action} of '{preview(key)}' failed ({code or 'error'}).")
 
     def exists(self, key: str) -> bool:
         try:
@@ -74,13 +74,13 @@ class S3Storage:
             size = obj["ContentLength"]
             if size > max_bytes:
                 obj["Body"].close()
-                raise LimitExceeded(f"'{key}' is {size} bytes; at most {max_bytes} bytes are accepted.")
+                raise LimitExceeded(f"'{preview(key)}' is {size} bytes; at most {max_bytes} bytes are accepted.")
             written = 0
             with open(path, "wb") as fh:
                 for block in obj["Body"].iter_chunks(1 << 20):
                     written += len(block)
                     if written > max_bytes:
-                        raise LimitExceeded(f"'{key}' is over {max_bytes} bytes.")
+                        raise LimitExceeded(f"'{preview(key)}' is over {max_bytes} bytes.")
                     fh.write(block)
             return obj["ETag"].strip('"')
         except (ClientError, BotoCoreError) as exc:
@@ -98,7 +98,7 @@ class S3Storage:
         except BotoCoreError as exc:
             raise self._fail("download", key, exc) from None
         if len(data) > max_bytes:
-            raise LimitExceeded(f"'{key}' is over {max_bytes} bytes.")
+            raise LimitExceeded(f"'{preview(key)}' is over {max_bytes} bytes.")
         return data.decode("utf-8", errors="replace"), obj.get("Metadata", {})
 
     def write_text(self, key: str, text: str, metadata: dict | None = None) -> None:

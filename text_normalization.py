@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-from errors import LimitExceeded, WorkerSetupError
+from errors import LimitExceeded, WorkerSetupError, preview
 
 log = logging.getLogger("f5worker.text_normalization")
 
@@ -521,7 +521,8 @@ def read_pieces(text: str, pieces: list[tuple[int, int]], grammar, lang: str) ->
         try:
             said = grammar.normalize(text[a:b])
         except Exception as exc:  # noqa: BLE001 - a piece the grammar cannot parse is spoken as written
-            log.warning("text normalisation left %r as written: %s: %s", text[a:b], type(exc).__name__, exc)
+            log.warning("text normalisation left '%s' as written: %s: %s", preview(text[a:b]), type(exc).__name__,
+                        preview(exc))
             said = text[a:b]
         if lang == "en":
             said = SPACE_BEFORE_PUNCT.sub(r"\1", " ".join(said.split()))

@@ -20,7 +20,8 @@ from urllib.parse import quote
 
 import asr
 from config import MAX_TRANSCRIPT_CHARS, Settings
-from errors import LimitExceeded, StorageError
+from errors import LimitExceeded, StorageError, preview
+from invisible import without_invisible
 from voices import StagedVoice
 
 log = logging.getLogger("f5worker.transcripts")
@@ -52,20 +53,21 @@ class Transcripts:
         if may_store:
             stored = storage.read_text(voice.sidecar_key)
             if stored is not None:
-                text, meta = stored[0].strip(), stored[1]
+                text, meta = without_invisible(stored[0]).strip(), stored[1]  # Windows editors begin files with a BOM
                 owner = meta.get(SIDECAR_VOICE_KEY)
                 if owner is None or (owner == quote(voice.key) and meta.get(SIDECAR_VOICE_ETAG) == voice.etag):
                     if len(text) > MAX_TRANSCRIPT_CHARS:
                         raise LimitExceeded(
-                            f"The transcript {voice.sidecar_key} is over {MAX_TRANSCRIPT_CHARS} characters.")
+                            f"The transcript {preview(voice.sidecar_key)} is over {MAX_TRANSCRIPT_CHARS} characters.")
                     if text:
                         return Transcript(text, "sidecar")
                 may_store = owner == quote(voice.key)  # never over yours, nor over a sibling's
         cache_key = (hashlib.sha256(voice.path.read_bytes()).hexdigest(), language)
         text = self.cache.get(cache_key)
         if text is None:
-            remedy = f"send ref_text, or store the transcript as {voice.sidecar_key}" if voice.sidecar_key else \
-                "send ref_text"
+            remedy = "send ref_text"
+            if voice.sidecar_key:
+                remedy += f", or store the transcript as {preview(voice.sidecar_key)}"
             text = asr.transcribe(reference, rate, language, self.settings, remedy)
             self.cache.put(cache_key, text)
         store = None

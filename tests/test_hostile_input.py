@@ -187,6 +187,26 @@ CASES = [
      "text_language: input should be a valid string"),
     # round three (issue 24): numbers in other languages, text that normalises to nothing
     # round three (issue 24): echoes of caller input, invisible characters
+    ("echo-field-1m", {"text": "hi", "voice_base64": GOOD_VOICE, "x" * 10**6: 1},
+     "x" * 39 + "…: is not a known field"),
+    ("echo-voices-key-1m", {"voices": {"v" * 10**6: {"voice_base64": GOOD_VOICE}}, "text": "[a] Hi."},
+     "voices: '" + "v" * 39 + "…' is not a voice name"),
+    ("echo-voices-key-no-source-1m", {"voices": {"v" * 10**6: {}}, "text": "[a] Hi."},
+     "voices." + "v" * 39 + "…: give exactly one of"),
+    ("echo-voice-field-1m", {"voices": {"a": {"voice_base64": GOOD_VOICE, "k" * 10**6: 1}}, "text": "[a] Hi."},
+     "voices.a." + "k" * 39 + "…: is not a known field"),
+    ("echo-segment-field-1m", {"voices": {"a": {"voice_base64": GOOD_VOICE}},
+                               "segments": [{"voice": "a", "text": "Hi.", "s" * 10**6: 1}]},
+     "segments.0." + "s" * 39 + "…: is not a known field"),
+    ("echo-five-fields-1m", {"text": "hi", "voice_base64": GOOD_VOICE, **{f"{n}" + "f" * 10**6: 1 for n in range(5)}},
+     "more)."),
+    ("invisible-before-tag", {"voices": {"a": {"voice_base64": GOOD_VOICE}}, "text": "\x01[a] Hi."},
+     "text: '<U+0001>' comes before the first [voice] tag"),
+    ("invisible-voices-key", {"voices": {"a\u200b": {"voice_base64": GOOD_VOICE}}, "text": "[a] Hi."},
+     "voices: 'a<U+200B>' is not a voice name"),
+    ("invisible-field-newline", {"text": "hi", "voice_base64": GOOD_VOICE, "x\nERROR forged": 1},
+     "x<U+000A>ERROR forged: is not a known field"),
+    ("invisible-only-text", {"text": "\ufeff\u200b\u2060", "voice_base64": GOOD_VOICE}, "text: has nothing to speak"),
     # round three (issue 24): captions and output formats
 ]
 
