@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -22,6 +23,9 @@ log = logging.getLogger("f5worker.config")
 MODEL_NAMES = ("F5TTS_v1_Base", "F5TTS_Base", "E2TTS_Base", "F5TTS_v1_Small", "F5TTS_Small", "E2TTS_Small", "tiny")
 #: The longest reference transcript, from the request (ref_text) or from a sidecar.
 MAX_TRANSCRIPT_CHARS = 2000
+#: The most MAX_INLINE_BYTES may be: its base64 (4 characters for 3 bytes) and the rest of a
+#: result (captions text among it) fit RunPod's 20 MB limit on a /runsync result.
+MAX_INLINE_LIMIT = 14 * 2**20
 
 
 class ConfigError(RuntimeError):
@@ -35,7 +39,9 @@ def _blank_to_none(value):
 class Settings(BaseModel):
     """Field aliases are the environment variable names (see the README's settings table)."""
 
-    model_config = ConfigDict(populate_by_name=True, frozen=True, extra="ignore")
+    # No setting may be infinite or NaN: "inf" passes every lower bound and turns a limit or a
+    # timeout off, "nan" fails every comparison at the first job.
+    model_config = ConfigDict(populate_by_name=True, frozen=True, extra="ignore", allow_inf_nan=False)
 
     # --- storage -----------------------------------------------------------------------
     runpod_volume: Path = Field(Path("/runpod-volume"), alias="RUNPOD_VOLUME")
@@ -70,6 +76,7 @@ class Settings(BaseModel):
     #: /stream/<id>), then the whole result; /run and /runsync return the list of all of them.
     stream: bool = Field(False, alias="STREAM")
     job_tmp_dir: Path = Field(Path("/tmp"), alias="JOB_TMP_DIR")
+    #: Below the size of JOB_TMP_DIR's disk (checked at start), or every job would be refused.
     min_free_disk_mb: int = Field(200, ge=0, alias="MIN_FREE_DISK_MB")
     output_dir: Path = Field(Path("output"), alias="OUTPUT_DIR")
     write_local_output: Optional[bool] = Field(None, alias="WRITE_LOCAL_OUTPUT")
@@ -82,14 +89,18 @@ class Settings(BaseModel):
     #: send through the text normalisation grammars: 2 to 5 ms each on a 2-core CPU.
     max_normalize_chars: int = Field(3_000, ge=0, le=1_000_000, alias="MAX_NORMALIZE_CHARS")
     max_voice_bytes: int = Field(50 * 1024 * 1024, ge=1024, alias="MAX_VOICE_BYTES")
+    #: MIN_VOICE_SECONDS <= MAX_VOICE_SECONDS, and MIN_VOICE_SECONDS < REF_CLIP_SECONDS: the
+    #: reference is clipped first, then must be that long (checked at start).
     max_voice_seconds: float = Field(600.0, gt=0, alias="MAX_VOICE_SECONDS")
     min_voice_seconds: float = Field(1.0, ge=0.1, alias="MIN_VOICE_SECONDS")
     #: f5-tts clips at 12 s and sizes chunks to 22 s with the reference: at most 15 leaves 7 s.
     ref_clip_seconds: float = Field(12.0, ge=2.0, le=15.0, alias="REF_CLIP_SECONDS")
-    max_output_seconds: float = Field(1800.0, gt=0, alias="MAX_OUTPUT_SECONDS")
-    #: Raw audio bytes that may be returned inline (base64 adds a third; /run caps at 10 MB).
-    max_inline_bytes: int = Field(7 * 1024 * 1024, ge=1024, alias="MAX_INLINE_BYTES")
-    voice_url_timeout_s: float = Field(20.0, gt=0, le=300, alias="VOICE_URL_TIMEOUT")
+    #: At least a second: below that, next to no text could be spoken.
+    max_output_seconds: float = Field(1800.0, ge=1.0, alias="MAX_OUTPUT_SECONDS")
+    #: Raw audio bytes that may be returned inline (base64 adds a third): the default's base64 fits
+    #: /run's 10 MB, the most's fits /runsync's 20 MB. The least (16 KiB) holds a word of WAV.
+    max_inline_bytes: int = Field(7 * 1024 * 1024, ge=16 * 1024, le=MAX_INLINE_LIMIT, alias="MAX_INLINE_BYTES")
+    voice_url_timeout_s: float = Field(20.0, ge=1.0, le=300, alias="VOICE_URL_TIMEOUT")
     allow_http_urls: bool = Field(False, alias="ALLOW_HTTP_URLS")
     #: Lifts the private/loopback address guard on voice_url: for local tests only.
     allow_private_urls: bool = Field(False, alias="ALLOW_PRIVATE_URLS")
@@ -102,10 +113,13 @@ class Settings(BaseModel):
     s3_secret_access_key: Optional[str] = Field(None, alias="S3_SECRET_ACCESS_KEY", repr=False)
     s3_voices_prefix: str = Field("voices/", alias="S3_VOICES_PREFIX")
     s3_output_prefix: str = Field("output/", alias="S3_OUTPUT_PREFIX")
-    s3_presign_expires: int = Field(3600, ge=1, le=7 * 24 * 3600, alias="S3_PRESIGN_EXPIRES")
+    #: A minute at least (a URL must outlive the caller's reading of the result); SigV4's most, 7 days.
+    s3_presign_expires: int = Field(3600, ge=60, le=7 * 24 * 3600, alias="S3_PRESIGN_EXPIRES")
     s3_max_attempts: int = Field(5, ge=1, le=20, alias="S3_MAX_ATTEMPTS")
-    s3_connect_timeout: float = Field(5.0, gt=0, alias="S3_CONNECT_TIMEOUT")
-    s3_read_timeout: float = Field(30.0, gt=0, alias="S3_READ_TIMEOUT")
+    #: Seconds for each of S3_MAX_ATTEMPTS attempts: a second at least, so that a distant store can
+    #: answer; a read at most RunPod's default execution timeout of a job (600 s).
+    s3_connect_timeout: float = Field(5.0, ge=1.0, le=120, alias="S3_CONNECT_TIMEOUT")
+    s3_read_timeout: float = Field(30.0, ge=1.0, le=600, alias="S3_READ_TIMEOUT")
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="LOG_LEVEL")
 
@@ -181,6 +195,21 @@ class Settings(BaseModel):
         object.__setattr__(self, "on_volume", on_volume)
         return self
 
+    @model_validator(mode="after")
+    def _every_job_can_pass(self) -> "Settings":
+        """Settings each valid alone, that together would refuse every job."""
+        if self.min_voice_seconds >= self.ref_clip_seconds:
+            raise ValueError(f"MIN_VOICE_SECONDS ({self.min_voice_seconds:g}) must be below REF_CLIP_SECONDS "
+                             f"({self.ref_clip_seconds:g}): the reference is clipped to that, so no voice would do")
+        if self.max_voice_seconds < self.min_voice_seconds:
+            raise ValueError(f"MAX_VOICE_SECONDS ({self.max_voice_seconds:g}) must be at least MIN_VOICE_SECONDS "
+                             f"({self.min_voice_seconds:g}): every voice would be too long or too short")
+        disk_mb = _disk_mb(self.job_tmp_dir)
+        if disk_mb is not None and self.min_free_disk_mb >= disk_mb:
+            raise ValueError(f"MIN_FREE_DISK_MB ({self.min_free_disk_mb}) must be below the size of the disk that "
+                             f"holds JOB_TMP_DIR ({disk_mb} MB): every job would be refused")
+        return self
+
     # --- derived -----------------------------------------------------------------------
     @property
     def s3_enabled(self) -> bool:
@@ -220,11 +249,22 @@ def _is_within(path: Path, parent: Path) -> bool:
         return False
 
 
+def _disk_mb(path: Path) -> int | None:
+    """The size of the disk that holds `path` (or would, once made), in MB; None when unknown."""
+    for folder in (path.absolute(), *path.absolute().parents):
+        try:
+            return shutil.disk_usage(folder).total // 2**20
+        except OSError:
+            continue
+    return None
+
+
 def _describe(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
-        name = ".".join(str(p) for p in err["loc"]) or "settings"
-        parts.append(f"{name}: {err['msg'].removeprefix('Value error, ')}")
+        name = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{name}: {msg}" if name else msg)  # a check of several settings names them itself
     return "invalid setting(s): " + "; ".join(parts)
 
 

@@ -1,9 +1,11 @@
 import logging
+import shutil
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
-from config import ConfigError, Settings, get_settings
+from config import MAX_INLINE_LIMIT, ConfigError, Settings, get_settings
 
 
 def test_defaults_on_a_mounted_volume(tmp_path):
@@ -126,3 +128,81 @@ def test_local_copies_only_outside_the_job_queue(tmp_path, monkeypatch):
     monkeypatch.setenv("RUNPOD_WEBHOOK_GET_JOB", "https://api.runpod.test/job")
     assert not s.local_output_enabled
     assert Settings.from_env({"RUNPOD_VOLUME": str(tmp_path), "WRITE_LOCAL_OUTPUT": "true"}).local_output_enabled
+
+
+#: Every float setting, by its variable: each may be given as "inf" or "nan" in the environment.
+FLOAT_SETTINGS = [f.alias for f in Settings.model_fields.values() if f.annotation in (float, Optional[float])]
+
+
+def test_the_float_settings_are_found():
+    assert {"MIN_VOICE_SECONDS", "MAX_OUTPUT_SECONDS", "S3_CONNECT_TIMEOUT", "VOICE_URL_TIMEOUT"} <= set(FLOAT_SETTINGS)
+
+
+@pytest.mark.parametrize("name", FLOAT_SETTINGS)
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "Infinity"])
+def test_no_float_setting_may_be_infinite_or_nan(tmp_path, name, value):
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({"RUNPOD_VOLUME": str(tmp_path), name: value})
+    assert f"{name}: Input should be a finite number" in str(err.value)
+
+
+@pytest.mark.parametrize("env, message", [
+    # settings that pass alone, and together refuse every voice
+    ({"MIN_VOICE_SECONDS": "12"}, "MIN_VOICE_SECONDS (12) must be below REF_CLIP_SECONDS (12)"),
+    ({"MIN_VOICE_SECONDS": "5", "REF_CLIP_SECONDS": "4"}, "MIN_VOICE_SECONDS (5) must be below REF_CLIP_SECONDS (4)"),
+    ({"MAX_VOICE_SECONDS": "0.5"}, "MAX_VOICE_SECONDS (0.5) must be at least MIN_VOICE_SECONDS (1)"),
+    # values no job could meet
+    ({"MAX_OUTPUT_SECONDS": "0.01"}, "MAX_OUTPUT_SECONDS: Input should be greater than or equal to 1"),
+    ({"MAX_INLINE_BYTES": "100"}, "MAX_INLINE_BYTES: Input should be greater than or equal to 16384"),
+    ({"VOICE_URL_TIMEOUT": "0.001"}, "VOICE_URL_TIMEOUT: Input should be greater than or equal to 1"),
+    ({"S3_CONNECT_TIMEOUT": "1e-9"}, "S3_CONNECT_TIMEOUT: Input should be greater than or equal to 1"),
+    ({"S3_READ_TIMEOUT": "0.01"}, "S3_READ_TIMEOUT: Input should be greater than or equal to 1"),
+    ({"S3_PRESIGN_EXPIRES": "1"}, "S3_PRESIGN_EXPIRES: Input should be greater than or equal to 60"),
+    # values past what could ever be waited for or delivered
+    ({"S3_CONNECT_TIMEOUT": "1e9"}, "S3_CONNECT_TIMEOUT: Input should be less than or equal to 120"),
+    ({"S3_READ_TIMEOUT": "86400"}, "S3_READ_TIMEOUT: Input should be less than or equal to 600"),
+    ({"MAX_INLINE_BYTES": str(20 * 2**20)}, "MAX_INLINE_BYTES: Input should be less than or equal to 14680064"),
+])
+def test_a_setting_that_would_fail_every_job_is_refused_at_start(tmp_path, env, message):
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({"RUNPOD_VOLUME": str(tmp_path), **env})
+    assert str(err.value).startswith(f"invalid setting(s): {message}")
+
+
+def test_the_edges_of_those_ranges_are_accepted(tmp_path):
+    s = Settings.from_env({"RUNPOD_VOLUME": str(tmp_path), "MIN_VOICE_SECONDS": "11.9", "MAX_VOICE_SECONDS": "11.9",
+                           "MAX_OUTPUT_SECONDS": "1", "MAX_INLINE_BYTES": str(MAX_INLINE_LIMIT),
+                           "S3_CONNECT_TIMEOUT": "1", "S3_READ_TIMEOUT": "600", "S3_PRESIGN_EXPIRES": "60"})
+    assert (s.min_voice_seconds, s.max_voice_seconds, s.max_inline_bytes) == (11.9, 11.9, MAX_INLINE_LIMIT)
+
+
+def base64_size(size: int) -> int:
+    return 4 * -(-size // 3)
+
+
+def test_inline_audio_fits_runpods_payload_limits():
+    """/run takes results of 10 MB, /runsync of 20 MB (notes/runpod.md); the rest of a result
+    (captions text, timings) needs room beside the audio's base64."""
+    assert base64_size(Settings.model_fields["max_inline_bytes"].default) < 10_000_000 - 200_000
+    assert base64_size(MAX_INLINE_LIMIT) < 20_000_000 - 400_000
+
+
+def test_a_free_space_floor_larger_than_the_disk_is_refused(tmp_path):
+    disk_mb = shutil.disk_usage(tmp_path).total // 2**20
+    env = {"RUNPOD_VOLUME": str(tmp_path), "JOB_TMP_DIR": str(tmp_path / "not" / "made" / "yet")}
+    with pytest.raises(ConfigError, match=rf"MIN_FREE_DISK_MB \({disk_mb}\) must be below the size of the disk"):
+        Settings.from_env({**env, "MIN_FREE_DISK_MB": str(disk_mb)})
+    assert Settings.from_env({**env, "MIN_FREE_DISK_MB": str(disk_mb - 1)}).min_free_disk_mb == disk_mb - 1
+
+
+@pytest.mark.parametrize("name, value, line", [
+    ("S3_CONNECT_TIMEOUT", "inf", "S3_CONNECT_TIMEOUT: Input should be a finite number"),
+    ("MIN_VOICE_SECONDS", "12", "MIN_VOICE_SECONDS (12) must be below REF_CLIP_SECONDS (12)"),
+])
+def test_such_a_setting_stops_the_start_in_one_line_with_status_2(name, value, line):
+    from conftest import run_py, subprocess_env
+
+    result = run_py(["-c", "import config; config.settings_or_exit()"], env=subprocess_env(**{name: value}),
+                    timeout=120)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith(f"error: invalid setting(s): {line}") and result.stderr.count("\n") == 1
