@@ -204,10 +204,10 @@ class Settings(BaseModel):
         if self.max_voice_seconds < self.min_voice_seconds:
             raise ValueError(f"MAX_VOICE_SECONDS ({self.max_voice_seconds:g}) must be at least MIN_VOICE_SECONDS "
                              f"({self.min_voice_seconds:g}): every voice would be too long or too short")
-        disk_mb = _disk_mb(self.job_tmp_dir)
-        if disk_mb is not None and self.min_free_disk_mb >= disk_mb:
+        disk = _disk_bytes(self.job_tmp_dir)
+        if disk is not None and self.min_free_disk_mb and self.min_free_disk_mb * 2**20 >= disk:  # 0: no floor
             raise ValueError(f"MIN_FREE_DISK_MB ({self.min_free_disk_mb}) must be below the size of the disk that "
-                             f"holds JOB_TMP_DIR ({disk_mb} MB): every job would be refused")
+                             f"holds JOB_TMP_DIR ({disk // 2**20} MB): every job would be refused")
         return self
 
     # --- derived -----------------------------------------------------------------------
@@ -249,11 +249,11 @@ def _is_within(path: Path, parent: Path) -> bool:
         return False
 
 
-def _disk_mb(path: Path) -> int | None:
-    """The size of the disk that holds `path` (or would, once made), in MB; None when unknown."""
+def _disk_bytes(path: Path) -> int | None:
+    """The size of the disk that holds `path` (or would, once made); None when unknown."""
     for folder in (path.absolute(), *path.absolute().parents):
         try:
-            return shutil.disk_usage(folder).total // 2**20
+            return shutil.disk_usage(folder).total
         except OSError:
             continue
     return None

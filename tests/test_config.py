@@ -1,6 +1,7 @@
 import logging
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Optional
 
 import pytest
@@ -190,9 +191,19 @@ def test_inline_audio_fits_runpods_payload_limits():
 def test_a_free_space_floor_larger_than_the_disk_is_refused(tmp_path):
     disk_mb = shutil.disk_usage(tmp_path).total // 2**20
     env = {"RUNPOD_VOLUME": str(tmp_path), "JOB_TMP_DIR": str(tmp_path / "not" / "made" / "yet")}
-    with pytest.raises(ConfigError, match=rf"MIN_FREE_DISK_MB \({disk_mb}\) must be below the size of the disk"):
-        Settings.from_env({**env, "MIN_FREE_DISK_MB": str(disk_mb)})
+    with pytest.raises(ConfigError, match=rf"MIN_FREE_DISK_MB \({disk_mb + 1}\) must be below the size of the disk "
+                                          rf"that holds JOB_TMP_DIR \({disk_mb} MB\)"):
+        Settings.from_env({**env, "MIN_FREE_DISK_MB": str(disk_mb + 1)})
     assert Settings.from_env({**env, "MIN_FREE_DISK_MB": str(disk_mb - 1)}).min_free_disk_mb == disk_mb - 1
+
+
+def test_no_free_space_floor_suits_any_disk(tmp_path, monkeypatch):
+    """MIN_FREE_DISK_MB=0 turns the check off, also on a disk of less than a megabyte."""
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(total=64 * 1024, used=0, free=64 * 1024))
+    env = {"RUNPOD_VOLUME": str(tmp_path), "JOB_TMP_DIR": str(tmp_path)}
+    assert Settings.from_env({**env, "MIN_FREE_DISK_MB": "0"}).min_free_disk_mb == 0
+    with pytest.raises(ConfigError, match="MIN_FREE_DISK_MB"):
+        Settings.from_env({**env, "MIN_FREE_DISK_MB": "1"})
 
 
 @pytest.mark.parametrize("name, value, line", [
