@@ -38,7 +38,7 @@ import loaded_model
 import voices
 from config import Settings
 from delivery import Delivery
-from errors import InvalidInput, JobError, LimitExceeded, to_runpod_result
+from errors import InvalidInput, JobError, LimitExceeded, preview, to_runpod_result
 from job_schema import JobInput, VoiceInput, parse_job_input
 from scratch import job_directory, sweep_job_directories
 import synthesis
@@ -90,17 +90,18 @@ class Worker:
         job_id = str(job.get("id", "")) if isinstance(job, dict) else ""
         if not JOB_ID.fullmatch(job_id):
             job_id = uuid.uuid4().hex
-        report = partial(self.report_progress, job) if self.progress is not None and isinstance(job, dict) else None
+        report = partial(self.report_progress, job, job_id) if self.progress is not None and isinstance(job, dict) \
+            else None
         try:
             yield from self.run(job_id, job.get("input") if isinstance(job, dict) else None, report, stream)
         except Exception as exc:  # every failure leaves through here, as RunPod's error shape
             yield to_runpod_result(exc, job_id)
 
-    def report_progress(self, job: dict, **update) -> None:
+    def report_progress(self, job: dict, job_id: str, **update) -> None:
         try:
             self.progress(job, update)
         except Exception as exc:  # noqa: BLE001 - news of the job must never fail it
-            log.warning("job %s: progress update failed: %s: %s", job.get("id"), type(exc).__name__, exc)
+            log.warning("job %s: progress update failed: %s: %s", job_id, type(exc).__name__, preview(str(exc)))
 
     def run(self, job_id: str, raw_input, progress=None, stream: bool = False) -> Iterator[dict]:
         """The job's path. Yields its result last; before it, when `stream`, each piece."""

@@ -312,6 +312,20 @@ def test_a_failing_progress_update_never_fails_the_job(ref_wav_bytes):
     assert_clean()
 
 
+def test_a_failing_progress_update_logs_the_checked_job_id_and_a_bounded_reason(caplog):
+    """The job's id as RunPod sent it is not checked: the log names the job by the id it runs under."""
+    def broken(job, update):
+        raise ConnectionError("down " + "x" * 100_000)
+
+    hostile = {"id": "i" * 1_000_000, "input": {}}
+    worker = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None}), progress=broken)
+    with caplog.at_level("WARNING", logger="f5worker.handler"):
+        worker.report_progress(hostile, "f00d", chunks_done=1)
+    [record] = [r for r in caplog.records if "progress update failed" in r.getMessage()]
+    assert record.getMessage().startswith("job f00d: progress update failed: ConnectionError: down x")
+    assert len(record.getMessage()) < 200
+
+
 def test_the_summary_line_shows_the_seed_and_the_subtitle_file():
     from runpod_handler import summary
 
