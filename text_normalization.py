@@ -25,9 +25,9 @@ import shutil
 import threading
 import time
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 
+import number_words
 from errors import LimitExceeded, WorkerSetupError, preview
 
 log = logging.getLogger("f5worker.text_normalization")
@@ -185,11 +185,19 @@ def grammars(root: Path, allow_build: bool = True) -> Grammars:
 # --------------------------------------------------------------------------------------
 
 
+#: num2words languages a job may not name: found by `python -m benchmarks.number_languages`, which
+#: reads 1,153 numbers of 1 to 15 digits (negatives, decimals) in each language, each with a 2 s
+#: deadline. Amharic's converter never returned on 3 of the first 7-digit ones (9999999, 3085807,
+#: 5972538; the red team's 9852152 too); every other language answered every number, the slowest
+#: in 40 ms, most in under 0.5 ms.
+UNSAFE_LANGUAGES = frozenset({"am"})
+
+
 @functools.cache
 def num2words_languages() -> frozenset[str]:
     from num2words import CONVERTER_CLASSES
 
-    return frozenset(CONVERTER_CLASSES)
+    return frozenset(CONVERTER_CLASSES) - UNSAFE_LANGUAGES
 
 
 def supported(language: str) -> bool:
@@ -283,7 +291,7 @@ def _plan(text: str, language: str | None) -> list[tuple] | None:
             part = prepare(part, lang)
             plan.append((lang, part, grammar_pieces(part, lang)))
         else:
-            plan.append((lang, part, []))
+            plan.append((lang, part, number_spans(part, lang) if lang else []))
     return plan
 
 
@@ -345,9 +353,9 @@ def digit_by_digit(digits: str, lang: str) -> str:
     if lang in DIGITS:
         words = [DIGITS[lang][int(d)] for d in digits]
         return ("" if lang == "zh" else " ").join(words)
-    from num2words import num2words
-
-    return " ".join(num2words(int(d), lang=lang) for d in digits)
+    wanted = sorted(set(digits))
+    said = dict(zip(wanted, number_words.words(lang, [_ascii(d) for d in wanted])))
+    return " ".join(said[d] or d for d in digits)
 
 
 def _spelled_out(match: re.Match, kind: str, lang: str) -> str:
@@ -543,32 +551,164 @@ def read_pieces(text: str, pieces: list[tuple[int, int]], grammar, lang: str) ->
 # --------------------------------------------------------------------------------------
 
 
+#: What typesetting puts between groups of thousands: never between two numbers.
+NO_BREAK_SPACES = "\u00a0\u202f\u2009"
+#: Significant digits of a decimal that num2words reads exactly: it goes through a float, whose last
+#: digits are wrong past 14 (a sweep of 4,200 German decimals); past this the fraction's digits are
+#: read one by one.
+MAX_DECIMAL_DIGITS = 12
+MINUS = "-\u2212"
+#: What may stand before a minus that makes a number negative: "-7", "(-7)", not "5-7" or "a-7".
+BEFORE_A_SIGN = " \t\n([{\"'«„“‘"
+
+
 @functools.cache
 def _number_pattern(point: str) -> re.Pattern:
+    """A run of digit groups with their separators, a sign before and a fraction after; or a run of
+    more digits than one number holds, anywhere. How a run splits into numbers is decided in
+    `_numbers_of`: where the rule reads plainly, and in one pass."""
     group = "," if point == "." else "."
     p, g = re.escape(point), re.escape(group)
     # bounded by Latin letters and digits only: "5つ", "5个" are numbers too
-    return re.compile(rf"(?<![0-9A-Za-z{p}{g}])(-)?(\d{{1,3}}(?:[{g} \u00a0]\d{{3}})+|\d+)(?:{p}(\d+))?"
-                      rf"(?![0-9A-Za-z])")
+    return re.compile(rf"(?<![0-9A-Za-z{p}{g}])(?P<sign>[{MINUS}])?(?P<groups>\d+(?:[{g} {NO_BREAK_SPACES}]\d+)*)"
+                      rf"(?:{p}(?P<fraction>\d+))?(?![0-9A-Za-z])|(?P<run>\d{{{MAX_DIGIT_RUN + 1},}})")
+
+
+def _point(lang: str) -> str:
+    return "." if lang in DECIMAL_POINT else ","
+
+
+def number_spans(text: str, lang: str) -> list[tuple[int, int]]:
+    """The spans of `text` whose digits reach num2words: what MAX_NORMALIZE_CHARS counts for `lang`."""
+    return [m.span() for m in _number_pattern(_point(lang)).finditer(text.translate(DIGITS_ONLY))]
 
 
 def numbers_in(text: str, lang: str) -> str:
-    from num2words import num2words
-
-    number = _number_pattern("." if lang in DECIMAL_POINT else ",")
+    """`text` with its numbers in `lang`'s words, asked of num2words' helper process all at once (and
+    once more for the parts of those its converter could not read); a text without a number never
+    reaches it."""
     text = text.translate(DIGITS_ONLY)
-    text = DIGIT_RUN.sub(lambda m: digit_by_digit(m.group(), lang), text)
+    point = _point(lang)
+    pieces: list[tuple[str, str | None]] = []  # (as written, the number to say instead, or None)
+    at = 0
+    for m in _number_pattern(point).finditer(text):
+        pieces.append((text[at:m.start()], None))
+        pieces.extend(_numbers_of(m, point))
+        at = m.end()
+    pieces.append((text[at:], None))
+    keys = list(dict.fromkeys(key for _, key in pieces if key is not None))
+    if not keys:
+        return text
+    said = _ask(lang, [number for key in keys for number in _asked(key)], {})
+    failed = [key.removeprefix(IN_PARTS) for key in keys if _reading(key, said, point) is None]
+    said = _ask(lang, [number for key in failed for number in _parts(key)], said)
+    return "".join(written if key is None else _reading(key, said, point) or written for written, key in pieces)
 
-    def said(m: re.Match) -> str:
-        whole = re.sub(r"\D", "", m.group(2))
-        value = Decimal(whole + ("." + m.group(3) if m.group(3) else ""))
-        if m.group(1) and (m.start() == 0 or text[m.start() - 1].isspace()):
-            value = -value
-        elif m.group(1):
-            return m.group()
-        try:
-            return num2words(value, lang=lang)
-        except (NotImplementedError, OverflowError, ValueError, ArithmeticError):
-            return m.group()
 
-    return number.sub(said, text)
+#: Before a number num2words would not read exactly (too many digits): it is read in parts only.
+IN_PARTS = "parts:"
+
+
+def _ask(lang: str, numbers: list[str], said: dict[str, str | None]) -> dict[str, str | None]:
+    wanted = list(dict.fromkeys(number for number in numbers if number not in said))
+    return said | dict(zip(wanted, number_words.words(lang, wanted))) if wanted else said
+
+
+def _fits(number: str) -> bool:
+    """Whether num2words reads `number` ("-123.45") exactly: an integer of up to 15 digits, a decimal
+    of up to MAX_DECIMAL_DIGITS."""
+    whole, _, fraction = number.lstrip("-").partition(".")
+    return len(whole) <= MAX_DIGIT_RUN and (not fraction or len(whole) + len(fraction) <= MAX_DECIMAL_DIGITS)
+
+
+def _asked(key: str) -> list[str]:
+    return _parts(key.removeprefix(IN_PARTS)) if key.startswith(IN_PARTS) else [key]
+
+
+def _parts(number: str) -> list[str]:
+    """What `_reading` may need to read `number` in parts."""
+    if number.startswith("-"):
+        return [number[1:]] * _fits(number[1:]) + _parts(number[1:])
+    if "." in number:
+        whole, fraction = number.split(".")
+        return [whole] * _fits(whole) + _parts(whole) + list(fraction)
+    return list(number) if len(number) > 1 else []
+
+
+def _reading(key: str, said: dict[str, str | None], point: str) -> str | None:
+    """A number in words: as its converter said it or, where that raised (or the number has more
+    digits than it reads exactly), in parts it can read: a negative's minus and then its value ("-5"
+    in Polish), a decimal's whole part and then the fraction's digits ("8,1" in Turkish), an
+    integer's digits (past ten digits in Kannada). None where a part cannot be read either: the
+    number is then left as written."""
+    number = key.removeprefix(IN_PARTS)
+    if key == number and said.get(number):
+        return said[number]
+    if number.startswith("-"):
+        value = _reading(number[1:], said, point)
+        return "-" + value if value else None
+    if "." in number:
+        whole, fraction = number.split(".")
+        parts = [_reading(whole, said, point)] + [said.get(d) for d in fraction]
+        return f"{parts[0]}{point} " + " ".join(parts[1:]) if all(parts) else None
+    digits = [said.get(d) for d in number] if len(number) > 1 else [None]
+    return " ".join(digits) if all(digits) else None
+
+
+def _numbers_of(m: re.Match, point: str) -> list[tuple[str, str | None]]:
+    """One match as pieces (as written, its number's key): its groups cut into numbers, the
+    separators between them kept, the sign on the first and the fraction on the last."""
+    text = m.string
+    if m.group("run"):
+        return _padded([(m.group("run"), IN_PARTS + _ascii(m.group("run")))], text, m.start(), m.end())
+    groups = [g.span() for g in re.finditer(r"\d+", m.group("groups"))]
+    groups = [(a + m.start("groups"), b + m.start("groups")) for a, b in groups]
+    sign = m.group("sign") or ""
+    negative = bool(sign) and (m.start() == 0 or text[m.start() - 1] in BEFORE_A_SIGN)
+    pieces = [] if negative or not sign else [(sign, None)]  # "x-5": the mark is not a minus
+    numbers = _grouping(text, groups)
+    for n, (first, last) in enumerate(numbers):
+        if n:
+            pieces.append((text[groups[first - 1][1]:groups[first][0]], None))
+        written = text[groups[first][0]:groups[last][1]]
+        fraction = m.group("fraction") if n == len(numbers) - 1 else None
+        number = "-" * (negative and not n) + _ascii(re.sub(r"\D", "", written)) + \
+            ("." + _ascii(fraction) if fraction else "")
+        written = sign * (negative and not n) + written + (point + fraction if fraction else "")
+        pieces.append((written, number if _fits(number) else IN_PARTS + number))
+    return pieces
+
+
+def _grouping(text: str, groups: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Which digit groups make one number: (first, last) indices into `groups`. A separator joins
+    groups of exactly three digits after a first of one to three, the same separator throughout;
+    a plain space only where no other reading is likely: after a first group of one or two digits
+    ("12 345"), or where a group starts with 0 ("100 000"). "101 102 103" is three numbers, as the
+    English and Chinese grammars read it."""
+    numbers, i = [], 0
+    while i < len(groups):
+        j = i
+        separator = text[groups[i][1]:groups[i + 1][0]] if i + 1 < len(groups) else None
+        if groups[i][1] - groups[i][0] <= 3:
+            while j + 1 < len(groups) and groups[j + 1][1] - groups[j + 1][0] == 3 \
+                    and text[groups[j][1]:groups[j + 1][0]] == separator:
+                j += 1
+        if j > i and separator == " " and groups[i][1] - groups[i][0] == 3 \
+                and not any(_ascii(text[a]) == "0" for a, _ in groups[i + 1:j + 1]):
+            j = i
+        numbers.append((i, j))
+        i = j + 1
+    return numbers
+
+
+def _padded(pieces: list, text: str, start: int, end: int) -> list:
+    """Digits read one by one inside a word ("abc1234567890123456"): a space on each side that
+    touches a letter, or the words would run into it."""
+    before = [(" ", None)] if start and text[start - 1].isalnum() else []
+    after = [(" ", None)] if end < len(text) and text[end].isalnum() else []
+    return before + pieces + after
+
+
+def _ascii(digits: str) -> str:
+    """Any script's decimal digits ("٣", "५") as ASCII ones, leading zeros kept."""
+    return digits if digits.isascii() else "".join(str(int(d)) for d in digits)

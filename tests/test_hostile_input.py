@@ -186,6 +186,8 @@ CASES = [
     ("text-language-number", {"text": "hi", "voice_base64": GOOD_VOICE, "text_language": 7},
      "text_language: input should be a valid string"),
     # round three (issue 24): numbers in other languages, text that normalises to nothing
+    ("text-language-hangs", {"text": "Selam 9852152.", "voice_base64": GOOD_VOICE, "text_language": "am"},
+     "text_language: 'am' is not a language the worker reads numbers in"),  # its converter loops forever
     # round three (issue 24): echoes of caller input, invisible characters
     ("echo-field-1m", {"text": "hi", "voice_base64": GOOD_VOICE, "x" * 10**6: 1},
      "x" * 39 + "…: is not a known field"),
@@ -318,6 +320,9 @@ def test_awkward_voices_make_finite_speech(tmp_path, rate, peak, fmt, subtype):
     ({"max_normalize_chars": 30}, {"text": "Item 1, item 2, item 3, item 4, item 5, item 6."},
      "at most 30 are accepted per job (MAX_NORMALIZE_CHARS). Send it in parts, or with normalize: false."),
     # round three (issue 24): the normaliser's bounds
+    ({"max_normalize_chars": 29}, {"text": "Die Nummern 123456789012345 und 678901234567890.", "text_language": "de"},
+     "text has 30 characters of numbers and symbols to read (with the words beside them); at most 29 are accepted "
+     "per job (MAX_NORMALIZE_CHARS)."),  # num2words' digits count as the grammars' characters do
     # round three (issue 24): payload limits
     ({"max_inline_bytes": 2048, "s3_bucket": None}, {"output_format": "mp3"},
      "that can be returned inline (RunPod refuses large payloads): configure S3_BUCKET, or send a shorter text."),
