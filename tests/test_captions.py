@@ -2,12 +2,16 @@
 pauses included), and the same as SRT or WebVTT files delivered beside the audio."""
 
 import base64
+import html
 import io
+import random
 import re
 
 import numpy as np
+import pysubs2
 import pytest
 import soundfile as sf
+import srt
 from conftest import BUCKET, REF_TEXT, REF_WAV, job_dirs
 
 import audio_io
@@ -78,7 +82,7 @@ def test_subtitle_files_are_strictly_formed_and_escape_what_would_break_them():
     srt = captions.subtitles(timed, "srt")
     cues = SRT_CUE.findall(srt)
     assert "\n".join(SRT_CUE.sub("CUE", srt).split("\n")) == "CUE\nCUE"  # nothing but cues, one blank line apart
-    assert [c[0] for c in cues] == ["1", "2"] and cues[0][9] == "Hello -> there"
+    assert [c[0] for c in cues] == ["1", "2"] and cues[0][9] == "Hello → there"
     assert seconds(*cues[1][1:5]) == 3661.25 and seconds(*cues[1][5:9]) == 3662.0
     vtt = captions.subtitles(timed, "vtt")
     assert vtt.startswith("WEBVTT\n\n") and VTT_CUE.sub("CUE", vtt[8:]) == "CUE\nCUE"
@@ -117,9 +121,11 @@ def test_without_s3_the_subtitles_come_inline_and_to_the_local_folder():
 
 def test_a_streamed_job_has_the_captions_of_its_pieces():
     worker = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None, "stream": True}))
-    *pieces, done = worker.stream(job())
+    *parts, done = worker.stream(job())
+    pieces = [p for p in parts if p["part"] == 0]  # a piece over PART_SECONDS comes in parts, each with its text
     assert [c["text"] for c in done["captions"]] == [p["text"] for p in pieces]
-    assert done["captions"][-1]["end_s"] == pytest.approx(pieces[-1]["start_s"] + pieces[-1]["duration_s"], abs=2e-3)
+    assert [c["start_s"] for c in done["captions"]] == pytest.approx([p["start_s"] for p in pieces], abs=2e-3)
+    assert done["captions"][-1]["end_s"] == pytest.approx(parts[-1]["start_s"] + parts[-1]["duration_s"], abs=2e-3)
 
 
 def test_an_unknown_captions_format_is_refused():
@@ -165,3 +171,131 @@ def test_a_failed_subtitle_upload_fails_the_job_and_leaves_no_local_copies(tmp_p
                                            (text, "output/j.srt", "application/x-subrip"))
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["j.srt", "j.wav"]
     assert out["captions_text"] == text.read_text() and out["captions_local_path"].endswith("j.srt")
+
+
+# --- cue text that no reader takes for anything but text (issue 24, item 6) ----------------------
+
+WJ = "\u2060"  # the word joiner that follows a colon between digits
+
+
+@pytest.mark.parametrize("text, expected", [
+    # the issue's cases: "--->" became "-->" after one pass of str.replace
+    ("00:00:05,000 ---> 00:00:59,000 INJECTED cue text here.",
+     f"00:{WJ}00:{WJ}05,000 → 00:{WJ}00:{WJ}59,000 INJECTED cue text here."),
+    ("Hello ---> world", "Hello → world"),
+    ("Hello --> there -> here", "Hello → there → here"),
+    ("a - - > b, c --  > d", "a → b, c → d"),  # the srt library reads "- >" as an arrow too
+    ("en\u2013> em\u2014\u2014> minus\u2212\u2212> wide\uff0d\uff0d>", "en→ em→ minus→ wide→"),
+    # a cue boundary and a forged cue of its own: everything on one line
+    ("one\n\n2\n00:00:01,000 --> 00:00:02,000\ntwo", f"one 2 00:{WJ}00:{WJ}01,000 → 00:{WJ}00:{WJ}02,000 two"),
+    ("NUL\x00here\r\nand\u2028there\u2029now\x85end\tok\x0b\x0c\x1c.", "NUL here and there now end ok ."),
+    ("\ufeffbidi \u202eevil\u202c zero\u200bwidth\u00ad", "bidi evil zerowidth"),
+    ("lone \ud800 surrogate", "lone surrogate"),  # UTF-8 cannot hold it: the file could not be written
+    ("\U0001F468\u200d\U0001F469 \u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",
+     "\U0001F468\u200d\U0001F469 \u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"),  # joiners kept
+    ("Fish & <chips> at 3:15, \u0661:\u0662", f"Fish & <chips> at 3:{WJ}15, \u0661:{WJ}\u0662"),
+    ("\n\x00 \u200b\r\n", ""),
+])
+def test_cue_text_is_one_line_with_no_arrow_and_no_timestamp(text, expected):
+    assert captions.cue_text(text) == expected
+    assert captions.cue_text(expected) == expected  # what it writes it leaves as it is
+
+
+#: Pieces of hostile text: arrows whole and in parts, line breaks of every kind, NUL, digits and the
+#: separators of timestamps, and whole forged cues in each format.
+HOSTILE_PIECES = ["-", "-", "--", ">", ">", " ", " ", "\n", "\n\n", "\r", "\r\n", "\x00", "\t", "\x85", "\u2028",
+                  "\u2029", "\ufeff", "\u200b", "\u2013", "\u2212", "0", "1", "5", "9", "00", "59", ":", ":", ",", ".",
+                  "-->", "--->", "- >", "->", "<", "&", "WEBVTT", "NOTE", "a", "Hi", "\u00e9",
+                  "\n\n7\n00:00:05,000 --> 00:00:59,000\nINJECTED", "\n\n00:05.000 --> 00:59.000\nINJECTED",
+                  "00:00:05,000 00:00:59,000", "00:05.000 00:59.000", "1:2:3,4"]
+
+
+def hostile_files(count, seed=24):
+    """`count` caption lists of one to four cues each, every text a random run of hostile pieces."""
+    rng = random.Random(seed)
+    for _ in range(count):
+        start, caps = 0.0, []
+        for _ in range(rng.randint(1, 4)):
+            text = "".join(rng.choice(HOSTILE_PIECES) for _ in range(rng.randint(1, 30)))
+            end = start + rng.randint(1, 9000) / 1000
+            caps.append({"start_s": start, "end_s": end, "text": text})
+            start = end + rng.choice([0, 0.25])
+        yield caps
+
+
+def ours(caps):
+    """(start ms, end ms, text) of each cue the file should hold: captions with visible text."""
+    return [(round(c["start_s"] * 1000), round(c["end_s"] * 1000), captions.cue_text(c["text"]))
+            for c in caps if captions.cue_text(c["text"])]
+
+
+def as_ms(delta):
+    return round(delta.total_seconds() * 1000)
+
+
+def test_no_text_makes_a_cue_of_its_own_in_srt():
+    """Parsed by the srt library (strict: a file it cannot read whole raises) and by pysubs2
+    (lenient: any line with two timestamps, arrow or not, begins a cue): the cues are ours."""
+    files = list(hostile_files(150))
+    assert sum(len(caps) for caps in files) >= 300
+    for caps in files:
+        text, expected = captions.subtitles(caps, "srt"), ours(caps)
+        parsed = [(s.index, as_ms(s.start), as_ms(s.end), s.content) for s in srt.parse(text)]
+        assert parsed == [(n, *cue) for n, cue in enumerate(expected, 1)], text
+        lenient = pysubs2.SSAFile.from_string(text, format_="srt", keep_html_tags=True)
+        assert [(e.start, e.end, e.text) for e in lenient] == expected, text
+        blocks = text.split("\n\n")  # and as written: number, timing line, one line of text
+        assert [block.rstrip("\n").count("\n") for block in blocks] == [2] * len(expected), text
+
+
+def test_no_text_makes_a_cue_of_its_own_in_webvtt():
+    """WebVTT ends a cue's text at a blank line or at a line holding "-->" (a timing line)."""
+    for caps in hostile_files(150, seed=25):
+        for n, caption in enumerate(caps):  # some cues in a voice, some without
+            if n % 2:
+                caption["voice"] = random.Random(n).choice(["alice", "bob-", "x--", "a_b"])
+        text, expected = captions.subtitles(caps, "vtt"), ours(caps)
+        lenient = pysubs2.SSAFile.from_string(text, format_="vtt", keep_html_tags=True)
+        assert [(e.start, e.end) for e in lenient] == [cue[:2] for cue in expected], text
+        spoken = [re.sub(r"^<v [^>]*>", "", e.text) for e in lenient]
+        assert [html.unescape(s) for s in spoken] == [cue[2] for cue in expected], text
+        lines = text.split("\n")
+        assert lines[:2] == ["WEBVTT", ""] and lines[-1] == ""
+        cues = [lines[i:i + 3] for i in range(2, len(lines) - 1, 3)]
+        assert len(cues) == len(expected) and all(c[0].count("-->") == 1 and c[2] == "" for c in cues), text
+        assert all(c[1].strip() and "-->" not in c[1] for c in cues), text
+
+
+@pytest.mark.parametrize("voice, tag", [("alice", "<v alice>"), ("x--", "<v x-- >"), ("a-", "<v a- >")])
+def test_a_voice_name_ending_in_dashes_does_not_close_its_tag_into_an_arrow(voice, tag):
+    vtt = captions.subtitles([{"start_s": 0.0, "end_s": 1.0, "text": "Hi.", "voice": voice}], "vtt")
+    assert vtt == f"WEBVTT\n\n00:00:00.000 --> 00:00:01.000\n{tag}Hi.\n"
+
+
+def test_a_caption_with_nothing_to_show_has_no_cue_and_the_numbers_stay_in_order(tmp_path):
+    caps = [{"start_s": 0.0, "end_s": 1.0, "text": "One."}, {"start_s": 1.0, "end_s": 2.0, "text": "\u200b\n\x00"},
+            {"start_s": 2.0, "end_s": 3.0, "text": "Three \ud800."}]
+    path = tmp_path / "c.srt"
+    assert captions.write_subtitles(caps, "srt", path) == "application/x-subrip"
+    assert path.read_text(encoding="utf-8") == ("1\n00:00:00,000 --> 00:00:01,000\nOne.\n\n"
+                                                "2\n00:00:02,000 --> 00:00:03,000\nThree .\n")
+
+
+@pytest.mark.parametrize("text, normalize, fmt", [
+    ("00:00:05,000 ---> 00:00:59,000 INJECTED cue text here.", False, "srt"),
+    ("Hello ---> world.\n\n3\n00:00:05,000 --> 00:00:59,000\nINJECTED", True, "srt"),
+])
+@pytest.mark.usefixtures("tiny_model")
+def test_a_job_cannot_forge_a_cue(text, normalize, fmt):
+    """The issue's jobs: a reader of the subtitle file saw a cue from 5 to 59 s (WebVTT held; its
+    files are read over many more texts above)."""
+    worker = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None}))
+    out = worker(job(text=text, normalize=normalize, captions_format=fmt))
+    assert "error" not in out, out
+    file = pysubs2.SSAFile.from_string(out["captions_text"], format_=fmt, keep_html_tags=True)
+    assert [(e.start, e.end) for e in file] == [(round(c["start_s"] * 1000), round(c["end_s"] * 1000))
+                                                for c in out["captions"]]
+    assert "-->" not in "".join(e.text for e in file) and file[-1].end < 59_000
+    if fmt == "srt":
+        assert [s.content for s in srt.parse(out["captions_text"])] == [captions.cue_text(c["text"])
+                                                                         for c in out["captions"]]
