@@ -210,6 +210,22 @@ CASES = [
      "x<U+000A>ERROR forged: is not a known field"),
     ("invisible-only-text", {"text": "\ufeff\u200b\u2060", "voice_base64": GOOD_VOICE}, "text: has nothing to speak"),
     # round three (issue 24): captions and output formats
+    ("format-upper-case", {"text": "hi", "voice_base64": GOOD_VOICE, "output_format": "OGG"},
+     "output_format: input should be 'wav', 'flac', 'mp3', 'ogg', 'opus' or 'pcm'"),
+    ("format-nul", {"text": "hi", "voice_base64": GOOD_VOICE, "output_format": "ogg\x00"},
+     "output_format: input should be 'wav', 'flac', 'mp3', 'ogg', 'opus' or 'pcm'"),
+    ("format-path", {"text": "hi", "voice_base64": GOOD_VOICE, "output_format": "wav/../../x"},
+     "output_format: input should be 'wav', 'flac', 'mp3', 'ogg', 'opus' or 'pcm'"),
+    ("format-list", {"text": "hi", "voice_base64": GOOD_VOICE, "output_format": ["ogg"]},
+     "output_format: input should be 'wav', 'flac', 'mp3', 'ogg', 'opus' or 'pcm'"),
+    ("captions-format-newline", {"text": "hi", "voice_base64": GOOD_VOICE, "captions_format": "srt\n"},
+     "captions_format: input should be 'srt' or 'vtt'"),
+    ("captions-format-upper-case", {"text": "hi", "voice_base64": GOOD_VOICE, "captions_format": "SRT"},
+     "captions_format: input should be 'srt' or 'vtt'"),
+    ("captions-format-empty", {"text": "hi", "voice_base64": GOOD_VOICE, "captions_format": ""},
+     "captions_format: input should be 'srt' or 'vtt'"),
+    ("stream-format-ogg", {"text": "hi", "voice_base64": GOOD_VOICE, "stream_format": "ogg"},
+     "stream_format: input should be 'pcm' or 'wav'"),
 ]
 
 
