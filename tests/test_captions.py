@@ -31,6 +31,7 @@ def job(**fields):
             "input": {"text": LONG, "voice_base64": VOICE, "ref_text": REF_TEXT, "nfe_step": 4, "seed": 2, **fields}}
 
 
+@pytest.mark.usefixtures("tiny_model")
 @pytest.mark.parametrize("fade", [0.0, 0.15])
 def test_each_caption_spans_its_chunks_audio_to_the_sample(monkeypatch, fade):
     model = loaded_model.get_model()
@@ -89,6 +90,7 @@ def test_subtitle_files_are_strictly_formed_and_escape_what_would_break_them():
     assert VTT_CUE.findall(vtt)[1][8] == "Fish &amp; &lt;chips&gt;"
 
 
+@pytest.mark.usefixtures("tiny_model")
 def test_captions_come_with_every_result_and_a_subtitle_file_to_s3(s3):
     out = Worker(model_cache.SETTINGS)(job(captions_format="srt"))
     assert "error" not in out, out
@@ -109,6 +111,7 @@ def test_captions_come_with_every_result_and_a_subtitle_file_to_s3(s3):
     assert "captions_text" not in out and job_dirs() == []
 
 
+@pytest.mark.usefixtures("tiny_model")
 def test_without_s3_the_subtitles_come_inline_and_to_the_local_folder():
     out = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None}))(job(captions_format="vtt"))
     assert "error" not in out, out
@@ -119,6 +122,7 @@ def test_without_s3_the_subtitles_come_inline_and_to_the_local_folder():
     assert out["captions"][-1]["end_s"] == pytest.approx(len(audio) / rate, abs=1e-5)
 
 
+@pytest.mark.usefixtures("tiny_model")
 def test_a_streamed_job_has_the_captions_of_its_pieces():
     worker = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None, "stream": True}))
     *parts, done = worker.stream(job())
@@ -128,11 +132,13 @@ def test_a_streamed_job_has_the_captions_of_its_pieces():
     assert done["captions"][-1]["end_s"] == pytest.approx(parts[-1]["start_s"] + parts[-1]["duration_s"], abs=2e-3)
 
 
+@pytest.mark.usefixtures("tiny_model")
 def test_an_unknown_captions_format_is_refused():
     out = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None}))(job(captions_format="ass"))
     assert out == {"error": "Invalid input: captions_format: input should be 'srt' or 'vtt'."}
 
 
+@pytest.mark.usefixtures("tiny_model")
 def test_shortened_pauses_move_the_captions(monkeypatch):
     """The tiny model makes no pauses: one is declared in the second chunk, 0.5 s long."""
     worker = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None}))
