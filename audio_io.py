@@ -14,7 +14,9 @@ from errors import AudioError, os_error
 
 #: output_format -> (soundfile format, subtype, content type). `pcm` is raw 16-bit little-endian
 #: mono, the samples of the WAV file without its header (what streaming and OpenAI-style clients
-#: read); `opus` is Ogg Opus.
+#: read); `opus` is Ogg Opus. Encoding 30 min of speech took one core of the 2-core test machine
+#: 0.3 s for WAV and PCM, 1 s FLAC, 8 s Vorbis, 22 s MP3 and 104 s Opus (libsndfile sets Opus's
+#: complexity to 10 and gives no way to lower it); a job reports it as `timings.encode`.
 FORMATS = {
     "wav": ("WAV", "PCM_16", "audio/wav"),
     "flac": ("FLAC", "PCM_16", "audio/flac"),
