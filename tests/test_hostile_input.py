@@ -336,6 +336,11 @@ def test_awkward_voices_make_finite_speech(tmp_path, rate, peak, fmt, subtype):
     ({"max_normalize_chars": 30}, {"text": "Item 1, item 2, item 3, item 4, item 5, item 6."},
      "at most 30 are accepted per job (MAX_NORMALIZE_CHARS). Send it in parts, or with normalize: false."),
     # round three (issue 24): the normaliser's bounds
+    ({"max_text_chars": 200}, {"text": "Pay $1123456789 now. " * 9},  # read only until it is past the limit
+     "characters once its numbers and symbols are written as words; at most 200 are accepted (MAX_TEXT_CHARS). "
+     "Send it in parts."),
+    ({}, {"text": "Item 1 and item 2. " * 170},  # the default bound, before any grammar runs
+     "at most 3000 are accepted per job (MAX_NORMALIZE_CHARS). Send it in parts, or with normalize: false."),
     ({"max_normalize_chars": 29}, {"text": "Die Nummern 123456789012345 und 678901234567890.", "text_language": "de"},
      "text has 30 characters of numbers and symbols to read (with the words beside them); at most 29 are accepted "
      "per job (MAX_NORMALIZE_CHARS)."),  # num2words' digits count as the grammars' characters do

@@ -10,7 +10,7 @@ from conftest import ROOT
 ORDER = [
     "runpod_handler",
     "job_schema", "scratch", "transcripts", "asr", "voices", "delivery", "captions", "s3_utils", "synthesis", "audio_io",
-    "loaded_model", "sampler", "model_cache", "text_normalization", "number_words", "lean_imports",
+    "loaded_model", "sampler", "model_cache", "text_normalization", "english_numbers", "number_words", "lean_imports",
     "config", "errors", "invisible",
 ]
 TOOLS = {"bench"}  # above everything: they may import any module
