@@ -86,7 +86,9 @@ class Settings(BaseModel):
     max_segments: int = Field(500, ge=1, le=100_000, alias="MAX_SEGMENTS")
     max_pause_seconds: float = Field(10.0, ge=0, le=600, alias="MAX_PAUSE_SECONDS")
     #: Characters of numbers and symbols (with the words that change their reading) one job may
-    #: send through the text normalisation grammars: 2 to 5 ms each on a 2-core CPU.
+    #: send through the text normalisation grammars: at most about 3 ms of CPU each on a 2-core
+    #: CPU (the slowest of bench.py --normalize's dense texts), so about 9 s at this default. A
+    #: number alone is read without a grammar and does not count.
     max_normalize_chars: int = Field(3_000, ge=0, le=1_000_000, alias="MAX_NORMALIZE_CHARS")
     max_voice_bytes: int = Field(50 * 1024 * 1024, ge=1024, alias="MAX_VOICE_BYTES")
     #: MIN_VOICE_SECONDS <= MAX_VOICE_SECONDS, and MIN_VOICE_SECONDS < REF_CLIP_SECONDS: the

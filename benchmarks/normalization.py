@@ -2,7 +2,9 @@
 
 Stock f5-tts has no normalisation (it speaks "$3.50" as written), so there is no stock column: the
 figures are what a job pays for reading numbers right. Loading happens once per worker, at the
-first job with a number or symbol in it; text without any costs a regex scan.
+first job with a number or symbol in it; text without any costs a regex scan. The worst case per
+character through a grammar, the slowest of dense texts of one form repeated, times
+MAX_NORMALIZE_CHARS is the most one job's normalising can take.
 """
 
 from __future__ import annotations
@@ -35,6 +37,69 @@ def items(n: int) -> str:
     return " ".join(f"Item {k} costs ${k}." for k in range(1, n + 1))
 
 
+#: Dense texts, each one form repeated: the worst case per character through a grammar is the
+#: slowest of these (language, repeated form). The first two are issue 24's: 26 s and 21.8 s at
+#: 3,000 characters before numbers alone were read without a grammar.
+DENSE = {
+    "15-digit numbers": (None, "123456789012345 "),
+    "7-digit numbers": (None, "1111111 "),
+    "one-digit numbers": (None, "1 "),
+    "two-digit numbers": (None, "12 "),
+    "three-digit numbers": (None, "123 "),
+    "negative numbers": (None, "-12 "),
+    "ordinals": (None, "12th "),
+    "decimals": (None, "0.123456789012345 "),
+    "money": (None, "$99.99 "),
+    "long amounts": (None, "$123456789012345 "),
+    "percentages": (None, "12% "),
+    "dates": (None, "March 5, 2024 "),
+    "times": (None, "3:30 pm "),
+    "fractions with a unit": (None, "41/54 km "),
+    "units": (None, "99 ft "),
+    "numbers joined by commas": (None, "12,12,12,12,12,12,12,12,12,12,12,12,12,12,12,12 "),
+    "numbers joined by hyphens": (None, "1-2-3-4-5-6-7-8-9-1-2-3-4-5-6-7-8-9-1-2-3-4-5-6 "),
+    "versions": (None, "1.2.3 "),
+    "symbols": (None, "$%&@ "),
+    "sums": (None, "2 + 2 = 4 "),
+    "letters and digits": (None, "x3 12 "),
+    "Chinese numbers": ("zh", "1234567 "),
+    "Chinese dates": ("zh", "2024年3月5日 "),
+    "Chinese temperatures": ("zh", "-3℃ "),
+}
+
+
+def dense(form: str, language: str | None, grammar_chars: int) -> str:
+    """`form` repeated until at least `grammar_chars` of it reach a grammar (or 40 times as many in all)."""
+    import text_normalization as tn
+
+    text = form
+    while tn.grammar_chars(text, language) < grammar_chars and len(text) < 40 * grammar_chars:
+        text += form
+    return text
+
+
+def worst_case(reading_of, runs: int, grammar_chars: int) -> dict:
+    """Each dense text's time per character through a grammar, the slowest first: CPU seconds of
+    the one thread that normalises (its wall time on an idle machine; on a busy one the wall time
+    grows with the load, the CPU time hardly), the best of `runs`."""
+    import text_normalization as tn
+
+    rows = {}
+    for name, (language, form) in DENSE.items():
+        text = dense(form, language, grammar_chars)
+        through = tn.grammar_chars(text, language)
+        cpu, wall = min(_timed(lambda: tn.normalize(text, reading_of(language))) for _ in range(runs))
+        rows[name] = {"chars": len(text), "grammar_chars": through, "cpu_s": cpu, "wall_s": wall,
+                      "ms_per_char": cpu * 1000 / through if through else 0.0}
+    return dict(sorted(rows.items(), key=lambda row: -row[1]["ms_per_char"]))
+
+
+def _timed(work) -> tuple[float, float]:
+    cpu, wall = time.process_time(), time.perf_counter()
+    work()
+    return time.process_time() - cpu, time.perf_counter() - wall
+
+
 def measure(args, models_dir: Path) -> dict:
     import text_normalization as tn
 
@@ -63,11 +128,19 @@ def measure(args, models_dir: Path) -> dict:
         result["texts"][name] = {"chars": len(text), "grammar_chars": tn.grammar_chars(text),
                                  "spoken_chars": len(spoken), "median_s": statistics.median(times[1:])}
     # A job at MAX_NORMALIZE_CHARS: the most grammar work one job can ask for.
+    limit = get_settings().max_normalize_chars
     per_item = tn.grammar_chars(items(100)) / 100
-    text = items(int(get_settings().max_normalize_chars / per_item))
+    text = items(int(limit / per_item))
     started = time.perf_counter()
     tn.normalize(text, reading)
     result["at_limit"] = {"grammar_chars": tn.grammar_chars(text), "seconds": time.perf_counter() - started}
+    # The worst case per character, and what it makes of the limit: the bound on one job's normalising.
+    fill = max(40, min(600, limit // 5))
+    rows = worst_case(lambda language: tn.Reading(grammars, language, max_grammar_chars=10**9), min(runs, 2), fill)
+    name, worst = next(iter(rows.items()))
+    result["dense"] = rows
+    result["worst"] = {"text": name, "ms_per_char": worst["ms_per_char"], "max_normalize_chars": limit,
+                       "bound_s": worst["ms_per_char"] * limit / 1000}
     return result
 
 
@@ -83,3 +156,11 @@ def report(result: dict) -> None:
     limit = result["at_limit"]
     print(f"  about the most one job may ask at MAX_NORMALIZE_CHARS ({limit['grammar_chars']} characters "
           f"through a grammar): {limit['seconds']:.2f} s")
+    print("  dense texts, one form repeated (time per character through a grammar, the slowest first):")
+    for name, r in result["dense"].items():
+        print(f"    {name}: {r['chars']} chars, {r['grammar_chars']} through a grammar, {r['cpu_s'] * 1000:.0f} ms "
+              f"CPU ({r['wall_s'] * 1000:.0f} ms wall)" + (f", {r['ms_per_char']:.2f} ms a character"
+                                                          if r["grammar_chars"] else ""))
+    worst = result["worst"]
+    print(f"  worst case {worst['ms_per_char']:.2f} ms of CPU a character ({worst['text']}): at most about "
+          f"{worst['bound_s']:.1f} s for a job at MAX_NORMALIZE_CHARS={worst['max_normalize_chars']}")
