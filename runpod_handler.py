@@ -38,7 +38,7 @@ import loaded_model
 import voices
 from config import Settings
 from delivery import Delivery
-from errors import InvalidInput, JobError, LimitExceeded, preview, to_runpod_result
+from errors import InvalidInput, JobError, preview, to_runpod_result
 from job_schema import JobInput, VoiceInput, parse_job_input
 from scratch import job_directory, sweep_job_directories
 import synthesis
@@ -224,7 +224,9 @@ class Worker:
         if not job.normalize:
             return lines
         s = self.settings
-        reading = text_normalization.Reading(self.grammars, job.text_language, s.max_normalize_chars)
+        # the spoken form's limit is checked as it is read: reading stops at the piece that passes it
+        reading = text_normalization.Reading(self.grammars, job.text_language, s.max_normalize_chars,
+                                             max_spoken_chars=s.max_text_chars)
         texts = text_normalization.normalize_all([line.text for line in lines], reading)
         for n, text in enumerate(texts):
             if not any(ch.isalnum() for ch in text):  # what validation asks of the text as sent
@@ -232,10 +234,6 @@ class Worker:
                     f"segments.{n}.text" if job.segments is not None else f"text: segment {n + 1}"
                 raise InvalidInput(f"Invalid input: {where} has nothing left to speak once its numbers and symbols "
                                    "are read; send words, or normalize: false.")
-        chars = sum(map(len, texts))
-        if chars > s.max_text_chars:
-            raise LimitExceeded(f"text is {chars} characters once its numbers and symbols are written as words; at "
-                                f"most {s.max_text_chars} are accepted (MAX_TEXT_CHARS). Send it in parts.")
         return [dataclasses.replace(line, text=text) for line, text in zip(lines, texts)]
 
     def stage_voices(self, job: JobInput, names: list[str | None], job_dir: Path) -> list[tuple]:
