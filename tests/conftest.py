@@ -78,18 +78,36 @@ def run_py(args, *, env=None, cwd=ROOT, timeout=240, input=None) -> subprocess.C
                           text=True, timeout=timeout, input=input)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def tiny_model():
-    """The tiny random-weight F5-TTS in the session's models dir, and a tiny random Whisper in
-    its hub cache as the repository ASR_REPO, written once."""
+@pytest.fixture(scope="session")
+def tiny_model(grammars_on_volume, whisper_in_hub):
+    """What a job of the tiny model needs in the session's models dir, written once: the tiny
+    random-weight F5-TTS, the grammars that normalise its text and the Whisper that transcribes a
+    voice sent without ref_text. Tests that run jobs, load the model or start a worker on the
+    session's models dir ask for it (a module of them: `pytestmark = pytest.mark.usefixtures(...)`)."""
+    model_cache.ensure_layout()
+    model_cache.make_test_model()
+    return model_cache.TINY_DIR
+
+
+@pytest.fixture(scope="session")
+def grammars_on_volume():
+    """The compiled text normalisation grammars, linked into the session's models dir."""
+    model_cache.ensure_layout()
+    share_grammars()
+
+
+@pytest.fixture(scope="session")
+def whisper_in_hub():
+    """A tiny random Whisper in the session's hub cache as the repository ASR_REPO."""
     from fake_hub import place_folder_in_hub_cache
     from tiny_whisper import make_tiny_whisper
 
     model_cache.ensure_layout()
-    model_cache.make_test_model()
-    share_grammars()
     place_folder_in_hub_cache(model_cache.HUB_DIR, ASR_REPO, make_tiny_whisper(SESSION_DIR / "whisper-src"))
-    yield model_cache.TINY_DIR
+
+
+def pytest_unconfigure(config):
+    """The session's folders go at the end, whichever fixtures wrote into them."""
     shutil.rmtree(SESSION_DIR, ignore_errors=True)
 
 
@@ -174,7 +192,7 @@ def vocos_files() -> dict:
 
 
 @pytest.fixture
-def v1_base_in_hub_cache():
+def v1_base_in_hub_cache(tiny_model):
     """A tiny-architecture checkpoint stored under the real F5TTS_v1_Base repo and file name."""
     hub = model_cache.HUB_DIR
     repo, name = model_cache.HUB_CHECKPOINTS["F5TTS_v1_Base"]
@@ -187,7 +205,7 @@ def v1_base_in_hub_cache():
 
 
 @pytest.fixture
-def copied_tiny(tmp_path):
+def copied_tiny(tmp_path, tiny_model):
     checkpoint = tmp_path / "model.safetensors"
     shutil.copyfile(model_cache.TINY_DIR / "model.safetensors", checkpoint)
     files = model_cache.ModelFiles("tiny-copy", "DiT", dict(model_cache.TINY_ARCH), checkpoint,

@@ -14,6 +14,8 @@ import asr
 import model_cache
 from runpod_handler import Worker
 
+pytestmark = pytest.mark.usefixtures("tiny_model")  # its tests run jobs or load the tiny model
+
 
 def test_language_passes_through_to_whisper(ref_wav_bytes, monkeypatch):
     seen = {}

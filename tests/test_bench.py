@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from conftest import run_py, subprocess_env
 
 
@@ -94,6 +95,7 @@ def test_bench_dialogue_batches_four_speakers_against_one_segment_at_a_time(tmp_
     assert all(r["s"] > 0 for r in rows.values()) and "vs one voice" in result.stdout
 
 
+@pytest.mark.usefixtures("grammars_on_volume")
 def test_bench_normalize_reports_load_and_per_text_times(tmp_path):
     from conftest import link_grammars
 

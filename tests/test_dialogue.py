@@ -21,6 +21,8 @@ import synthesis
 from runpod_handler import Worker
 from synthesis import Line, SynthesisParams
 
+pytestmark = pytest.mark.usefixtures("tiny_model")  # its tests run jobs or load the tiny model
+
 EXAMPLES = model_cache.f5_package_dir() / "infer" / "examples"
 RATE = 24_000
 SHORT_TEXT = "Some call me nature,"

@@ -23,6 +23,8 @@ import scratch
 from errors import WorkerSetupError
 from runpod_handler import Worker
 
+pytestmark = pytest.mark.usefixtures("tiny_model")  # its tests run jobs or load the tiny model
+
 
 def _namespaces_work() -> bool:
     if not shutil.which("unshare"):

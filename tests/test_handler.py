@@ -16,6 +16,8 @@ import model_cache
 from errors import InvalidInput
 from runpod_handler import Worker
 
+pytestmark = pytest.mark.usefixtures("tiny_model")  # its tests run jobs or load the tiny model
+
 TEXT = "Hello there. This is a short test of the worker."
 
 

@@ -18,6 +18,8 @@ import model_cache
 import voices
 from runpod_handler import Worker
 
+pytestmark = pytest.mark.usefixtures("tiny_model")  # its tests run jobs or load the tiny model
+
 RATE = 24_000
 
 

@@ -12,6 +12,8 @@ import loaded_model
 import model_cache
 from errors import ModelLoadError
 
+pytestmark = pytest.mark.usefixtures("tiny_model")  # its tests run jobs or load the tiny model
+
 
 def test_custom_checkpoint_of_the_wrong_architecture_is_a_clear_error(v1_base_in_hub_cache):
     settings = model_cache.SETTINGS.model_copy(update={

@@ -15,6 +15,8 @@ import model_cache
 import text_normalization
 from errors import ModelLoadError
 
+pytestmark = pytest.mark.usefixtures("tiny_model")  # the tiny model's files, and the grammars prefetch links
+
 
 @pytest.mark.parametrize("first_import", ["runpod_handler", "loaded_model", "synthesis"])
 def test_cache_variables_are_set_before_libraries_read_them(tmp_path, first_import):

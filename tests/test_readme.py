@@ -9,6 +9,8 @@ import sys
 import pytest
 from conftest import ROOT, free_port, subprocess_env
 
+pytestmark = pytest.mark.usefixtures("tiny_model")  # the README's commands run the worker on the session's models dir
+
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 BLOCKS = dict(re.findall(r"<!-- tested: ([\w-]+) -->\n```(?:bash|python)\n(.*?)```", README, flags=re.S))
 

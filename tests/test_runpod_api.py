@@ -12,6 +12,8 @@ import pytest
 import requests
 from conftest import BUCKET, REF_TEXT, REF_WAV, ROOT, free_port, run_py, subprocess_env
 
+pytestmark = pytest.mark.usefixtures("tiny_model")  # the worker's processes run on the session's models dir
+
 
 def serve_api(env):
     """`runpod_handler.py --rp_serve_api` on a free port: its URL while it runs."""

@@ -10,6 +10,8 @@ from fault_proxy import FaultProxy
 import model_cache
 from runpod_handler import Worker
 
+pytestmark = pytest.mark.usefixtures("tiny_model")  # its tests run jobs or load the tiny model
+
 
 @pytest.fixture
 def proxy(s3):

@@ -12,6 +12,8 @@ import loaded_model
 import model_cache
 import sampler
 
+pytestmark = pytest.mark.usefixtures("tiny_model")  # its tests run jobs or load the tiny model
+
 
 @pytest.fixture(scope="module")
 def model():

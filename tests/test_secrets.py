@@ -10,6 +10,8 @@ from conftest import BUCKET, REF_TEXT, REF_WAV, run_py, subprocess_env
 import model_cache
 from runpod_handler import Worker, configure_logging
 
+pytestmark = pytest.mark.usefixtures("tiny_model")  # jobs, in this process and in a worker process
+
 ACCESS_KEY = "AKIAWORKERTESTKEY0001"
 SECRET_KEY = "s3cr3t/Worker+Test/Key/0123456789abcdefgh"
 

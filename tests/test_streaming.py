@@ -19,6 +19,8 @@ import synthesis
 from runpod_handler import Worker
 from synthesis import Chunk
 
+pytestmark = pytest.mark.usefixtures("tiny_model")  # its tests run jobs or load the tiny model
+
 LONG = " ".join(f"Sentence number {n} of a text long enough to need several chunks and batches." for n in range(8))
 
 

@@ -9,6 +9,8 @@ import synthesis
 from errors import LimitExceeded
 from synthesis import Chunk, SynthesisParams
 
+pytestmark = pytest.mark.usefixtures("tiny_model")  # its tests run jobs or load the tiny model
+
 LONG_TEXT = (
     "The quick brown fox jumps over the lazy dog. " * 6
     + "Pack my box with five dozen liquor jugs! How vexingly quick daft zebras jump. "

@@ -18,6 +18,8 @@ from conftest import REF_TEXT, REF_WAV, ROOT
 from errors import LimitExceeded, WorkerSetupError
 from runpod_handler import Worker
 
+pytestmark = pytest.mark.usefixtures("tiny_model")  # the session's grammars, and jobs
+
 EN = [
     # cardinals, decimals, negatives, ordinals, fractions, percentages
     ("The city has 1,234,567 residents.",

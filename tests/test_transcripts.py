@@ -11,6 +11,8 @@ import model_cache
 import transcripts
 from runpod_handler import Worker
 
+pytestmark = pytest.mark.usefixtures("tiny_model")  # its tests run jobs or load the tiny model
+
 TEXT = "A few words to speak."
 REF_WAV_BYTES = REF_WAV.read_bytes()
 
