@@ -111,6 +111,18 @@ def pytest_unconfigure(config):
     shutil.rmtree(SESSION_DIR, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def first_compiled_worker(tiny_model):
+    """A fresh volume with the tiny model on which a first COMPILE=true worker ran, compiling cold
+    (see compiled_volume.py): (the worker's environment, what it saw). Once per session."""
+    from compiled_volume import run_worker
+
+    models = SESSION_DIR / "compiled-volume" / "models"
+    shutil.copytree(tiny_model, models / tiny_model.relative_to(model_cache.MODELS_DIR))
+    env = subprocess_env(MODELS_DIR=models, COMPILE="true")
+    return env, run_worker(env)
+
+
 #: Compiled text normalisation grammars kept between local runs (half a minute to compile on two
 #: cores; CI starts without them and compiles them through the same code as `prefetch`).
 GRAMMAR_CACHE = ROOT / "models" / "test-grammars"
