@@ -54,3 +54,18 @@ def test_the_local_commands_run_as_written(tmp_path):
     assert len(completed) == 2 and f"127.0.0.1:{s3_port}" in completed[0] and " chunks" in completed[1], lines
     assert (tmp_path / "output" / "local_test.wav").stat().st_size > 10_000
     assert os.path.exists(tmp_path / "alice.wav")
+
+
+def test_every_command_in_a_shell_block_runs_in_the_project_s_environment():
+    """A bare `python model_cache.py ...` fails outside the venv (no huggingface_hub there)."""
+    blocks = re.findall(r"```bash\n(.*?)```", README, flags=re.DOTALL)
+    commands = [line.strip() for block in blocks for line in block.splitlines()]
+    assert any(c.startswith(".venv/bin/python model_cache.py ") for c in commands)
+    bare = [c for c in commands if re.match(r"(\w+=\S+\s+)*python3?\s", c)]
+    assert bare == [], bare
+
+
+def test_the_streaming_client_is_told_that_the_local_api_answers_stream_on_post_only():
+    section = README[README.index("### Streaming"):README.index("## Deploying on RunPod")]
+    assert "requests.get(f\"{url}/stream/{job_id}\"" in section  # RunPod's /stream is a GET
+    assert "answers `/stream/<id>` on POST only" in section
