@@ -83,7 +83,9 @@ def test_bench_dialogue_batches_four_speakers_against_one_segment_at_a_time(tmp_
     assert len(SPEAKERS) == 4 and 1900 <= len(" ".join(t for _, t in SCRIPT)) <= 2100
     assert {voice for voice, _ in SCRIPT} == {0, 1, 2, 3}
     out = tmp_path / "dialogue.json"
-    result = run_py(["bench.py", "--dialogue", "--arch", "tiny", "--device", "cpu", "--runs", "1", "--nfe", "4",
+    # Two sampling steps: the rows and their bookkeeping are the point here, and every way of making
+    # the dialogue samples its segments (with references of 5 to 10 s) twice.
+    result = run_py(["bench.py", "--dialogue", "--arch", "tiny", "--device", "cpu", "--runs", "1", "--nfe", "2",
                      "--segments", "4", "--models-dir", str(tmp_path / "models"), "--json", str(out)],
                     env=subprocess_env(MODELS_DIR=None), timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
