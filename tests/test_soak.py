@@ -6,7 +6,6 @@ with the tiny model."""
 
 import base64
 import gc
-import io
 import os
 import sys
 import tempfile
@@ -14,8 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-import soundfile as sf
-from conftest import REF_WAV, TEST_ENV
+from conftest import SHORT_REF_TEXT, SHORT_REF_WAV, TEST_ENV
 
 import loaded_model
 import model_cache
@@ -24,19 +22,9 @@ from runpod_handler import Worker
 JOBS = int(os.environ.get("SOAK_JOBS", "500"))
 WARMUP_JOBS = 30
 MAX_RSS_GROWTH = 50 * 2**20
-#: The example voice up to its first pause, and what it says there: a voice as real as the whole
-#: recording, with fewer frames to sample in each job (the sampling is most of a job's time).
-VOICE_SECONDS, VOICE_TEXT = 2.4, "Some call me nature,"
 TEXTS = ["Short one.", "Longer, with a pause. And a second one."]
 
 pytestmark = pytest.mark.usefixtures("tiny_model")
-
-
-def first_words_of_the_voice() -> bytes:
-    audio, rate = sf.read(REF_WAV, dtype="float32")
-    out = io.BytesIO()
-    sf.write(out, audio[: int(VOICE_SECONDS * rate)], rate, format="WAV", subtype="PCM_16")
-    return out.getvalue()
 
 
 def listing(path: Path) -> set:
@@ -45,10 +33,10 @@ def listing(path: Path) -> set:
 
 def test_many_jobs_leave_tmp_as_it_was_and_memory_flat():
     worker = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None, "write_local_output": False}))
-    voice = base64.b64encode(first_words_of_the_voice()).decode()
+    voice = base64.b64encode(SHORT_REF_WAV.read_bytes()).decode()  # fewer frames in every job
 
     def run(i):
-        job = {"text": TEXTS[i % 2], "voice_base64": voice, "ref_text": VOICE_TEXT, "nfe_step": 4, "seed": i,
+        job = {"text": TEXTS[i % 2], "voice_base64": voice, "ref_text": SHORT_REF_TEXT, "nfe_step": 4, "seed": i,
                "output_format": ["wav", "flac", "mp3", "ogg"][i % 4]}
         if i % 10 == 9:
             job["ref_text"] = None  # a transcript from (tiny) Whisper, cached by content after the first
