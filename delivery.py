@@ -10,6 +10,7 @@ import shutil
 from contextlib import suppress
 from pathlib import Path
 
+import audio_io
 from config import Settings
 from errors import LimitExceeded, os_error
 
@@ -25,6 +26,17 @@ class Delivery:
 
     def __init__(self, settings: Settings, storage):
         self.settings, self.storage = settings, storage
+
+    def key(self, name: str) -> str:
+        """The S3 key of a result file named `name` (`<job id>.<extension>`)."""
+        return f"{self.settings.s3_output_prefix}{name}"
+
+    def check_planned_size(self, return_base64: bool, fmt: str, samples: int, stream_fmt: str | None = None) -> None:
+        """`check_inline_size` before any work, for `samples` of audio in `fmt` and, when the job
+        streams, its pieces in `stream_fmt`: at least what the plan's audio encodes to."""
+        least = audio_io.least_encoded_bytes(fmt, samples) or 0
+        streamed = audio_io.least_encoded_bytes(stream_fmt, samples) if stream_fmt else 0
+        self.check_inline_size(return_base64, least, fmt, planned=True, streamed=streamed)
 
     def check_inline_size(self, return_base64: bool, size: int, fmt: str, planned: bool = False,
                           streamed: int = 0) -> None:

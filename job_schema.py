@@ -132,7 +132,7 @@ class JobInput(VoiceInput):
     text: Optional[str] = Field(None, min_length=1)
     voices: Optional[dict[str, VoiceInput]] = None
     segments: Optional[list[SegmentInput]] = None
-    _script: Optional[list[SegmentInput]] = PrivateAttr(None)  # the segments, tags read once
+    _segments: Optional[list[SegmentInput]] = PrivateAttr(None)  # as spoken, tags read once
 
     speed: float = Field(1.0, ge=0.3, le=3.0)  # a voice's or a segment's own speed goes before it
     nfe_step: int = Field(32, ge=4, le=128)
@@ -196,12 +196,12 @@ class JobInput(VoiceInput):
             if segment.voice not in self.voices:
                 where = f"segments.{n}.voice" if self.segments is not None else f"text: the tag [{segment.voice}]"
                 raise ValueError(f"{where} names no voice of voices ({preview(', '.join(self.voices))})")
-        self._script = segments
+        self._segments = segments
         return self
 
-    def script(self) -> list[SegmentInput]:
+    def segments_in_order(self) -> list[SegmentInput]:
         """A dialogue's segments: as given, or read from the tagged text ("[alice] Hi. [bob] Hello!")."""
-        return self._script
+        return self._segments
 
     def text_chars(self) -> int:
         return len(self.text) if self.text is not None else sum(len(s.text) for s in self.segments)
@@ -273,7 +273,7 @@ def parse_job_input(raw, settings: Settings) -> JobInput:
         what = "text is" if job.segments is None else "the segments' texts are"
         raise LimitExceeded(f"{what} {chars} characters; at most {settings.max_text_chars} are accepted.")
     if job.voices is not None:
-        for n, segment in enumerate(job.script()):
+        for n, segment in enumerate(job.segments_in_order()):
             if segment.pause_after > settings.max_pause_seconds:
                 raise LimitExceeded(f"segments.{n}.pause_after is {segment.pause_after:g} s; at most "
                                     f"{settings.max_pause_seconds:g} s is accepted (MAX_PAUSE_SECONDS).")
@@ -284,3 +284,40 @@ def parse_job_input(raw, settings: Settings) -> JobInput:
         raise InvalidInput("Invalid input: remove_silence: not available on a streaming worker (it shortens pauses "
                            "across the whole audio, and a stream sends the audio before it is whole).")
     return job
+
+
+class JobResult(BaseModel):
+    """What a job answers, as every front door returns it: where the audio went (the delivery's
+    fields, only those that apply), what was made and how, and how long each step took."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    s3_key: Optional[str] = None
+    audio_url: Optional[str] = None
+    audio_base64: Optional[str] = None
+    local_path: Optional[str] = None
+    captions_s3_key: Optional[str] = None
+    captions_url: Optional[str] = None
+    captions_text: Optional[str] = None
+    captions_local_path: Optional[str] = None
+    duration_s: float
+    sample_rate: int
+    format: str
+    seed: int
+    model: str
+    #: A dialogue's voices: each one's transcript and where it came from; and its segments.
+    voices: Optional[dict[str, dict[str, str]]] = None
+    segments: Optional[int] = None
+    #: A single voice's transcript and where it came from (request, sidecar or asr).
+    ref_text: Optional[str] = None
+    ref_text_source: Optional[str] = None
+    normalized_text: str
+    chunks: int
+    batches: int
+    captions: list[dict]
+    timings: dict[str, float]
+    rtf: Optional[float]
+
+    def answer(self) -> dict:
+        """The result as JSON-ready fields: the ones that apply to this job, in a fixed order."""
+        return self.model_dump(exclude_unset=True)

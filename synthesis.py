@@ -43,7 +43,7 @@ class Line:
     """Text in one voice: a whole single-voice job, or one segment of a dialogue."""
 
     text: str
-    voice: int = 0  # which reference
+    ref: int = 0  # which voice: its place in the job's references
     speed: float | None = None  # None: the job's
     pause_after: float = 0.0  # seconds of silence after it
 
@@ -53,7 +53,7 @@ class Chunk:
     index: int
     text: str
     frames: int  # total frames to sample: reference + generated
-    voice: int = 0  # which reference
+    ref: int = 0  # which voice: its place in the job's references
     line: int = 0  # which line of the job it is part of
     #: Cross-faded into the next chunk: the same voice follows with no pause between.
     fade_after: bool = False
@@ -83,6 +83,12 @@ class SynthesisResult:
 
 def _size(text: str) -> int:
     return len(text.encode("utf-8"))
+
+
+def _spaced(text: str) -> str:
+    """`text` as f5-tts joins it to what follows: with a space after a one-byte (Latin) last
+    character, none after a CJK one."""
+    return text + " " if _size(text[-1]) == 1 else text
 
 
 def split_sentence(sentence: str, max_chars: int) -> list[str]:
@@ -125,7 +131,7 @@ def chunk_text(text: str, max_chars: int = 135) -> list[str]:
         if not sentence:
             continue
         for part in split_sentence(sentence, max_chars):
-            piece = part + " " if _size(part[-1]) == 1 else part
+            piece = _spaced(part)
             if _size(current) + _size(part) <= max_chars:
                 current += piece
             else:
@@ -164,7 +170,7 @@ def split_lead(text: str, max_chars: int) -> tuple[str, str]:
     return " ".join(chunk_text(head, max(1, _size(head)))), rest.strip()
 
 
-def normalise_ref_text(ref_text: str) -> str:
+def ended_ref_text(ref_text: str) -> str:
     """End the transcript the way f5-tts's `preprocess_ref_audio_text` does ("... . "), so the
     generated text starts a new sentence."""
     ref_text = ref_text.strip()
@@ -185,9 +191,7 @@ def plan_chunks(ref_text: str, ref_samples: int, text: str, speed: float, sample
         texts = [lead] + (chunk_text(rest, max_chars) if rest else [])
     else:
         texts = chunk_text(text, max_chars)
-    if len(ref_text[-1].encode("utf-8")) == 1:
-        ref_text += " "
-    ref_bytes = len(ref_text.encode("utf-8"))
+    ref_bytes = _size(_spaced(ref_text))
     ref_frames = ref_samples // hop
     chunks = []
     for i, piece in enumerate(texts):
@@ -330,26 +334,25 @@ def plan_lines(
     import sampler
 
     rate, hop = model.sample_rate, model.hop_length
-    ref_texts = [normalise_ref_text(text) for _, text in refs]
+    ref_texts = [ended_ref_text(text) for _, text in refs]
     chunks: list[Chunk] = []
     for n, line in enumerate(lines):
-        ref_samples, ref_text = refs[line.voice][0], ref_texts[line.voice]
+        ref_samples, ref_text = refs[line.ref][0], ref_texts[line.ref]
         speed = params.speed if line.speed is None else line.speed
         made = plan_chunks(ref_text, ref_samples, line.text, speed, rate, hop, stream and n == 0)
         pause = round(line.pause_after * rate)
-        run_on = n + 1 < len(lines) and lines[n + 1].voice == line.voice and pause == 0
+        run_on = n + 1 < len(lines) and lines[n + 1].ref == line.ref and pause == 0
         for k, chunk in enumerate(made):
             last = k == len(made) - 1
-            chunks.append(replace(chunk, index=len(chunks), voice=line.voice, line=n,
+            chunks.append(replace(chunk, index=len(chunks), ref=line.ref, line=n,
                                   fade_after=not last or run_on, pause_after=pause if last else 0))
-    # As plan_chunks counts it: a transcript ending in a one-byte character is followed by a space.
-    ref_texts = [t + " " if len(t[-1].encode("utf-8")) == 1 else t for t in ref_texts]
+    ref_texts = [_spaced(t) for t in ref_texts]  # as plan_chunks counts it
     ref_frames = [samples // hop for samples, _ in refs]
-    tokens = convert_char_to_pinyin([ref_texts[c.voice] + c.text for c in chunks])
+    tokens = convert_char_to_pinyin([ref_texts[c.ref] + c.text for c in chunks])
     # The sampler lengthens a row to hold its text: plan with those lengths.
-    chunks = [replace(c, frames=sampler.row_length(len(t), ref_frames[c.voice], c.frames))
+    chunks = [replace(c, frames=sampler.row_length(len(t), ref_frames[c.ref], c.frames))
               for c, t in zip(chunks, tokens)]
-    lengths = [(c.frames - ref_frames[c.voice]) * hop for c in chunks]  # each chunk's samples
+    lengths = [(c.frames - ref_frames[c.ref]) * hop for c in chunks]  # each chunk's samples
     pauses = sum(c.pause_after for c in chunks)
     planned = (sum(lengths) + pauses) / rate
     if planned > max_output_seconds:
@@ -428,7 +431,7 @@ def pieces(model: LoadedModel, ref_audio: np.ndarray | list[np.ndarray], plan: P
                 frames = torch.tensor([c.frames for c in batch], dtype=torch.long, device=model.device)
                 mel, lengths = sampler.sample(
                     model.cfm,
-                    [refs[c.voice] for c in batch],
+                    [refs[c.ref] for c in batch],
                     [plan.tokens[c.index] for c in batch],
                     frames,
                     steps=params.nfe_step,
@@ -439,10 +442,10 @@ def pieces(model: LoadedModel, ref_audio: np.ndarray | list[np.ndarray], plan: P
                     blocks=model.blocks,
                 )
                 for row, chunk in enumerate(batch):
-                    generated = mel[row : row + 1, plan.ref_frames[chunk.voice] : lengths[row]].permute(0, 2, 1)
+                    generated = mel[row : row + 1, plan.ref_frames[chunk.ref] : lengths[row]].permute(0, 2, 1)
                     wave = model.vocoder.decode(generated)
-                    if gains[chunk.voice] is not None:
-                        wave = wave * gains[chunk.voice]
+                    if gains[chunk.ref] is not None:
+                        wave = wave * gains[chunk.ref]
                     waves[chunk.index] = wave.squeeze(0).cpu().numpy().astype(np.float32)
                     decoded += waves[chunk.index].size
             made = done + len(waves)

@@ -266,3 +266,7 @@ def _get(conn, parts, settings: Settings, path: Path, deadline: float) -> str | 
         if isinstance(exc, TimeoutError) or "timed out" in str(exc):
             raise _TooSlow() from None
         raise VoiceFetchError(f"voice_url could not be fetched ({type(exc).__name__}).") from None
+
+
+def source_of(voice) -> str:
+    return "name" if voice.voice_name else "url" if voice.voice_url else "base64"

@@ -42,9 +42,9 @@ def measure(args, arch):
         return [synthesize(line) for line in lines]
 
     make = {
-        WHO[0]: lambda: one_by_one(lambda line: stock_synthesize(stock_model, refs[line.voice], line.text, args.nfe,
-                                                                 7, texts[line.voice])),
-        WHO[1]: lambda: one_by_one(lambda line: synthesis.synthesize(model, refs[line.voice], texts[line.voice],
+        WHO[0]: lambda: one_by_one(lambda line: stock_synthesize(stock_model, refs[line.ref], line.text, args.nfe,
+                                                                 7, texts[line.ref])),
+        WHO[1]: lambda: one_by_one(lambda line: synthesis.synthesize(model, refs[line.ref], texts[line.ref],
                                                                      line.text, params, budget).audio),
         WHO[2]: lambda: [synthesis.run(model, refs, plan, params).audio],
         WHO[3]: lambda: [synthesis.synthesize(model, refs[0], texts[0], whole, params, budget).audio],

@@ -26,7 +26,7 @@ def _infer_batch_process(model, reference, text, nfe, seed, ref_text, **options)
 
     import synthesis
 
-    ref_text = synthesis.normalise_ref_text(ref_text)  # what preprocess_ref_audio_text returns
+    ref_text = synthesis.ended_ref_text(ref_text)  # what preprocess_ref_audio_text returns
     seconds = len(reference) / model.sample_rate
     max_chars = int(len(ref_text.encode("utf-8")) / seconds * (22 - seconds))
     seed_everything(seed)

@@ -39,11 +39,14 @@ def env_values() -> dict:
 
 
 def copied_sources() -> list[str]:
+    """What the COPY lines take from the build context, their wildcards read as Docker does (in
+    the context's top folder)."""
     sources = []
     for word, rest in instructions():
         if word == "COPY":
             parts = [p for p in shlex.split(rest) if not p.startswith("--")]
-            sources += parts[:-1]
+            for part in parts[:-1]:
+                sources += sorted(p.name for p in ROOT.glob(part)) if "*" in part else [part]
     return sources
 
 

@@ -97,14 +97,14 @@ def test_every_segment_sounds_as_it_would_alone_and_the_voices_share_batches(mod
     plan = synthesis.plan_lines(model, refs, lines, params, 10**6)
     result = synthesis.run(model, references, plan, params)
 
-    mixed = [b for b in plan.batches if len({c.voice for c in b}) > 1]
-    assert mixed, [[c.voice for c in b] for b in plan.batches]
+    mixed = [b for b in plan.batches if len({c.ref for c in b}) > 1]
+    assert mixed, [[c.ref for c in b] for b in plan.batches]
     for batch in plan.batches:  # the fill rule holds for rows with references of different lengths
         assert all(c.frames >= synthesis.MIN_BATCH_FILL * batch[0].frames for c in batch)
     assert len(plan.batches) < len(plan.chunks)
 
     for n, line in enumerate(lines):
-        voice = line.voice
+        voice = line.ref
         alone_plan = synthesis.plan_lines(model, [refs[voice]], [Line(line.text)], params, 10**6)
         alone = synthesis.run(model, references[voice], alone_plan, params).audio
         spans = [span for chunk, span in zip(plan.chunks, result.spans) if chunk.line == n]
@@ -121,9 +121,9 @@ def test_chunk_sizes_follow_each_voices_own_speaking_rate(model):
     text = " ".join(text for _, text in SCRIPT)
     slow, fast = (RATE * 10, "Some call me nature."), (RATE * 5, LONG_TEXT)
     plan = synthesis.plan_lines(model, [slow, fast], [Line(text, 0), Line(text, 1)], params, 10**6)
-    chunks = [[c for c in plan.chunks if c.voice == v] for v in (0, 1)]
+    chunks = [[c for c in plan.chunks if c.ref == v] for v in (0, 1)]
     assert len(chunks[0]) > len(chunks[1])
-    expected = [synthesis.chunk_text(text, max(1, int(len(synthesis.normalise_ref_text(t).encode()) / (n / RATE)
+    expected = [synthesis.chunk_text(text, max(1, int(len(synthesis.ended_ref_text(t).encode()) / (n / RATE)
                                                      * (22 - n / RATE)))) for n, t in (slow, fast)]
     assert [[c.text for c in cs] for cs in chunks] == expected
 
@@ -211,7 +211,7 @@ def test_a_voice_used_many_times_is_fetched_and_transcribed_once(s3, recordings,
         s3.put_object(Bucket=BUCKET, Key=f"voices/{name}", Body=wav_bytes(audio))
     worker = Worker(model_cache.SETTINGS)
     gets = []
-    worker.storage.client.meta.events.register("provide-client-params.s3.GetObject",
+    worker.engine.storage.client.meta.events.register("provide-client-params.s3.GetObject",
                                                lambda params, **_: gets.append(params["Key"]))
     transcribed, real = [], asr.transcribe
     monkeypatch.setattr(asr, "transcribe", lambda audio, *a, **k: transcribed.append(audio) or real(audio, *a, **k))

@@ -126,8 +126,8 @@ def test_inline_audio_without_s3_and_local_copy(inline_worker, ref_wav_bytes):
 def synthesis_runs(monkeypatch):
     import synthesis
 
-    runs, real = [], synthesis.run
-    monkeypatch.setattr(synthesis, "run", lambda *a, **k: runs.append(1) or real(*a, **k))
+    runs, real = [], synthesis.pieces
+    monkeypatch.setattr(synthesis, "pieces", lambda *a, **k: runs.append(1) or real(*a, **k))
     return runs
 
 
@@ -221,7 +221,7 @@ def test_job_directory_is_removed_when_synthesis_fails(worker, ref_wav_bytes, mo
         seen.extend(p.name for d in job_dirs() for p in d.iterdir())
         raise RuntimeError("simulated failure")
 
-    monkeypatch.setattr("synthesis.run", boom)
+    monkeypatch.setattr("synthesis.pieces", boom)
     out = worker(job(voice_base64=base64.b64encode(ref_wav_bytes).decode(), ref_text=REF_TEXT))
     assert out["error"].startswith("Internal error (RuntimeError)")
     assert seen == ["voice"]  # the staged voice was in the job directory during the job...
@@ -241,7 +241,7 @@ def test_gpu_failure_asks_for_a_fresh_worker_and_never_reports_success(worker, r
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
         raise RuntimeError(failure)
 
-    monkeypatch.setattr("synthesis.run", fail)
+    monkeypatch.setattr("synthesis.pieces", fail)
     out = worker(job(voice_base64=base64.b64encode(ref_wav_bytes).decode(), ref_text=REF_TEXT))
     assert out == {"error": "The GPU failed during synthesis (out of memory or a device error); the worker will "
                             "restart, retry the job.", "refresh_worker": True}
@@ -351,13 +351,13 @@ def test_text_that_normalises_to_nothing_is_one_sentence(monkeypatch, raw, where
     any work, naming where it is (a dialogue's segment no longer vanishes from the audio)."""
     import text_normalization
     from job_schema import parse_job_input
-    from runpod_handler import script
+    from engine import Engine, script_of
 
     monkeypatch.setattr(text_normalization, "normalize_all",
                         lambda texts, reading: [t if t.isascii() else " %" for t in texts])
     s = model_cache.SETTINGS
     parsed = parse_job_input(raw, s)
     with pytest.raises(InvalidInput) as raised:
-        Worker(s).spoken(parsed, script(parsed)[1])
+        Engine(s).spoken(parsed, script_of(parsed))
     assert raised.value.message == (f"Invalid input: {where} nothing left to speak once its numbers and symbols are "
                                     "read; send words, or normalize: false.")

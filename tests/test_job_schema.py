@@ -100,7 +100,7 @@ def test_a_quoted_character_that_shows_nothing_is_shown_by_its_code_point(settin
 
 def test_a_byte_order_mark_before_the_first_tag_is_not_text(settings):
     job = parse_job_input({"voices": {"alice": VOICE}, "text": "\ufeff[alice] Hello."}, settings)
-    assert [(s.voice, s.text) for s in job.script()] == [("alice", "Hello.")]
+    assert [(s.voice, s.text) for s in job.segments_in_order()] == [("alice", "Hello.")]
 
 
 @pytest.mark.parametrize("sent, spoken", [
@@ -117,9 +117,9 @@ def test_invisible_characters_that_mean_nothing_are_not_spoken(settings, sent, s
     assert parse_job_input({"text": "Hi.", **VOICE, "ref_text": sent}, settings).ref_text == spoken
     dialogue = parse_job_input({"voices": {"a": {**VOICE, "ref_text": sent}},
                                 "segments": [{"voice": "a", "text": sent}]}, settings)
-    assert dialogue.script()[0].text == spoken and dialogue.voices["a"].ref_text == spoken
+    assert dialogue.segments_in_order()[0].text == spoken and dialogue.voices["a"].ref_text == spoken
     tagged = parse_job_input({"voices": {"a": VOICE}, "text": "[a] " + sent}, settings)
-    assert tagged.script()[0].text == spoken
+    assert tagged.segments_in_order()[0].text == spoken
 
 
 @pytest.mark.parametrize("raw, expected", [

@@ -63,5 +63,5 @@ def test_many_jobs_leave_tmp_as_it_was_and_memory_flat():
     # f5-tts's own unbounded caches (_ref_audio_cache, _ref_text_cache) live in utils_infer,
     # which the worker never imports; ours are bounded.
     assert "f5_tts.infer.utils_infer" not in sys.modules
-    assert len(worker.transcripts.cache) <= worker.transcripts.cache.size
+    assert len(worker.engine.transcripts.cache) <= worker.engine.transcripts.cache.size
     assert loaded_model.get_model().cfm.transformer.text_cond is None  # the DiT's per-call cache is cleared

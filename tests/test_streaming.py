@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 from conftest import REF_TEXT, job_dirs
 
+import engine
 import loaded_model
 import model_cache
 import runpod_handler
@@ -303,7 +304,8 @@ def test_a_long_chunk_goes_out_in_parts_under_the_stream_item_limit():
     audio = (0.3 * np.sin(np.arange(25 * rate) / 10.0)).astype(np.float32)
     piece = synthesis.Piece(index=3, text="A long chunk.", audio=audio, start=5 * rate, span=(5 * rate, 30 * rate))
     for fmt in ("wav", "pcm"):
-        items = list(runpod_handler.piece_items(piece, rate, fmt, voice="alice"))
+        items = [(runpod_handler.stream_item(part), len(part.audio))
+                 for part in engine.stream_parts(piece, rate, fmt, voice="alice")]
         assert [item["part"] for item, _ in items] == [0, 1, 2]
         assert all(item["index"] == 3 and item["voice"] == "alice" and item["text"] == "A long chunk."
                    for item, _ in items)
@@ -316,7 +318,7 @@ def test_a_long_chunk_goes_out_in_parts_under_the_stream_item_limit():
             joined = np.concatenate([sf.read(io.BytesIO(d), dtype="int16")[0] for d in data])
         else:
             joined = np.concatenate([np.frombuffer(d, "<i2") for d in data])
-        whole = np.frombuffer(bytes(runpod_handler.audio_io.encoded(audio, rate, "pcm")), "<i2")
+        whole = np.frombuffer(bytes(engine.audio_io.encoded(audio, rate, "pcm")), "<i2")
         assert np.array_equal(joined, whole)
 
 

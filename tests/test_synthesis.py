@@ -67,7 +67,7 @@ def test_unpunctuated_text_stays_within_the_memory_budget(model, reference):
     words = ("so today we are going to talk about the way sound travels through air and water " * 40).strip()
     result = synthesis.synthesize(model, reference, REF_TEXT, words, SynthesisParams(nfe_step=2), 24_000)
     assert result.chunks >= 18  # f5-tts's rule: one chunk of about 29,000 frames (five minutes)
-    chunks = synthesis.plan_chunks(synthesis.normalise_ref_text(REF_TEXT), len(reference), words, 1.0, 24_000, 256)
+    chunks = synthesis.plan_chunks(synthesis.ended_ref_text(REF_TEXT), len(reference), words, 1.0, 24_000, 256)
     assert max(c.frames for c in chunks) < 2_500
 
 
@@ -100,7 +100,7 @@ def test_cross_fade_lengths_and_join():
 def test_batched_equals_chunk_by_chunk(model, reference):
     params = SynthesisParams(nfe_step=6, seed=1234)
     batched = synthesis.synthesize(model, reference, REF_TEXT, LONG_TEXT, params, max_batch_frames=10**6)
-    longest = max(c.frames for c in synthesis.plan_chunks(synthesis.normalise_ref_text(REF_TEXT), len(reference),
+    longest = max(c.frames for c in synthesis.plan_chunks(synthesis.ended_ref_text(REF_TEXT), len(reference),
                                                            LONG_TEXT, 1.0, 24_000, 256))
     single = synthesis.synthesize(model, reference, REF_TEXT, LONG_TEXT, params, max_batch_frames=longest)
     assert batched.chunks == single.chunks >= 3
@@ -114,7 +114,7 @@ def test_memory_budget_splits_large_requests(model, reference, monkeypatch):
     import sampler
 
     params = SynthesisParams(nfe_step=4, seed=7)
-    chunks = synthesis.plan_chunks(synthesis.normalise_ref_text(REF_TEXT), len(reference), LONG_TEXT, 1.0,
+    chunks = synthesis.plan_chunks(synthesis.ended_ref_text(REF_TEXT), len(reference), LONG_TEXT, 1.0,
                                    24_000, 256)
     longest = max(c.frames for c in chunks)
     budget = 2 * longest  # two rows per batch at most
@@ -142,7 +142,7 @@ def test_same_seed_same_audio_other_seed_other_audio(model, reference):
     assert np.array_equal(a, b)
     assert not np.allclose(a, c)
     # duration follows f5-tts's rule: the reference's speaking rate applied to the new text
-    expected_frames = int(len(reference) // 256 / len(synthesis.normalise_ref_text(REF_TEXT) + " ")
+    expected_frames = int(len(reference) // 256 / len(synthesis.ended_ref_text(REF_TEXT) + " ")
                           * len("Hello world, this is a test."))
     assert abs(len(a) - expected_frames * 256) <= 2 * 256
 
@@ -172,7 +172,7 @@ def test_one_chunk_is_the_same_audio_as_stock_f5_tts(model, reference):
     text = "Hello world, this sentence is one chunk for both."
     seed_everything(11)
     stock, _, _ = next(infer_batch_process(
-        (torch.from_numpy(reference)[None, :], 24_000), synthesis.normalise_ref_text(REF_TEXT), [text],
+        (torch.from_numpy(reference)[None, :], 24_000), synthesis.ended_ref_text(REF_TEXT), [text],
         model.cfm, model.vocoder, nfe_step=6, device=model.device, progress=None))
     ours = synthesis.synthesize(model, reference, REF_TEXT, text, SynthesisParams(nfe_step=6, seed=11), 24_000).audio
     assert len(ours) == len(stock)
@@ -186,7 +186,7 @@ def test_long_text_has_the_length_stock_gives(model, reference):
     lean_imports.import_f5_model()
     from f5_tts.infer.utils_infer import chunk_text, infer_batch_process
 
-    ref_text = synthesis.normalise_ref_text(REF_TEXT)
+    ref_text = synthesis.ended_ref_text(REF_TEXT)
     seconds = len(reference) / 24_000
     pieces = chunk_text(LONG_TEXT, int(len(ref_text.encode()) / seconds * (22 - seconds)))
     stock, _, _ = next(infer_batch_process(
@@ -209,7 +209,7 @@ def test_a_row_lengthened_by_its_text_keeps_all_its_frames(model, reference):
     ref_text = "word " * 60  # ...with a 300-character transcript: ~94 frames, fewer than its text
     seed_everything(5)
     stock, _, _ = next(infer_batch_process(
-        (torch.from_numpy(short_ref)[None, :], 24_000), synthesis.normalise_ref_text(ref_text), ["Hi there, friend."],
+        (torch.from_numpy(short_ref)[None, :], 24_000), synthesis.ended_ref_text(ref_text), ["Hi there, friend."],
         model.cfm, model.vocoder, nfe_step=4, device=model.device, progress=None))
     ours = synthesis.synthesize(model, short_ref, ref_text, "Hi there, friend.", SynthesisParams(nfe_step=4, seed=5), 24_000)
     assert len(ours.audio) == len(stock)
@@ -221,7 +221,7 @@ def test_the_plan_counts_the_frames_the_sampler_adds_for_a_long_text(model, refe
     import sampler
 
     short_ref, ref_text = reference[:24_000], "word " * 60
-    estimate = synthesis.plan_chunks(synthesis.normalise_ref_text(ref_text), len(short_ref), "Hi there, friend.",
+    estimate = synthesis.plan_chunks(synthesis.ended_ref_text(ref_text), len(short_ref), "Hi there, friend.",
                                      1.0, 24_000, 256)[0].frames
     seen, real_sample = [], sampler.sample
 
