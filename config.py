@@ -223,7 +223,7 @@ class Settings(BaseModel):
         variable the SDK itself checks), so workers never fill their container disk."""
         if self.write_local_output is not None:
             return self.write_local_output
-        return "RUNPOD_WEBHOOK_GET_JOB" not in os.environ
+        return not in_job_queue()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> "Settings":
@@ -241,6 +241,11 @@ class Settings(BaseModel):
             return cls.model_validate({k: v for k, v in data.items() if k in names})
         except ValidationError as exc:
             raise ConfigError(_describe(exc)) from None
+
+
+def in_job_queue() -> bool:
+    """Whether this process takes jobs from RunPod's queue: the variable the RunPod SDK itself checks."""
+    return "RUNPOD_WEBHOOK_GET_JOB" in os.environ
 
 
 def _is_within(path: Path, parent: Path) -> bool:

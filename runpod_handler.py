@@ -27,7 +27,7 @@ from functools import partial
 
 import engine
 import loaded_model
-from config import Settings
+from config import Settings, in_job_queue
 from engine import Engine, StreamPart
 from errors import preview, to_runpod_result
 
@@ -122,7 +122,7 @@ def stream_handler(job: dict) -> Iterator[dict]:
 
 def runs_locally() -> bool:
     """Outside RunPod's job queue, or one job from the command line (the SDK's own test)."""
-    return "RUNPOD_WEBHOOK_GET_JOB" not in os.environ or "--test_input" in sys.argv
+    return not in_job_queue() or "--test_input" in sys.argv
 
 
 def summary(output: dict) -> str:
