@@ -131,7 +131,7 @@ class Worker:
                     references.append(audio_io.prepare_reference(audio, rate, model.sample_rate, s.ref_clip_seconds,
                                                                  s.min_voice_seconds))
                     transcripts.append(self.transcripts.find(spec.ref_text, spec.language, voice, references[-1],
-                                                             model.sample_rate, self.storage))
+                                                             model.sample_rate))
             timings["transcript"] = time.perf_counter() - t
 
             t = time.perf_counter()
@@ -192,7 +192,7 @@ class Worker:
             output = self.delivery.deliver(out_path, key, content_type, job.return_base64, subtitles, streamed)
             timings["upload"] = time.perf_counter() - t
             for transcript in transcripts:  # only now: a failed job leaves no transcript behind
-                self.transcripts.keep(transcript, self.storage)
+                self.transcripts.keep(transcript)
 
         duration = len(wave) / model.sample_rate
         timings["total"] = time.perf_counter() - started
@@ -256,12 +256,7 @@ class Worker:
         return [future.result() for future in futures]
 
     def stage_voice(self, voice: VoiceInput, folder: Path) -> voices.StagedVoice:
-        folder.mkdir(exist_ok=True)
-        if voice.voice_name is not None:
-            return voices.from_s3(self.storage, self.settings, voice.voice_name, folder)
-        if voice.voice_url is not None:
-            return voices.from_url(voice.voice_url, self.settings, folder)
-        return voices.from_base64(voice.voice_base64, self.settings, folder)
+        return voices.stage(voice, folder, self.settings, self.storage)
 
 
 def script(job: JobInput) -> tuple[list[str | None], list[synthesis.Line]]:
@@ -285,7 +280,7 @@ def voice_of(job: JobInput, name: str | None) -> VoiceInput:
 
 
 def source(voice: VoiceInput) -> str:
-    return "name" if voice.voice_name else "url" if voice.voice_url else "base64"
+    return voices.source_of(voice)
 
 
 @contextmanager

@@ -1,5 +1,9 @@
 """Staging a job's voice into its job directory: from S3 by name, from a URL, or from base64.
 
+One call, `stage`, picks the stager for the source the voice gives (`SOURCES`: one row per
+source); a new source is one more row and one more stager. A staged voice carries its sidecar,
+the transcript kept beside it, as an object that reads and writes itself (`S3Sidecar`).
+
 A caller's input never becomes a path: the voice is always written as `<job_dir>/voice<ext>`,
 names are plain (no `/`, no `..`), and S3 keys stay under the voices prefix.
 """
@@ -15,9 +19,10 @@ import socket
 import ssl
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from urllib.parse import urljoin, urlsplit
+from typing import Callable, Protocol
+from urllib.parse import quote, urljoin, urlsplit
 
 from audio_io import VOICE_EXTENSIONS
 from config import Settings
@@ -25,15 +30,69 @@ from errors import InvalidInput, LimitExceeded, VoiceFetchError, VoiceNotFound, 
 
 VOICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ -]{0,199}")
 MAX_REDIRECTS = 3
+#: Object metadata of a sidecar the worker wrote: the recording it transcribes.
+SIDECAR_VOICE_KEY, SIDECAR_VOICE_ETAG = "f5-voice-key", "f5-voice-etag"
+
+
+class Sidecar(Protocol):
+    """A voice's transcript kept beside it (S3 today; a `<name>.txt` file beside a voice on the
+    volume would be one more class). `transcripts` reads it, uses what it holds where it `serves`
+    this recording, and writes Whisper's transcript over it only where it `may_replace` it."""
+
+    #: How messages name it ("store the transcript as ...").
+    where: str
+
+    def read(self) -> tuple[str, dict] | None:
+        """The text stored and its metadata, or None when there is none."""
+
+    def serves(self, metadata: dict) -> bool:
+        """Whether a transcript stored with `metadata` is this recording's."""
+
+    def may_replace(self, metadata: dict) -> bool:
+        """Whether the worker may write over a transcript stored with `metadata`."""
+
+    def write(self, text: str) -> None:
+        """Store `text` as this recording's transcript (raises StorageError)."""
+
+
+@dataclass(frozen=True)
+class S3Sidecar:
+    """`<stem>.txt` beside a voice in S3. One a person stores (no metadata) serves every recording
+    of that stem; one the worker writes names the recording it transcribes (key and ETag, as
+    object metadata) and serves that recording only, and the worker writes only over its own for
+    the same key."""
+
+    storage: object = field(repr=False)
+    key: str
+    voice_key: str
+    voice_etag: str
+
+    @property
+    def where(self) -> str:
+        return self.key
+
+    def read(self) -> tuple[str, dict] | None:
+        return self.storage.read_text(self.key)
+
+    def serves(self, metadata: dict) -> bool:
+        owner = metadata.get(SIDECAR_VOICE_KEY)
+        return owner is None or (owner == quote(self.voice_key) and metadata.get(SIDECAR_VOICE_ETAG) == self.voice_etag)
+
+    def may_replace(self, metadata: dict) -> bool:
+        return metadata.get(SIDECAR_VOICE_KEY) == quote(self.voice_key)  # never over yours, nor over a sibling's
+
+    def write(self, text: str) -> None:
+        self.storage.write_text(self.key, text, {SIDECAR_VOICE_KEY: quote(self.voice_key),
+                                                 SIDECAR_VOICE_ETAG: self.voice_etag})
 
 
 @dataclass(frozen=True)
 class StagedVoice:
     path: Path
-    #: For voice_name: the object, its ETag, and where its transcript (sidecar) lives in S3.
-    key: str | None = None
-    etag: str | None = None
-    sidecar_key: str | None = None
+    #: The label of the source it came from (`SOURCES`): name, url or base64.
+    source: str
+    #: Its transcript's place beside it; None: the source keeps none.
+    sidecar: Sidecar | None = None
 
 
 def check_voice_name(name: str) -> str:
@@ -51,22 +110,30 @@ def sidecar_key_for(key: str) -> str:
     return str(path.with_name(stem + ".txt"))
 
 
+def candidate_names(name: str) -> list[str]:
+    """The names a voice may be kept under, in the order they are tried: `name` itself, then,
+    without a suffix, `name` with each of VOICE_EXTENSIONS."""
+    return [name] + ([name + ext for ext in VOICE_EXTENSIONS] if not PurePosixPath(name).suffix else [])
+
+
+def voice_path(job_dir: Path, name: str) -> Path:
+    """Where a voice stored as `name` is staged: `voice` with the name's suffix, where it is a
+    voice's (decoders go by it)."""
+    suffix = PurePosixPath(name).suffix.lower()
+    return job_dir / ("voice" + (suffix if suffix in VOICE_EXTENSIONS else ""))
+
+
 def from_s3(storage, settings: Settings, name: str, job_dir: Path) -> StagedVoice:
     if storage is None:
         raise InvalidInput("voice_name needs S3 (set S3_BUCKET); send voice_url or voice_base64 instead.")
-    key = settings.s3_voices_prefix + check_voice_name(name)
-    candidates = [key]
-    if not PurePosixPath(name).suffix:
-        candidates += [key + ext for ext in VOICE_EXTENSIONS]
-    for candidate in candidates:
+    for candidate in [settings.s3_voices_prefix + c for c in candidate_names(check_voice_name(name))]:
         if storage.exists(candidate):
-            suffix = PurePosixPath(candidate).suffix.lower()
-            path = job_dir / ("voice" + (suffix if suffix in VOICE_EXTENSIONS else ""))
+            path = voice_path(job_dir, candidate)
             try:
                 etag = storage.download(candidate, path, settings.max_voice_bytes)
             except OSError as exc:
                 raise os_error(exc, "the voice", "JOB_TMP_DIR", path) from None
-            return StagedVoice(path, candidate, etag, sidecar_key_for(candidate))
+            return StagedVoice(path, "name", S3Sidecar(storage, sidecar_key_for(candidate), candidate, etag))
     raise VoiceNotFound(f"No voice named '{preview(name)}' under '{settings.s3_voices_prefix}' in the bucket.")
 
 
@@ -87,7 +154,47 @@ def from_base64(data: str, settings: Settings, job_dir: Path) -> StagedVoice:
         path.write_bytes(raw)
     except OSError as exc:
         raise os_error(exc, "the voice", "JOB_TMP_DIR", path) from None
-    return StagedVoice(path)
+    return StagedVoice(path, "base64")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One way a voice is given: the VoiceInput field that holds it, the label results and logs
+    name it by, and its stager, `stage(value, job_dir, settings, storage) -> StagedVoice`."""
+
+    field: str
+    label: str
+    stage: Callable[[str, Path, Settings, object], StagedVoice]
+
+
+#: Every source of a voice, by the VoiceInput field that holds it. The stagers look their
+#: function up when called, so a test may replace one.
+SOURCES: dict[str, Source] = {s.field: s for s in (
+    Source("voice_name", "name", lambda name, job_dir, settings, storage: from_s3(storage, settings, name, job_dir)),
+    Source("voice_url", "url", lambda url, job_dir, settings, storage: from_url(url, settings, job_dir)),
+    Source("voice_base64", "base64", lambda data, job_dir, settings, storage: from_base64(data, settings, job_dir)),
+)}
+
+
+def source_for(voice) -> Source:
+    """The source `voice` (a VoiceInput) gives: exactly one of SOURCES' fields is set."""
+    given = [s for name, s in SOURCES.items() if getattr(voice, name, None) is not None]
+    if len(given) != 1:
+        raise InvalidInput(f"give exactly one of {', '.join(SOURCES)}.")
+    return given[0]
+
+
+def source_of(voice) -> str:
+    """How results and logs name `voice`'s source: name, url or base64."""
+    return source_for(voice).label
+
+
+def stage(voice, folder: Path, settings: Settings, storage) -> StagedVoice:
+    """`voice` (a VoiceInput) staged into `folder` (made if need be) by its source's stager;
+    `storage` is the job's S3Storage, or None without a bucket."""
+    source = source_for(voice)
+    folder.mkdir(exist_ok=True)
+    return source.stage(getattr(voice, source.field), folder, settings, storage)
 
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
@@ -216,7 +323,7 @@ def from_url(url: str, settings: Settings, job_dir: Path) -> StagedVoice:
                 timer.cancel()
                 conn.close()
             if location is None:
-                return StagedVoice(job_dir / "voice")
+                return StagedVoice(job_dir / "voice", "url")
             url = urljoin(url, location)  # the next hop is checked like the first
     except _TooSlow:
         raise VoiceFetchError(f"voice_url took over {settings.voice_url_timeout_s:g} s.") from None
