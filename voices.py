@@ -56,7 +56,7 @@ class S3Sidecar:
     object metadata) and serves that recording only, and the worker writes only over its own for
     the same key."""
 
-    storage: object = field(repr=False)
+    storage: object = field(repr=False, compare=False)
     key: str
     voice_key: str
     voice_etag: str
