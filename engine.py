@@ -180,7 +180,7 @@ class Engine:
             with timings("upload"):
                 output = self.deliver(job, job_id, files, speech.streamed_bytes)
             for reference in references:  # only now: a failed job leaves no transcript behind
-                self.transcripts.keep(reference.transcript, self.storage)
+                self.transcripts.keep(reference.transcript)
         result = job_result(job, script, references, plan, params, speech, timed, output, model, timings.finish())
         log.info("job %s: %.1f s of audio in %.2f s (synthesis %.2f s, %d chunks in %d batches%s)",
                  job_id, result.duration_s, result.timings["total"], result.timings["synthesis"], result.chunks,
@@ -215,7 +215,8 @@ class Engine:
 
         def stage(n: int, name: str | None) -> StagedAudio:
             with voice_named(name):
-                voice = self.stage_voice(voice_of(job, name), job_dir if name is None else job_dir / f"voice-{n}")
+                voice = voices.stage(voice_of(job, name), job_dir if name is None else job_dir / f"voice-{n}", s,
+                                     self.storage)
                 return StagedAudio(voice, *audio_io.read_audio(voice.path, s.max_voice_seconds,
                                                                keep_seconds=s.ref_clip_seconds + 1))
 
@@ -227,14 +228,6 @@ class Engine:
         # first voice's in order, whichever failed first.
         return [future.result() for future in futures]
 
-    def stage_voice(self, voice: VoiceInput, folder: Path) -> voices.StagedVoice:
-        folder.mkdir(exist_ok=True)
-        if voice.voice_name is not None:
-            return voices.from_s3(self.storage, self.settings, voice.voice_name, folder)
-        if voice.voice_url is not None:
-            return voices.from_url(voice.voice_url, self.settings, folder)
-        return voices.from_base64(voice.voice_base64, self.settings, folder)
-
     def references(self, job: JobInput, names: list[str | None], staged: list[StagedAudio],
                    rate: int) -> list[Reference]:
         """Each voice's recording clipped and resampled for the model, and its transcript."""
@@ -244,8 +237,7 @@ class Engine:
             with voice_named(name):
                 audio = audio_io.prepare_reference(voice.audio, voice.rate, rate, s.ref_clip_seconds,
                                                    s.min_voice_seconds)
-                transcript = self.transcripts.find(spec.ref_text, spec.language, voice.voice, audio, rate,
-                                                   self.storage)
+                transcript = self.transcripts.find(spec.ref_text, spec.language, voice.voice, audio, rate)
             references.append(Reference(audio, transcript))
         return references
 

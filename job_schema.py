@@ -17,14 +17,14 @@ from config import MAX_TRANSCRIPT_CHARS, Settings
 from errors import InvalidInput, LimitExceeded, preview
 from invisible import without_invisible
 from text_normalization import supported as supported_text_language
-from voices import check_voice_name
+from voices import SOURCES, check_voice_name
 
 MAX_SEED = 2**31 - 1
 LANGUAGE = re.compile(r"[A-Za-z][A-Za-z ]{1,31}")
 #: A voice's name in a dialogue: a key of `voices`, a segment's `voice`, a `[tag]` in the text.
 SPEAKER = re.compile(r"[A-Za-z0-9_-]{1,32}")
 TAG = re.compile(r"\[([A-Za-z0-9_-]{1,32})\]")
-VOICE_SOURCES = ("voice_name", "voice_url", "voice_base64")
+VOICE_SOURCES = tuple(SOURCES)  # voice_name, voice_url, voice_base64
 STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, str_strip_whitespace=True)
 #: An error message lists the first few problems, within about this many characters.
 MESSAGE_BUDGET = 300

@@ -1,12 +1,14 @@
-"""The reference's transcript: the caller's, the named voice's sidecar in S3, or Whisper's
-(`asr`) on the clipped reference, remembered by content and language. Whisper's transcript of a
-named voice is written back as its sidecar once the job has succeeded.
+"""The reference's transcript: the caller's, the voice's sidecar (a `voices.Sidecar`, which
+reads and writes itself), or Whisper's (`asr`) on the clipped reference, remembered by content
+and language. Whisper's transcript is written back as the voice's sidecar once the job has
+succeeded.
 
-Sidecars: one you store as `<stem>.txt` is used for every recording of that stem. One the worker
-writes names the recording it was made from (key and ETag, as object metadata) and is used for
-that recording only: a sibling `bob.flac` never gets `bob.wav`'s transcript, and a re-uploaded
-`bob.wav` is transcribed again. The worker writes only where no sidecar is, or over its own for
-the same key, and only a transcript whose language Whisper chose itself.
+Sidecars in S3 (`voices.S3Sidecar`): one you store as `<stem>.txt` is used for every recording of
+that stem. One the worker writes names the recording it was made from (key and ETag, as object
+metadata) and is used for that recording only: a sibling `bob.flac` never gets `bob.wav`'s
+transcript, and a re-uploaded `bob.wav` is transcribed again. The worker writes only where no
+sidecar is, or over its own for the same key, and only a transcript whose language Whisper chose
+itself.
 """
 
 from __future__ import annotations
@@ -16,25 +18,21 @@ import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from urllib.parse import quote
 
 import asr
 from config import MAX_TRANSCRIPT_CHARS, Settings
 from errors import LimitExceeded, StorageError, preview
 from invisible import without_invisible
-from voices import StagedVoice
+from voices import Sidecar, StagedVoice
 
 log = logging.getLogger("f5worker.transcripts")
-
-#: Object metadata of a sidecar the worker wrote: the recording it transcribes.
-SIDECAR_VOICE_KEY, SIDECAR_VOICE_ETAG = "f5-voice-key", "f5-voice-etag"
 
 
 @dataclass(frozen=True)
 class Transcript:
     text: str
     source: str  # request, sidecar or asr
-    store: tuple[str, dict] | None = None  # (sidecar key, metadata) to write once the job succeeded
+    store: Sidecar | None = None  # where to write it once the job succeeded
 
 
 class Transcripts:
@@ -44,46 +42,40 @@ class Transcripts:
         self.settings = settings
         self.cache = TranscriptCache()
 
-    def find(self, ref_text: str | None, language: str | None, voice: StagedVoice, reference, rate: int,
-             storage) -> Transcript:
-        """`storage` is the job's S3Storage, or None without a bucket."""
+    def find(self, ref_text: str | None, language: str | None, voice: StagedVoice, reference, rate: int) -> Transcript:
         if ref_text:
             return Transcript(ref_text, "request")
-        may_store = voice.sidecar_key is not None and storage is not None
-        if may_store:
-            stored = storage.read_text(voice.sidecar_key)
+        sidecar = voice.sidecar
+        may_store = sidecar is not None
+        if sidecar is not None:
+            stored = sidecar.read()
             if stored is not None:
                 text, meta = without_invisible(stored[0]).strip(), stored[1]  # Windows editors begin files with a BOM
-                owner = meta.get(SIDECAR_VOICE_KEY)
-                if owner is None or (owner == quote(voice.key) and meta.get(SIDECAR_VOICE_ETAG) == voice.etag):
+                if sidecar.serves(meta):
                     if len(text) > MAX_TRANSCRIPT_CHARS:
                         raise LimitExceeded(
-                            f"The transcript {preview(voice.sidecar_key)} is over {MAX_TRANSCRIPT_CHARS} characters.")
+                            f"The transcript {preview(sidecar.where)} is over {MAX_TRANSCRIPT_CHARS} characters.")
                     if text:
                         return Transcript(text, "sidecar")
-                may_store = owner == quote(voice.key)  # never over yours, nor over a sibling's
+                may_store = sidecar.may_replace(meta)
         cache_key = (hashlib.sha256(voice.path.read_bytes()).hexdigest(), language)
         text = self.cache.get(cache_key)
         if text is None:
             remedy = "send ref_text"
-            if voice.sidecar_key:
-                remedy += f", or store the transcript as {preview(voice.sidecar_key)}"
+            if sidecar is not None:
+                remedy += f", or store the transcript as {preview(sidecar.where)}"
             text = asr.transcribe(reference, rate, language, self.settings, remedy)
             self.cache.put(cache_key, text)
-        store = None
-        if may_store and language is None:
-            store = (voice.sidecar_key, {SIDECAR_VOICE_KEY: quote(voice.key), SIDECAR_VOICE_ETAG: voice.etag})
-        return Transcript(text, "asr", store)
+        return Transcript(text, "asr", sidecar if may_store and language is None else None)
 
     @staticmethod
-    def keep(transcript: Transcript, storage) -> None:
+    def keep(transcript: Transcript) -> None:
         """Write Whisper's transcript back beside the voice (call it after the job succeeded), so
         the next job with that recording skips ASR. A failure costs only that."""
         if transcript.store is None:
             return
-        key, metadata = transcript.store
         try:
-            storage.write_text(key, transcript.text, metadata)
+            transcript.store.write(transcript.text)
         except StorageError as exc:
             log.warning("could not store the transcript sidecar: %s", exc.message)
 

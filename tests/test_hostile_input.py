@@ -15,7 +15,7 @@ from conftest import BUCKET, REF_TEXT, REF_WAV, ROOT, TEST_ENV, job_dirs
 from static_server import BackgroundServer, StaticServer
 
 import model_cache
-import voices
+import url_fetch
 from runpod_handler import Worker
 
 pytestmark = pytest.mark.usefixtures("tiny_model")  # its tests run jobs or load the tiny model
@@ -377,8 +377,8 @@ def test_voice_bytes_limit_holds_for_s3_and_urls(s3, monkeypatch):
 def first_hop_is_public(monkeypatch):
     """Treat 127.0.0.1 as if it were a public address, so that a server there can play a
     public host whose redirect leads somewhere private; every other address is judged as usual."""
-    real = voices._refuse_address
-    monkeypatch.setattr(voices, "_refuse_address", lambda ip: False if str(ip) == "127.0.0.1" else real(ip))
+    real = url_fetch._refuse_address
+    monkeypatch.setattr(url_fetch, "_refuse_address", lambda ip: False if str(ip) == "127.0.0.1" else real(ip))
 
 
 @pytest.mark.parametrize("target", ["http://169.254.169.254/latest/meta-data/iam", "http://127.0.0.2:{port}/secret",
@@ -494,7 +494,7 @@ def test_a_slow_name_lookup_ends_by_the_timeout(monkeypatch):
     import socket
     import time
 
-    monkeypatch.setattr(voices.socket, "getaddrinfo", lambda *a, **k: time.sleep(10))
+    monkeypatch.setattr(url_fetch.socket, "getaddrinfo", lambda *a, **k: time.sleep(10))
     worker = Worker(model_cache.SETTINGS.model_copy(update={"voice_url_timeout_s": 1.5}))
     started = time.monotonic()
     out = worker({"id": "dns", "input": {"text": "Hi.", "voice_url": "https://slow-dns.example/v.wav", "ref_text": "x"}})

@@ -7,7 +7,7 @@ from config import Settings
 from errors import PREVIEW_CHARS, LimitExceeded, preview
 from invisible import is_hidden, without_invisible
 from transcripts import Transcripts
-from voices import StagedVoice
+from voices import S3Sidecar, StagedVoice
 
 
 @pytest.mark.parametrize("value, quoted", [
@@ -67,8 +67,9 @@ class OneSidecar:
 
 def sidecar_transcript(tmp_path, name: str, text: str):
     settings = Settings.from_env({"RUNPOD_VOLUME": str(tmp_path)})
-    voice = StagedVoice(tmp_path / "voice", f"voices/{name}.wav", "etag", f"voices/{name}.txt")
-    return Transcripts(settings).find(None, None, voice, None, 24_000, OneSidecar(f"voices/{name}.txt", text))
+    voice = StagedVoice(tmp_path / "voice", "name", S3Sidecar(OneSidecar(f"voices/{name}.txt", text),
+                                                              f"voices/{name}.txt", f"voices/{name}.wav", "etag"))
+    return Transcripts(settings).find(None, None, voice, None, 24_000)
 
 
 def test_a_stored_transcript_is_read_without_its_byte_order_mark(tmp_path):
