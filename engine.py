@@ -150,10 +150,13 @@ class Engine:
     def delivery(self) -> Delivery:
         return Delivery(self.settings, self.storage)
 
-    def run(self, job_id: str, raw_input, stream: bool = False, progress=None) -> Iterator[StreamPart | JobResult]:
+    def run(self, job_id: str, raw_input, stream: bool = False, progress=None,
+            delivery: Delivery | None = None) -> Iterator[StreamPart | JobResult]:
         """The job's path. Yields its result last; before it, when `stream`, each part of its audio.
-        `progress(chunks_done=, chunks=, audio_s=)` hears of a job of several batches as it moves."""
-        s, timings = self.settings, Timings()
+        `progress(chunks_done=, chunks=, audio_s=)` hears of a job of several batches as it moves.
+        `delivery`: where the answer goes and the limits it must fit (the worker's own by default:
+        S3, inline, a local copy); a front door that sends the bytes itself passes its own."""
+        s, timings, delivery = self.settings, Timings(), delivery or self.delivery
         job = parse_job_input(raw_input, s)
         params = synthesis_params(job)
         with timings("normalize"):
@@ -169,7 +172,7 @@ class Engine:
             with timings("transcript"):
                 references = self.references(job, script.names, staged, model.sample_rate)
             with timings("synthesis"):
-                plan = self.plan(job, script, references, params, model, stream)
+                plan = self.plan(job, script, references, params, model, stream, delivery)
                 speech = yield from self.synthesize(job, script, references, plan, params, model, stream, progress,
                                                     timings)
                 speech = post_process(speech, plan, model.sample_rate, job.remove_silence)
@@ -178,7 +181,7 @@ class Engine:
             with timings("encode"):
                 files = encode(job, job_id, speech.wave, model.sample_rate, timed, job_dir)
             with timings("upload"):
-                output = self.deliver(job, job_id, files, speech.streamed_bytes)
+                output = deliver(delivery, job, files, speech.streamed_bytes)
             for reference in references:  # only now: a failed job leaves no transcript behind
                 self.transcripts.keep(reference.transcript)
         result = job_result(job, script, references, plan, params, speech, timed, output, model, timings.finish())
@@ -242,7 +245,7 @@ class Engine:
         return references
 
     def plan(self, job: JobInput, script: Script, references: list[Reference], params: SynthesisParams, model,
-             stream: bool) -> Plan:
+             stream: bool, delivery: Delivery) -> Plan:
         """The chunks and batches of the job, and what follows from them refused before any work:
         output over MAX_OUTPUT_SECONDS, a chunk over the model's or the memory's limit, an answer
         over RunPod's payload limit (a streamed job's pieces are 16-bit samples, and /run and
@@ -252,7 +255,7 @@ class Engine:
         plan = synthesis.plan_lines(model, refs, script.lines, params, s.max_batch_frames, s.max_output_seconds,
                                     stream=stream)
         if not job.remove_silence:  # it shortens the audio: the plan's size is no floor then
-            self.delivery.check_planned_size(job.return_base64, job.output_format, plan.samples,
+            delivery.check_planned_size(job.return_base64, job.output_format, plan.samples,
                                              job.stream_format if stream else None)
         return plan
 
@@ -278,16 +281,6 @@ class Engine:
                         sent += len(part.audio)
                         yield part
         return Speech(np.concatenate(made), spans, sent)
-
-    def deliver(self, job: JobInput, job_id: str, files: Encoded, streamed_bytes: int) -> dict:
-        """The files to where the job's answer goes (S3, inline, a local copy): the answer's fields."""
-        subtitles = None
-        if files.subtitles is not None:
-            path, content_type = files.subtitles
-            subtitles = (path, self.delivery.key(path.name), content_type)
-        return self.delivery.deliver(files.audio, self.delivery.key(files.audio.name), files.content_type,
-                                     job.return_base64, subtitles, streamed_bytes)
-
 
 def script_of(job: JobInput) -> Script:
     """The job's voices and lines as written (before normalisation)."""
@@ -365,6 +358,16 @@ def encode(job: JobInput, job_id: str, wave: np.ndarray, rate: int, timed: list[
         text_path = job_dir / f"{job_id}.{job.captions_format}"
         subtitles = (text_path, captions.write_subtitles(timed, job.captions_format, text_path))
     return Encoded(path, content_type, subtitles)
+
+
+def deliver(delivery: Delivery, job: JobInput, files: Encoded, streamed_bytes: int) -> dict:
+    """The files to where the job's answer goes: the answer's fields."""
+    subtitles = None
+    if files.subtitles is not None:
+        path, content_type = files.subtitles
+        subtitles = (path, delivery.key(path.name), content_type)
+    return delivery.deliver(files.audio, delivery.key(files.audio.name), files.content_type, job.return_base64,
+                            subtitles, streamed_bytes)
 
 
 def job_result(job: JobInput, script: Script, references: list[Reference], plan: Plan, params: SynthesisParams,
