@@ -12,7 +12,6 @@ import logging
 import os
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,25 +42,18 @@ class LoadedModel:
     blocks: list = field(default_factory=list, repr=False)
     #: Set when there is nothing (more) to compile: compiled, failed, or COMPILE off.
     compile_done: threading.Event = field(default_factory=threading.Event, repr=False)
-    #: Set when a synthesis has finished; compiling waits for it (see compile_in_background).
+    #: Set when a job's synthesis has finished; compiling waits for it (see compile_in_background).
     served: threading.Event = field(default_factory=threading.Event, repr=False)
     compile_thread: threading.Thread | None = field(default=None, repr=False)
+    #: Held by the sampling loop for each call: the model's modules are not thread-safe.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    #: The sampling loop that runs this model for every job (`batching`), made on first use.
+    batcher: object = field(default=None, repr=False)
 
     def __post_init__(self):
         import sampler
 
         self.blocks = self.blocks or sampler.blocks_of(self.cfm.transformer)
-
-    @contextmanager
-    def in_use(self):
-        """Hold the model for one synthesis (its modules are not thread-safe); when it ends, a
-        background compile waiting for a first synthesis may begin."""
-        with self.lock:
-            try:
-                yield self
-            finally:
-                self.served.set()
 
 
 _model: LoadedModel | None = None

@@ -177,7 +177,7 @@ def sample(
     steps: int = 32,
     cfg_strength: float = 2.0,
     sway_sampling_coef: float | None = -1.0,
-    seed: int | None = None,
+    seed: int | list[int] | None = None,
     cuda_graph: bool = True,
     blocks=None,
 ) -> tuple[torch.Tensor, list[int]]:
@@ -206,9 +206,10 @@ def sample(
 
     # The same noise as CFM.sample: each row drawn after re-seeding, in the model's dtype.
     noise = []
-    for row_frames in lengths:
-        if seed is not None:
-            torch.manual_seed(seed)
+    for n, row_frames in enumerate(lengths):
+        row_seed = seed[n] if isinstance(seed, list) else seed  # rows of several jobs: each its own
+        if row_seed is not None:
+            torch.manual_seed(row_seed)
         noise.append(torch.randn(row_frames, cfm.num_channels, device=device, dtype=dtype))
     y = torch.nn.utils.rnn.pad_sequence(noise, padding_value=0, batch_first=True).float()
 

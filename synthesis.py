@@ -10,14 +10,13 @@ budget), then decoded and cross-faded back in reading order.
 A streamed job is planned for its first audio: its first chunk is a few words, sampled alone;
 the next is sampled alone too (it must be ready before the first has played); the rest are
 batched as above. `pieces` gives the audio out in reading order as soon as each chunk and all
-before it are decoded, and `stream` samples ahead in a thread while the caller sends a piece.
+before it are decoded; the model's sampling loop (`batching`) samples ahead meanwhile, and
+shares its calls between jobs served at the same time.
 """
 
 from __future__ import annotations
 
-import queue
 import re
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
@@ -297,6 +296,9 @@ class Plan:
     batches: list[list[Chunk]]
     ref_frames: list[int]  # of each voice's reference
     samples: int  # of output audio: the chunks' frames less their references', less the cross-fades, with the pauses
+    #: The padded frames one sampling call may hold (MAX_BATCH_FRAMES): another job's batch may
+    #: share a call with one of this plan's within it. 0: never shared.
+    max_batch_frames: int = 0
 
 
 def plan_synthesis(
@@ -377,7 +379,7 @@ def plan_lines(
     faded = sum(min(fade, a, b) for a, b, c in zip(lengths, lengths[1:], chunks) if c.fade_after)
     samples = sum(lengths) - faded + pauses
     batches = plan_stream_batches(chunks, max_batch_frames) if stream else plan_batches(chunks, max_batch_frames)
-    return Plan(chunks, tokens, batches, ref_frames, samples)
+    return Plan(chunks, tokens, batches, ref_frames, samples, max_batch_frames)
 
 
 def synthesize(
@@ -404,15 +406,17 @@ def run(model: LoadedModel, ref_audio: np.ndarray | list[np.ndarray], plan: Plan
 
 
 def pieces(model: LoadedModel, ref_audio: np.ndarray | list[np.ndarray], plan: Plan, params: SynthesisParams,
-           progress: Callable[..., None] | None = None) -> Iterator[Piece]:
-    """Sample `plan`'s batches in order, decode each chunk, and give out the audio in reading
-    order as soon as a chunk and all before it are decoded. `ref_audio`: the reference, or one
-    per voice of the plan. Joined, the pieces are `cross_fade` of each voice's runs of chunks,
-    runs and pauses put end to end. The model is held until the last piece is taken or the
-    generator is closed."""
+           progress: Callable[..., None] | None = None, lead_alone: bool = False) -> Iterator[Piece]:
+    """Sample `plan`'s batches (through the model's sampling loop, `batching`, beside other jobs'
+    rows), and give out the audio in reading order as soon as a chunk and all before it are
+    decoded. `ref_audio`: the reference, or one per voice of the plan. Joined, the pieces are
+    `cross_fade` of each voice's runs of chunks, runs and pauses put end to end. The batches are
+    queued at once, so later ones are sampled while the caller handles a piece; with `lead_alone`
+    (a stream) only the first until the caller asks for a second piece: nothing competes with
+    the first audio. Closing the generator drops what is not yet sampled."""
     import torch
 
-    import sampler
+    import batching
 
     refs, gains = [], []
     for audio in [ref_audio] if isinstance(ref_audio, np.ndarray) else ref_audio:
@@ -422,32 +426,28 @@ def pieces(model: LoadedModel, ref_audio: np.ndarray | list[np.ndarray], plan: P
         refs.append((ref * (params.target_rms / rms) if quiet else ref).to(model.device))
         gains.append(rms / params.target_rms if quiet else None)
 
+    loop = batching.batcher_of(model, MIN_BATCH_FILL)
+    how = batching.Sampling(params.nfe_step, params.cfg_strength, params.sway_sampling_coef)
+    job, queued = object(), []
+
+    def submit(batches: list[list[Chunk]], first: int) -> None:
+        for order, batch in enumerate(batches, first):
+            rows = [batching.Row(refs[c.ref], plan.tokens[c.index], c.frames, plan.ref_frames[c.ref], gains[c.ref],
+                                 params.seed) for c in batch]
+            queued.append((batch, loop.submit(job, order, rows, how, plan.max_batch_frames)))
+
     waves: dict[int, np.ndarray] = {}
     fader = CrossFade(int(params.cross_fade_duration * model.sample_rate))
     done = start = decoded = 0  # chunks given out, samples given out, samples decoded
-    with model.in_use():
-        for batch in plan.batches:
-            with torch.inference_mode():  # not held across a yield: the caller's code is its own
-                frames = torch.tensor([c.frames for c in batch], dtype=torch.long, device=model.device)
-                mel, lengths = sampler.sample(
-                    model.cfm,
-                    [refs[c.ref] for c in batch],
-                    [plan.tokens[c.index] for c in batch],
-                    frames,
-                    steps=params.nfe_step,
-                    cfg_strength=params.cfg_strength,
-                    sway_sampling_coef=params.sway_sampling_coef,
-                    seed=params.seed,
-                    cuda_graph=model.cuda_graphs,
-                    blocks=model.blocks,
-                )
-                for row, chunk in enumerate(batch):
-                    generated = mel[row : row + 1, plan.ref_frames[chunk.ref] : lengths[row]].permute(0, 2, 1)
-                    wave = model.vocoder.decode(generated)
-                    if gains[chunk.ref] is not None:
-                        wave = wave * gains[chunk.ref]
-                    waves[chunk.index] = wave.squeeze(0).cpu().numpy().astype(np.float32)
-                    decoded += waves[chunk.index].size
+    try:
+        submit(plan.batches[:1] if lead_alone else plan.batches, 0)
+        for n in range(len(plan.batches)):
+            if lead_alone and n == 1:
+                submit(plan.batches[1:], 1)
+            batch, request = queued[n]
+            for chunk, wave in zip(batch, request.result()):
+                waves[chunk.index] = wave
+                decoded += wave.size
             made = done + len(waves)
             if progress is not None and made < len(plan.chunks):
                 progress(chunks_done=made, chunks=len(plan.chunks), audio_s=round(decoded / model.sample_rate, 2))
@@ -463,45 +463,14 @@ def pieces(model: LoadedModel, ref_audio: np.ndarray | list[np.ndarray], plan: P
                         "The model produced invalid audio (NaN or infinite samples); the job was not completed.")
                 yield Piece(chunk.index, chunk.text, audio, start, span)
                 start, done = start + len(audio), done + 1
+    finally:
+        loop.cancel([request for _, request in queued])
+        model.served.set()  # a background compile waiting for a first synthesis may begin
 
 
 def stream(model: LoadedModel, ref_audio: np.ndarray | list[np.ndarray], plan: Plan,
            params: SynthesisParams) -> Iterator[Piece]:
-    """`pieces`, sampled ahead in a thread of its own once the first piece is out, so that the
-    caller's sending of one piece does not hold up the sampling of the next. Until the caller
-    asks for the second piece nothing else is sampled: nothing competes with the first audio.
+    """`pieces` for a stream: the first batch alone until the caller has the first piece, then
+    the rest sampled ahead (in the sampling loop's thread) while the caller sends each piece.
     Closing this generator stops the sampling after the batch under way."""
-    source = pieces(model, ref_audio, plan, params)
-    first = next(source, None)  # a generator that raised is finished: nothing to close
-    if first is None:
-        return
-    ready: queue.SimpleQueue = queue.SimpleQueue()
-    stop = threading.Event()
-
-    def sample_ahead():
-        try:
-            for piece in source:
-                ready.put(piece)
-                if stop.is_set():
-                    break
-            ready.put(None)
-        except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
-            ready.put(exc)
-        finally:
-            source.close()
-
-    thread = None
-    try:
-        yield first
-        thread = threading.Thread(target=sample_ahead, name="synthesis", daemon=True)
-        thread.start()
-        while (item := ready.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        if thread is not None:
-            thread.join()
-        else:
-            source.close()
+    return pieces(model, ref_audio, plan, params, lead_alone=True)

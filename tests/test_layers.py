@@ -10,7 +10,7 @@ from conftest import ROOT
 ORDER = [
     "runpod_handler", "engine",
     "job_schema", "scratch", "transcripts", "asr", "voices", "url_fetch", "delivery", "captions", "s3_utils", "synthesis",
-    "audio_io",
+    "batching", "audio_io",
     "loaded_model", "sampler", "model_cache", "text_normalization", "english_numbers", "number_words", "lean_imports",
     "config", "errors", "invisible",
 ]
