@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import model_cache  # first: it points every cache at the volume before torch is imported
+import model_cache
 from config import Settings
 from errors import JobError, ModelLoadError
 from model_cache import HOP_LENGTH, SAMPLE_RATE, ModelFiles
@@ -72,8 +72,9 @@ _failure: JobError | None = None
 _model_lock = threading.Lock()
 
 
-def get_model() -> LoadedModel:
-    """The process's model, loaded on first use (thread-safe) and returned at no cost after."""
+def get_model(settings: Settings) -> LoadedModel:
+    """The process's model, loaded with `settings` on first use (thread-safe) and returned at no
+    cost after (later calls' settings are not read: there is one model per process)."""
     global _model, _failure
     model = _model
     if model is None:
@@ -82,7 +83,7 @@ def get_model() -> LoadedModel:
                 raise _failure
             if _model is None:
                 try:
-                    _model = load_model(model_cache.SETTINGS)
+                    _model = load_model(settings)
                 except JobError as exc:
                     _failure = exc
                     raise
@@ -90,9 +91,9 @@ def get_model() -> LoadedModel:
     return model
 
 
-def load_model(settings: Settings = model_cache.SETTINGS) -> LoadedModel:
+def load_model(settings: Settings) -> LoadedModel:
     started = time.perf_counter()
-    model_cache.ensure_layout()
+    model_cache.ModelStore.from_settings(settings).ensure_layout()
     files = model_cache.resolve_model_files(settings)
     # Read the weights into the page cache while torch and f5-tts import (seconds of CPU work):
     # from a network volume that read takes seconds too, and the two overlap.
@@ -171,8 +172,8 @@ def checkpoint_to_load(files: ModelFiles, dtype, reader: ReadAhead | None = None
     partial or corrupt copy is ignored). A checkpoint whose digest does not match is refused."""
     import torch
 
-    target = model_cache.fp16_artifact(files)
-    if dtype == torch.float16 and target.is_file():
+    target = files.fp16_copy
+    if dtype == torch.float16 and target is not None and target.is_file():
         if not model_cache.fp16_copy_is_current(files):
             log.warning("ignoring %s: it was not made from %s (run `python model_cache.py prefetch`)",
                         target, files.checkpoint)

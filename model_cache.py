@@ -2,9 +2,9 @@
 resolution, safe download and verification, the fp16 copy, and the commands that fill the volume.
 Loading a model onto a device is `loaded_model`'s job.
 
-Import this module before anything that imports torch, huggingface_hub, transformers or f5_tts:
-importing it points every cache those libraries use at `<models>/` on the volume (they read
-these variables once, at their own import).
+Importing it changes nothing in the process: each entry point points the libraries' caches at
+`<models>/` with `cache_env.configure` before torch or huggingface_hub is imported (this
+module's commands do so first of all).
 
     python model_cache.py prefetch         # fill the volume with everything the worker needs
     python model_cache.py status           # what is present where, with sizes
@@ -23,9 +23,16 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+if __name__ == "__main__":  # the command line: a bad setting is one line, not a traceback; then the caches
+    import cache_env
+    from config import settings_or_exit
+
+    cache_env.configure(settings_or_exit())
+
 import lean_imports
 import text_normalization
-from config import Settings, get_settings, settings_or_exit
+from cache_env import cache_environment
+from config import Settings, get_settings
 from errors import ModelLoadError, WorkerSetupError, os_error
 
 log = logging.getLogger("f5worker.model_cache")
@@ -34,47 +41,48 @@ log = logging.getLogger("f5worker.model_cache")
 LAYOUT = ("hub", "transformers", "torch", "f5-tts", "checkpoints")
 
 
-def cache_environment(models_dir: Path) -> dict[str, str]:
-    """The environment that sends every library's downloads and caches into `models_dir`."""
-    m = Path(models_dir)
-    return {
-        "HF_HOME": str(m),
-        "HF_HUB_CACHE": str(m / "hub"),
-        "HUGGINGFACE_HUB_CACHE": str(m / "hub"),  # older name, still read by some libraries
-        "TRANSFORMERS_CACHE": str(m / "transformers"),
-        "TORCH_HOME": str(m / "torch"),
-        "TORCHINDUCTOR_CACHE_DIR": str(m / "torch" / "inductor"),
-        "TRITON_CACHE_DIR": str(m / "torch" / "triton"),
-        "HF_HUB_DISABLE_TELEMETRY": "1",
-    }
+@dataclass(frozen=True)
+class ModelStore:
+    """The models' storage: the folders under the models directory (see the README's storage
+    section), built from the settings."""
 
+    models_dir: Path
 
-def _configure_process() -> Settings:
-    settings = get_settings()
-    env = cache_environment(settings.models_dir)
-    already = [name for name in ("huggingface_hub", "transformers", "torch", "f5_tts") if name in sys.modules]
-    if already:
-        # Their cache paths were fixed when they were imported; ours would be ignored.
-        log.warning("%s imported before model_cache: their caches may not be on the volume", ", ".join(already))
-    os.environ.update(env)
-    return settings
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "ModelStore":
+        return cls(settings.models_dir)
 
+    @property
+    def hub_dir(self) -> Path:
+        return self.models_dir / "hub"
 
-if __name__ == "__main__":  # the command line: a bad setting is one line, not a traceback
-    settings_or_exit()
-SETTINGS = _configure_process()
-MODELS_DIR = SETTINGS.models_dir
-HUB_DIR = MODELS_DIR / "hub"
-ARTIFACTS_DIR = MODELS_DIR / "f5-tts"
-CHECKPOINTS_DIR = MODELS_DIR / "checkpoints"
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.models_dir / "f5-tts"
 
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.models_dir / "checkpoints"
 
-def ensure_layout(models_dir: Path = MODELS_DIR) -> None:
-    for name in LAYOUT:
-        try:
-            (models_dir / name).mkdir(parents=True, exist_ok=True)
-        except OSError as exc:  # a read-only volume without its folders, a path through a file
-            raise os_error(exc, "the models folder", "MODELS_DIR", models_dir / name) from None
+    @property
+    def tiny_dir(self) -> Path:
+        """The tiny random-weight test model."""
+        return self.artifacts_dir / "tiny"
+
+    def fp16_copy(self, name: str) -> Path:
+        """Where the fp16 copy of model `name` is kept."""
+        return self.artifacts_dir / name / "model_fp16.safetensors"
+
+    def custom_path(self, path: Path) -> Path:
+        """Relative custom checkpoint paths are taken under <models>/checkpoints/."""
+        return path if path.is_absolute() else self.checkpoints_dir / path
+
+    def ensure_layout(self) -> None:
+        for name in LAYOUT:
+            try:
+                (self.models_dir / name).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # a read-only volume without its folders, a path through a file
+                raise os_error(exc, "the models folder", "MODELS_DIR", self.models_dir / name) from None
 
 
 # --------------------------------------------------------------------------------------
@@ -95,7 +103,6 @@ HUB_CHECKPOINTS = {
 #: well under a second.
 TINY_ARCH = dict(dim=64, depth=2, heads=2, dim_head=32, ff_mult=2, text_dim=32, conv_layers=1, text_mask_padding=True)
 TINY_VOCOS = dict(dim=64, intermediate_dim=128, num_layers=2)
-TINY_DIR = ARTIFACTS_DIR / "tiny"
 
 #: Mel settings shared by every supported model and Vocos (24 kHz, 100 mels, hop 256).
 SAMPLE_RATE = 24_000
@@ -116,6 +123,8 @@ class ModelFiles:
     checkpoint: Path
     vocab: Path
     vocoder_dir: Path
+    #: Where its fp16 copy is (or would be) kept; None for a model that has none.
+    fp16_copy: Path | None = None
 
 
 def f5_package_dir() -> Path:
@@ -139,18 +148,15 @@ def model_config(name: str) -> tuple[str, dict]:
     return cfg["backbone"], dict(cfg["arch"])
 
 
-def _custom_path(path: Path) -> Path:
-    """Relative custom checkpoint paths are taken under <models>/checkpoints/."""
-    return path if path.is_absolute() else CHECKPOINTS_DIR / path
-
-
 # --------------------------------------------------------------------------------------
 # Resolution: local first, download only what is missing
 # --------------------------------------------------------------------------------------
 
 
-def hub_file(repo_id: str, filename: str, *, download: bool, force: bool = False) -> Path:
-    """The local path of a hub file in <models>/hub, downloading it only when it is missing.
+def hub_file(hub_dir: Path, repo_id: str, filename: str, *, download: bool, downloads_allowed: bool = True,
+             force: bool = False) -> Path:
+    """The local path of a hub file in `hub_dir` (<models>/hub), downloading it only when it is
+    missing; `downloads_allowed` is ALLOW_MODEL_DOWNLOAD, named in the error when `download` is off.
 
     A file already in the cache is found without any network call, so a cold start does not
     depend on the hub being up. huggingface_hub downloads to `<blob>.incomplete` under a file
@@ -162,22 +168,22 @@ def hub_file(repo_id: str, filename: str, *, download: bool, force: bool = False
 
     if not force:
         try:
-            return Path(hf_hub_download(repo_id, filename, cache_dir=HUB_DIR, local_files_only=True))
+            return Path(hf_hub_download(repo_id, filename, cache_dir=hub_dir, local_files_only=True))
         except LocalEntryNotFoundError:
             if not download:
                 why = " and ALLOW_MODEL_DOWNLOAD=false keeps the worker from downloading it" \
-                    if not SETTINGS.allow_model_download else ""
+                    if not downloads_allowed else ""
                 raise ModelLoadError(
-                    f"{repo_id}/{filename} is not in {HUB_DIR}{why}; run `python model_cache.py prefetch`."
+                    f"{repo_id}/{filename} is not in {hub_dir}{why}; run `python model_cache.py prefetch`."
                 ) from None
-    log.info("downloading %s/%s into %s", repo_id, filename, HUB_DIR)
+    log.info("downloading %s/%s into %s", repo_id, filename, hub_dir)
     try:
-        path = Path(hf_hub_download(repo_id, filename, cache_dir=HUB_DIR, force_download=force))
+        path = Path(hf_hub_download(repo_id, filename, cache_dir=hub_dir, force_download=force))
         # The lock above may not hold across hosts on a network volume: check what landed (LFS
         # blobs are named by their sha256) and fetch once more if it is not what the hub sent.
         if not verify_hub_file(path):
             log.warning("%s/%s arrived corrupt; downloading it again", repo_id, filename)
-            path = Path(hf_hub_download(repo_id, filename, cache_dir=HUB_DIR, force_download=True))
+            path = Path(hf_hub_download(repo_id, filename, cache_dir=hub_dir, force_download=True))
     except LocalEntryNotFoundError as exc:  # what the hub's client raises when it cannot reach the hub
         raise ModelLoadError(unreachable(f"{repo_id}/{filename}", exc)) from exc
     except Exception as exc:  # auth, a missing file, disk: all mean the model is not available
@@ -199,70 +205,76 @@ def unreachable(what: str, exc: Exception) -> str:
 SNAPSHOT_PATTERNS = ("*.json", "*.safetensors", "*.txt")
 
 
-def hub_snapshot(repo_id: str, *, download: bool) -> Path:
-    """The local folder of a whole model repository in <models>/hub, local first like
+def hub_snapshot(hub_dir: Path, repo_id: str, *, download: bool) -> Path:
+    """The local folder of a whole model repository in `hub_dir`, local first like
     `hub_file`; downloads only what is missing."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
-        return Path(snapshot_download(repo_id, cache_dir=HUB_DIR, allow_patterns=list(SNAPSHOT_PATTERNS),
+        return Path(snapshot_download(repo_id, cache_dir=hub_dir, allow_patterns=list(SNAPSHOT_PATTERNS),
                                       local_files_only=True))
     except LocalEntryNotFoundError:
         if not download:
             raise ModelLoadError(
-                f"{repo_id} is not in {HUB_DIR} and downloads are off (ALLOW_MODEL_DOWNLOAD=false); "
+                f"{repo_id} is not in {hub_dir} and downloads are off (ALLOW_MODEL_DOWNLOAD=false); "
                 "run `python model_cache.py prefetch`."
             ) from None
-    log.info("downloading %s into %s", repo_id, HUB_DIR)
+    log.info("downloading %s into %s", repo_id, hub_dir)
     try:
-        return Path(snapshot_download(repo_id, cache_dir=HUB_DIR, allow_patterns=list(SNAPSHOT_PATTERNS)))
+        return Path(snapshot_download(repo_id, cache_dir=hub_dir, allow_patterns=list(SNAPSHOT_PATTERNS)))
     except LocalEntryNotFoundError as exc:
         raise ModelLoadError(unreachable(repo_id, exc)) from exc
     except Exception as exc:
         raise ModelLoadError(f"Could not download {repo_id}: {type(exc).__name__}: {exc}") from exc
 
 
-def resolve_model_files(settings: Settings = SETTINGS, *, download: bool | None = None) -> ModelFiles:
+def resolve_model_files(settings: Settings, *, download: bool | None = None) -> ModelFiles:
     """Find (and, if allowed, fetch) everything the configured model needs."""
     download = settings.allow_model_download if download is None else download
     backbone, arch = model_config(settings.f5_model)
     checkpoint = resolve_checkpoint(settings, download)
     vocoder_dir = resolve_vocoder(settings, download)
     vocab = resolve_vocab(settings)
-    return ModelFiles(settings.f5_model, backbone, arch, checkpoint, vocab, vocoder_dir)
+    return ModelFiles(settings.f5_model, backbone, arch, checkpoint, vocab, vocoder_dir,
+                      ModelStore.from_settings(settings).fp16_copy(settings.f5_model))
 
 
 def resolve_checkpoint(settings: Settings, download: bool) -> Path:
+    store = ModelStore.from_settings(settings)
     if settings.f5_model == "tiny":
-        checkpoint = TINY_DIR / "model.safetensors"
+        checkpoint = store.tiny_dir / "model.safetensors"
         if not checkpoint.is_file():
-            raise ModelLoadError(f"The tiny test model is not in {TINY_DIR}; run `python model_cache.py make-test-model`.")
+            raise ModelLoadError(f"The tiny test model is not in {store.tiny_dir}; run `python model_cache.py make-test-model`.")
         return checkpoint
     if settings.f5_ckpt_file is not None:
-        checkpoint = _custom_path(settings.f5_ckpt_file)
+        checkpoint = store.custom_path(settings.f5_ckpt_file)
         if not checkpoint.is_file():
             raise ModelLoadError(f"F5_CKPT_FILE {checkpoint} does not exist.")
         return checkpoint
     if settings.f5_model in HUB_CHECKPOINTS:
-        return hub_file(*HUB_CHECKPOINTS[settings.f5_model], download=download)
+        return hub_file(store.hub_dir, *HUB_CHECKPOINTS[settings.f5_model], download=download,
+                        downloads_allowed=settings.allow_model_download)
     raise ModelLoadError(f"{settings.f5_model} has no published checkpoint; set F5_CKPT_FILE to yours.")
 
 
 def resolve_vocoder(settings: Settings, download: bool) -> Path:
     """The folder holding Vocos's config.yaml and pytorch_model.bin."""
+    store = ModelStore.from_settings(settings)
     if settings.f5_model == "tiny":
-        return TINY_DIR / "vocos"
-    return [hub_file(VOCOS_REPO, filename, download=download) for filename in VOCOS_FILES][0].parent
+        return store.tiny_dir / "vocos"
+    return [hub_file(store.hub_dir, VOCOS_REPO, filename, download=download,
+                     downloads_allowed=settings.allow_model_download) for filename in VOCOS_FILES][0].parent
 
 
 def resolve_vocab(settings: Settings) -> Path:
+    store = ModelStore.from_settings(settings)
     if settings.f5_vocab_file is not None:
-        vocab = _custom_path(settings.f5_vocab_file)
+        vocab = store.custom_path(settings.f5_vocab_file)
         if not vocab.is_file():
             raise WorkerSetupError(f"F5_VOCAB_FILE {vocab} does not exist.")
         return vocab
-    vocab = TINY_DIR / "vocab.txt" if settings.f5_model == "tiny" else f5_package_dir() / "infer/examples/vocab.txt"
+    vocab = store.tiny_dir / "vocab.txt" if settings.f5_model == "tiny" else f5_package_dir() / "infer/examples/vocab.txt"
     if not vocab.is_file():
         raise WorkerSetupError(f"The vocabulary file {vocab} is missing: reinstall f5-tts, or set F5_VOCAB_FILE.")
     return vocab
@@ -347,7 +359,10 @@ def read_checkpoint(path: Path, device: str = "cpu") -> dict:
 
 
 def fp16_artifact(files: ModelFiles) -> Path:
-    return ARTIFACTS_DIR / files.name / "model_fp16.safetensors"
+    """Where `files`' fp16 copy is kept (resolution decides: see ModelStore.fp16_copy)."""
+    if files.fp16_copy is None:
+        raise ValueError(f"{files.name} has no place for an fp16 copy")
+    return files.fp16_copy
 
 
 def _source_identity(path: Path) -> dict:
@@ -390,6 +405,8 @@ def fp16_manifest(files: ModelFiles) -> dict | None:
     the checkpoint now in place; None otherwise. No torch needed: asked before it is imported."""
     import json
 
+    if files.fp16_copy is None:
+        return None
     target = fp16_artifact(files)
     try:
         manifest = json.loads(target.with_suffix(".json").read_text())
@@ -418,7 +435,7 @@ def fp16_copy_is_intact(files: ModelFiles) -> bool:
 # --------------------------------------------------------------------------------------
 
 
-def make_test_model(target: Path = TINY_DIR, seed: int = 0) -> Path:
+def make_test_model(target: Path, seed: int = 0) -> Path:
     """Write a tiny F5-TTS (real DiT/CFM classes) and Vocos with random weights, in the
     published formats, so the whole worker runs offline. Its speech is noise."""
     target.mkdir(parents=True, exist_ok=True)
@@ -499,27 +516,28 @@ def _size(path: Path) -> str:
         size /= 1024
 
 
-def required_hub_files(settings: Settings = SETTINGS) -> list[tuple[str, str]]:
+def required_hub_files(settings: Settings) -> list[tuple[str, str]]:
     files = [(VOCOS_REPO, name) for name in VOCOS_FILES]
     if settings.f5_model in HUB_CHECKPOINTS and settings.f5_ckpt_file is None:
         files.insert(0, HUB_CHECKPOINTS[settings.f5_model])
     return files
 
 
-def prefetch(settings: Settings = SETTINGS, verify: bool = True) -> int:
+def prefetch(settings: Settings, verify: bool = True) -> int:
     """Download what is missing, check what is present, repair what is corrupt. Idempotent."""
-    ensure_layout()
+    store = ModelStore.from_settings(settings)
+    store.ensure_layout()
     if settings.f5_model == "tiny":
-        print(f"F5_MODEL=tiny: writing the tiny test model into {TINY_DIR}")
-        make_test_model()
-        prefetch_grammars()
+        print(f"F5_MODEL=tiny: writing the tiny test model into {store.tiny_dir}")
+        make_test_model(store.tiny_dir)
+        prefetch_grammars(store.models_dir)
         print(f"ASR model not prefetched ({asr_prefetch_skipped(settings)}): {_asr_fetched_by(settings)}")
         return 0
     for repo_id, filename in required_hub_files(settings):
-        path = hub_file(repo_id, filename, download=True)
+        path = hub_file(store.hub_dir, repo_id, filename, download=True)
         if verify and not verify_hub_file(path):
             print(f"CORRUPT  {repo_id}/{filename} at {os.path.realpath(path)}: downloading it again")
-            path = hub_file(repo_id, filename, download=True, force=True)  # verified, or raises
+            path = hub_file(store.hub_dir, repo_id, filename, download=True, force=True)  # verified, or raises
         print(f"ok       {repo_id}/{filename}  {_size(path)}  {path}")
     files = resolve_model_files(settings, download=False)
     if not fp16_copy_is_current(files):
@@ -529,18 +547,18 @@ def prefetch(settings: Settings = SETTINGS, verify: bool = True) -> int:
         print(f"CORRUPT  {fp16_artifact(files)} (or made before its manifest had a digest): writing it again")
         write_fp16_artifact(files)
     print(f"ok       {fp16_artifact(files)}  {_size(fp16_artifact(files))}")
-    print(f"model {files.name} ready under {MODELS_DIR}")
+    print(f"model {files.name} ready under {store.models_dir}")
     if asr_prefetch_skipped(settings) is None:
-        snapshot = hub_snapshot(settings.asr_model, download=True)
+        snapshot = hub_snapshot(store.hub_dir, settings.asr_model, download=True)
         corrupt = [p for p in snapshot.rglob("*") if p.is_file() and verify and not verify_hub_file(p)]
         if corrupt:
             print(f"CORRUPT  {settings.asr_model}: {', '.join(p.name for p in corrupt)}: downloading again")
             for path in corrupt:
-                hub_file(settings.asr_model, str(path.relative_to(snapshot)), download=True, force=True)
+                hub_file(store.hub_dir, settings.asr_model, str(path.relative_to(snapshot)), download=True, force=True)
         print(f"ok       {settings.asr_model} (ASR, for references without a transcript)  {snapshot}")
     else:
         print(f"ASR model not prefetched ({asr_prefetch_skipped(settings)}): {_asr_fetched_by(settings)}")
-    prefetch_grammars()
+    prefetch_grammars(store.models_dir)
     return 0
 
 
@@ -556,11 +574,11 @@ def _asr_fetched_by(settings: Settings) -> str:
             "jobs without ref_text fail: ALLOW_MODEL_DOWNLOAD=false")
 
 
-def prefetch_grammars() -> None:
+def prefetch_grammars(models_dir: Path) -> None:
     """Compile the text normalisation grammars onto the volume (WeTextProcessing's, built with our
     options: half a minute on two cores); a worker would otherwise compile them at its first job
     with a number in it."""
-    root = text_normalization.grammar_root(MODELS_DIR)
+    root = text_normalization.grammar_root(models_dir)
     for language in text_normalization.GRAMMAR_LANGUAGES:
         folder = text_normalization.grammar_dir(root, language)
         if not text_normalization.grammar_is_complete(folder, language):
@@ -569,13 +587,14 @@ def prefetch_grammars() -> None:
         print(f"ok       text normalisation grammar ({language})  {folder}")
 
 
-def status(settings: Settings = SETTINGS) -> int:
+def status(settings: Settings) -> int:
     """What is present where: every file on its own line, each found (or not) on its own."""
-    print(f"models dir   {MODELS_DIR}  ({'network volume' if settings.on_volume else 'NOT on the network volume'})")
-    for name, value in cache_environment(MODELS_DIR).items():
+    store = ModelStore.from_settings(settings)
+    print(f"models dir   {store.models_dir}  ({'network volume' if settings.on_volume else 'NOT on the network volume'})")
+    for name, value in cache_environment(store.models_dir).items():
         print(f"  {name}={value}")
     for name in LAYOUT:
-        folder = MODELS_DIR / name
+        folder = store.models_dir / name
         total = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink()) if folder.is_dir() else 0
         print(f"  {name + '/':<14} {'present' if folder.is_dir() else 'missing':<8} {total / 2**20:10.1f} MB")
     print(f"model        {settings.f5_model}")
@@ -594,7 +613,7 @@ def status(settings: Settings = SETTINGS) -> int:
     vocoder = line("vocoder", lambda: resolve_vocoder(settings, download=False) / "pytorch_model.bin")
     missing = sum(path is None for path in (checkpoint, vocab, vocoder))
     if checkpoint is not None and settings.f5_model != "tiny":
-        files = ModelFiles(settings.f5_model, "", {}, checkpoint, Path(), Path())
+        files = ModelFiles(settings.f5_model, "", {}, checkpoint, Path(), Path(), store.fp16_copy(settings.f5_model))
         artifact = fp16_artifact(files)
         if not fp16_copy_is_current(files):
             print(f"  {'fp16 copy':<11} none      {'':>9}  {artifact} (prefetch writes it; GPU workers load it)")
@@ -604,14 +623,14 @@ def status(settings: Settings = SETTINGS) -> int:
                   "sha256 (or its manifest predates digests); run `python model_cache.py prefetch`")
         else:
             print(f"  {'fp16 copy':<11} ok       {_size(artifact):>9}  {artifact} (sha256 checked)")
-    root = text_normalization.grammar_root(MODELS_DIR)
+    root = text_normalization.grammar_root(store.models_dir)
     for language in text_normalization.GRAMMAR_LANGUAGES:
         folder = text_normalization.grammar_dir(root, language)
         found = "ok      " if text_normalization.grammar_is_complete(folder, language) else \
             "MISSING  (prefetch compiles it; else the first job with a number in it does)"
         print(f"grammar {language}   {found}  {folder}")
     try:
-        print(f"ASR          ok        {hub_snapshot(settings.asr_model, download=False)}")
+        print(f"ASR          ok        {hub_snapshot(store.hub_dir, settings.asr_model, download=False)}")
     except ModelLoadError:
         skipped = asr_prefetch_skipped(settings)
         prefetched = "prefetch downloads it" if skipped is None else f"prefetch skips it: {skipped}"
@@ -619,7 +638,7 @@ def status(settings: Settings = SETTINGS) -> int:
     return 1 if missing else 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(settings: Settings, argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="model_cache.py", description=__doc__.split("\n\n")[0])
@@ -629,14 +648,14 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("status", help="show what is present where, with sizes")
     sub.add_parser("make-test-model", help="write the tiny random-weight model (F5_MODEL=tiny)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=SETTINGS.log_level, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("huggingface_hub").propagate = False  # it prints through a handler of its own
     try:
         if args.command == "prefetch":
-            return prefetch(verify=not args.no_verify)
+            return prefetch(settings, verify=not args.no_verify)
         if args.command == "status":
-            return status()
-        path = make_test_model()
+            return status(settings)
+        path = make_test_model(ModelStore.from_settings(settings).tiny_dir)
         print(f"wrote the tiny random-weight test model to {path}")
         print("its speech is noise: it exists so the worker runs end to end offline; select it with F5_MODEL=tiny")
         return 0
@@ -646,4 +665,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(get_settings()))

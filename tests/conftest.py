@@ -1,7 +1,8 @@
 """Test environment: everything offline, on 127.0.0.1.
 
-The worker reads its settings once, at import, so they are set here before any project
-module is imported: a models dir of this session with the tiny random-weight model, S3 on a
+The worker reads its settings once, on first use, so they are set here before any project
+module is imported, and the caches are pointed at the models dir before anything imports torch
+or huggingface_hub (`cache_env.configure`, as every entry point does): a models dir of this session with the tiny random-weight model, S3 on a
 moto server, and HF_ENDPOINT on a closed port so that any hub request fails loudly.
 """
 
@@ -54,9 +55,16 @@ for name in ("WRITE_LOCAL_OUTPUT", "RUNPOD_WEBHOOK_GET_JOB", "RUNPOD_LOG_LEVEL",
              "F5_VOCAB_FILE", "COMPILE", "WARMUP"):
     os.environ.pop(name, None)
 
-import model_cache  # noqa: E402  (after the environment above)
+import cache_env  # noqa: E402  (after the environment above)
+from config import get_settings  # noqa: E402
+
+cache_env.configure(get_settings())  # once, before anything imports torch or huggingface_hub
+import model_cache  # noqa: E402
 import loaded_model  # noqa: E402
 from fake_hub import place_in_hub_cache  # noqa: E402
+
+#: The session's models storage (MODELS_DIR above).
+STORE = model_cache.ModelStore.from_settings(get_settings())
 
 REF_WAV = model_cache.f5_package_dir() / "infer" / "examples" / "basic" / "basic_ref_en.wav"
 REF_TEXT = "Some call me nature, others call me mother nature."
@@ -100,15 +108,15 @@ def tiny_model(grammars_on_volume, whisper_in_hub):
     random-weight F5-TTS, the grammars that normalise its text and the Whisper that transcribes a
     voice sent without ref_text. Tests that run jobs, load the model or start a worker on the
     session's models dir ask for it (a module of them: `pytestmark = pytest.mark.usefixtures(...)`)."""
-    model_cache.ensure_layout()
-    model_cache.make_test_model()
-    return model_cache.TINY_DIR
+    STORE.ensure_layout()
+    model_cache.make_test_model(STORE.tiny_dir)
+    return STORE.tiny_dir
 
 
 @pytest.fixture(scope="session")
 def grammars_on_volume():
     """The compiled text normalisation grammars, linked into the session's models dir."""
-    model_cache.ensure_layout()
+    STORE.ensure_layout()
     share_grammars()
 
 
@@ -118,8 +126,8 @@ def whisper_in_hub():
     from fake_hub import place_folder_in_hub_cache
     from tiny_whisper import make_tiny_whisper
 
-    model_cache.ensure_layout()
-    place_folder_in_hub_cache(model_cache.HUB_DIR, ASR_REPO, make_tiny_whisper(SESSION_DIR / "whisper-src"))
+    STORE.ensure_layout()
+    place_folder_in_hub_cache(STORE.hub_dir, ASR_REPO, make_tiny_whisper(SESSION_DIR / "whisper-src"))
 
 
 def pytest_unconfigure(config):
@@ -134,7 +142,7 @@ def first_compiled_worker(tiny_model):
     from compiled_volume import run_worker
 
     models = SESSION_DIR / "compiled-volume" / "models"
-    shutil.copytree(tiny_model, models / tiny_model.relative_to(model_cache.MODELS_DIR))
+    shutil.copytree(tiny_model, models / tiny_model.relative_to(STORE.models_dir))
     env = subprocess_env(MODELS_DIR=models, COMPILE="true")
     return env, run_worker(env)
 
@@ -151,7 +159,7 @@ def share_grammars() -> None:
     GRAMMAR_CACHE.mkdir(parents=True, exist_ok=True)
     for language in text_normalization.GRAMMAR_LANGUAGES:
         text_normalization.build_grammar(GRAMMAR_CACHE, language)
-    link_grammars(model_cache.MODELS_DIR)
+    link_grammars(STORE.models_dir)
 
 
 #: A tiny E2-TTS: the real UNetT class, shaped like E2TTS_Base's config at toy size.
@@ -205,7 +213,7 @@ def job_dirs() -> list:
 
 
 def tiny_checkpoint_state() -> dict:
-    state = model_cache.read_checkpoint(model_cache.TINY_DIR / "model.safetensors")
+    state = model_cache.read_checkpoint(STORE.tiny_dir / "model.safetensors")
     return {f"ema_model.{k}": v for k, v in state.items()}
 
 
@@ -216,13 +224,13 @@ def safetensors_bytes(state: dict) -> bytes:
 
 
 def vocos_files() -> dict:
-    return {name: (model_cache.TINY_DIR / "vocos" / name).read_bytes() for name in model_cache.VOCOS_FILES}
+    return {name: (STORE.tiny_dir / "vocos" / name).read_bytes() for name in model_cache.VOCOS_FILES}
 
 
 @pytest.fixture
 def v1_base_in_hub_cache(tiny_model):
     """A tiny-architecture checkpoint stored under the real F5TTS_v1_Base repo and file name."""
-    hub = model_cache.HUB_DIR
+    hub = STORE.hub_dir
     repo, name = model_cache.HUB_CHECKPOINTS["F5TTS_v1_Base"]
     path = place_in_hub_cache(hub, repo, name, safetensors_bytes(tiny_checkpoint_state()))
     for filename, data in vocos_files().items():
@@ -235,11 +243,11 @@ def v1_base_in_hub_cache(tiny_model):
 @pytest.fixture
 def copied_tiny(tmp_path, tiny_model):
     checkpoint = tmp_path / "model.safetensors"
-    shutil.copyfile(model_cache.TINY_DIR / "model.safetensors", checkpoint)
+    shutil.copyfile(STORE.tiny_dir / "model.safetensors", checkpoint)
     files = model_cache.ModelFiles("tiny-copy", "DiT", dict(model_cache.TINY_ARCH), checkpoint,
-                                   model_cache.TINY_DIR / "vocab.txt", model_cache.TINY_DIR / "vocos")
+                                   STORE.tiny_dir / "vocab.txt", STORE.tiny_dir / "vocos", STORE.fp16_copy("tiny-copy"))
     yield files
-    shutil.rmtree(model_cache.ARTIFACTS_DIR / "tiny-copy", ignore_errors=True)
+    shutil.rmtree(STORE.artifacts_dir / "tiny-copy", ignore_errors=True)
 
 
 def corrupt_in_place(path: Path) -> None:

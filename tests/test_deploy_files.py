@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
+import cache_env
 import model_cache
 from config import Settings
 from job_schema import JobInput
@@ -99,7 +100,7 @@ def test_the_image_holds_every_module_the_worker_imports():
 
 def test_cache_variables_match_what_model_cache_computes_for_the_volume():
     env = env_values()
-    expected = model_cache.cache_environment(Path("/runpod-volume/models"))
+    expected = cache_env.cache_environment(Path("/runpod-volume/models"))
     assert {k: env.get(k) for k in expected} == expected
     assert env["RUNPOD_VOLUME"] == "/runpod-volume"
     assert Settings.from_env({"RUNPOD_VOLUME": "/runpod-volume", "MODELS_DIR": "/runpod-volume/models"}).models_dir \

@@ -11,7 +11,7 @@ ORDER = [
     "runpod_handler",
     "job_schema", "scratch", "transcripts", "asr", "voices", "delivery", "captions", "s3_utils", "synthesis", "audio_io",
     "loaded_model", "sampler", "model_cache", "text_normalization", "english_numbers", "number_words", "lean_imports",
-    "config", "errors", "invisible",
+    "cache_env", "config", "errors", "invisible",
 ]
 TOOLS = {"bench"}  # above everything: they may import any module
 

@@ -9,6 +9,7 @@ from fault_proxy import FaultProxy
 
 import model_cache
 from runpod_handler import Worker
+from config import get_settings
 
 pytestmark = pytest.mark.usefixtures("tiny_model")  # its tests run jobs or load the tiny model
 
@@ -23,7 +24,7 @@ def proxy(s3):
 
 
 def worker_through(proxy: FaultProxy) -> Worker:
-    return Worker(model_cache.SETTINGS.model_copy(update={
+    return Worker(get_settings().model_copy(update={
         "s3_endpoint_url": proxy.url, "s3_max_attempts": 4, "s3_read_timeout": 1.0, "s3_connect_timeout": 1.0,
     }))
 

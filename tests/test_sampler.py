@@ -11,13 +11,15 @@ import lean_imports
 import loaded_model
 import model_cache
 import sampler
+from config import get_settings
+from conftest import STORE
 
 pytestmark = pytest.mark.usefixtures("tiny_model")  # its tests run jobs or load the tiny model
 
 
 @pytest.fixture(scope="module")
 def model():
-    return loaded_model.get_model()
+    return loaded_model.get_model(get_settings())
 
 
 @pytest.mark.parametrize("backbone", ["DiT", "UNetT"])
@@ -48,8 +50,8 @@ def test_e2_tts_configs_build_the_network_the_sampler_walks():
     UNetTs whose layers the sampler takes apart; F5-TTS's are DiTs with a text position table."""
     for name in ("E2TTS_Base", "E2TTS_Small", "F5TTS_v1_Base"):
         backbone, arch = model_cache.model_config(name)
-        files = model_cache.ModelFiles(name, backbone, arch, model_cache.TINY_DIR / "model.safetensors",
-                                       model_cache.TINY_DIR / "vocab.txt", model_cache.TINY_DIR / "vocos")
+        files = model_cache.ModelFiles(name, backbone, arch, STORE.tiny_dir / "model.safetensors",
+                                       STORE.tiny_dir / "vocab.txt", STORE.tiny_dir / "vocos")
         with torch.device("meta"):
             net = model_cache.build_cfm(files).transformer
         assert sampler.is_unet(net) == (backbone == "UNetT") == name.startswith("E2")
