@@ -16,10 +16,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import fp16_copy
+import hub_cache
 import model_cache
+import proc_stat
+from checkpoints import HOP_LENGTH, SAMPLE_RATE, ModelFiles, build_cfm, read_checkpoint
 from config import Settings
 from errors import JobError, ModelLoadError
-from model_cache import HOP_LENGTH, SAMPLE_RATE, ModelFiles
 
 log = logging.getLogger("f5worker.loaded_model")
 
@@ -98,9 +101,9 @@ def load_model(settings: Settings) -> LoadedModel:
     # Read the weights into the page cache while torch and f5-tts import (seconds of CPU work):
     # from a network volume that read takes seconds too, and the two overlap.
     # What load_files picks on a GPU: the fp16 copy when it is current.
-    manifest = model_cache.fp16_manifest(files) if settings.device != "cpu" else None
-    weights = {model_cache.fp16_artifact(files): manifest.get("sha256")} if manifest else \
-        {files.checkpoint: model_cache.hub_digest(files.checkpoint)}
+    manifest = fp16_copy.fp16_manifest(files) if settings.device != "cpu" else None
+    weights = {fp16_copy.fp16_artifact(files): manifest.get("sha256")} if manifest else \
+        {files.checkpoint: hub_cache.hub_digest(files.checkpoint)}
     reader = read_ahead({**weights, files.vocoder_dir / "pytorch_model.bin": None})
     return load_files(files, settings.device, started, compile_blocks=settings.compile,
                       cuda_graphs=settings.cuda_graphs, reader=reader)
@@ -118,10 +121,10 @@ def load_files(files: ModelFiles, requested_device: str = "auto", started: float
     device = resolve_device(requested_device)
     dtype = inference_dtype(device)
     with torch.device(device):  # initialise the weights where they will live: no host copy
-        cfm = model_cache.build_cfm(files)
+        cfm = build_cfm(files)
     phases["import f5-tts, build"] = time.perf_counter()
     checkpoint = checkpoint_to_load(files, dtype, reader)
-    state = model_cache.read_checkpoint(checkpoint, device)
+    state = read_checkpoint(checkpoint, device)
     try:
         cfm.load_state_dict(state)
     except RuntimeError as exc:
@@ -174,7 +177,7 @@ def checkpoint_to_load(files: ModelFiles, dtype, reader: ReadAhead | None = None
 
     target = files.fp16_copy
     if dtype == torch.float16 and target is not None and target.is_file():
-        if not model_cache.fp16_copy_is_current(files):
+        if not fp16_copy.fp16_copy_is_current(files):
             log.warning("ignoring %s: it was not made from %s (run `python model_cache.py prefetch`)",
                         target, files.checkpoint)
         elif reader is not None and reader.intact(target) is False:
@@ -214,7 +217,7 @@ class ReadAhead(threading.Thread):
         for path, expected in self.files.items():
             try:
                 if expected:
-                    self.verdicts[Path(path)] = model_cache.sha256_of(path) == expected
+                    self.verdicts[Path(path)] = hub_cache.sha256_of(path) == expected
                     continue
                 with open(path, "rb", buffering=0) as fh:
                     while fh.read(16 << 20):
@@ -279,8 +282,7 @@ def compile_in_background(model: LoadedModel) -> None:
 def process_age() -> float | None:
     """Seconds since this process started (Linux; None elsewhere): cold-start logs count from there."""
     try:
-        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
         uptime = float(Path("/proc/uptime").read_text().split()[0])
-        return uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime, in clock ticks
+        return uptime - proc_stat.start_ticks("self") / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return None

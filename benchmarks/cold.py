@@ -47,6 +47,7 @@ def run_worker(cfg: dict, env: dict) -> dict:
 
 
 def measure(args, arch, env):
+    import checkpoints
     import model_cache
     from config import get_settings
 
@@ -54,7 +55,7 @@ def measure(args, arch, env):
     device = "cuda" if args.device == "auto" and _has_cuda() else ("cpu" if args.device == "auto" else args.device)
     cfg = {"arch": files.arch, "checkpoint": str(files.checkpoint), "vocab": str(files.vocab),
            "vocoder_dir": str(files.vocoder_dir), "device": device, "nfe": args.nfe, "ref_text": REF_TEXT,
-           "ref": str(model_cache.f5_package_dir() / "infer/examples/basic/basic_ref_en.wav")}
+           "ref": str(checkpoints.f5_package_dir() / "infer/examples/basic/basic_ref_en.wav")}
     child_env = {**os.environ, **env, "DEVICE": device, "S3_BUCKET": "", "WRITE_LOCAL_OUTPUT": "false",
                  "LOG_LEVEL": "INFO", "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     bare = "import time; s=time.time(); import torch; print('MARKS {\"start\": %r, \"torch\": %r}' % (s, time.time()))"

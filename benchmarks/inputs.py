@@ -52,9 +52,9 @@ def example_reference(model, name: str = "basic/basic_ref_en.wav"):
     import soundfile as sf
 
     import audio_io
-    import model_cache
+    import checkpoints
 
-    audio, rate = sf.read(model_cache.f5_package_dir() / "infer" / "examples" / name, dtype="float32")
+    audio, rate = sf.read(checkpoints.f5_package_dir() / "infer" / "examples" / name, dtype="float32")
     return audio_io.prepare_reference(audio, rate, model.sample_rate, 12.0, 1.0)
 
 
@@ -69,8 +69,12 @@ def budget_and_runs(args, model) -> tuple[int, int]:
 
 def prepare_models(arch: str) -> dict:
     """Random weights of `arch` in the bench's models dir; the environment of a worker using them."""
+    import checkpoints
+    import fp16_copy
     import model_cache
+    import random_weights
     from config import get_settings
+    from errors import ModelLoadError
 
     store = model_cache.ModelStore.from_settings(get_settings())
     env = {"MODELS_DIR": str(store.models_dir), "F5_MODEL": arch, "ALLOW_MODEL_DOWNLOAD": "false",
@@ -78,29 +82,29 @@ def prepare_models(arch: str) -> dict:
     settings = get_settings().model_copy(update={"f5_model": arch, "allow_model_download": False})
     if arch == "tiny":
         if not (store.tiny_dir / "model.safetensors").is_file():
-            model_cache.make_test_model(store.tiny_dir)
+            random_weights.make_test_model(store.tiny_dir)
         return env
     sys.path.insert(0, str(ROOT / "tests"))
     from fake_hub import place_in_hub_cache
 
-    repo, filename = model_cache.HUB_CHECKPOINTS[arch]
+    repo, filename = checkpoints.HUB_CHECKPOINTS[arch]
     try:
         files = model_cache.resolve_model_files(settings)
-    except model_cache.ModelLoadError:
-        backbone, layers = model_cache.model_config(arch)
+    except ModelLoadError:
+        backbone, layers = checkpoints.model_config(arch)
         scratch = store.models_dir / "scratch"
-        files = model_cache.ModelFiles(arch, backbone, layers, scratch / "model.safetensors",
-                                       model_cache.f5_package_dir() / "infer" / "examples" / "vocab.txt",
+        files = checkpoints.ModelFiles(arch, backbone, layers, scratch / "model.safetensors",
+                                       checkpoints.f5_package_dir() / "infer" / "examples" / "vocab.txt",
                                        scratch / "vocos")
         print(f"writing random {arch} weights into {store.models_dir} ...", file=sys.stderr)
-        model_cache.write_random_model(files, model_cache.VOCOS_ARCH)
+        random_weights.write_random_model(files, random_weights.VOCOS_ARCH)
         place_in_hub_cache(store.hub_dir, repo, filename, files.checkpoint.read_bytes())
-        for name in model_cache.VOCOS_FILES:
-            place_in_hub_cache(store.hub_dir, model_cache.VOCOS_REPO, name, (files.vocoder_dir / name).read_bytes())
+        for name in checkpoints.VOCOS_FILES:
+            place_in_hub_cache(store.hub_dir, checkpoints.VOCOS_REPO, name, (files.vocoder_dir / name).read_bytes())
         import shutil
 
         shutil.rmtree(scratch)
         files = model_cache.resolve_model_files(settings)
-    if not model_cache.fp16_copy_is_current(files):
-        model_cache.write_fp16_artifact(files)
+    if not fp16_copy.fp16_copy_is_current(files):
+        fp16_copy.write_fp16_artifact(files)
     return env

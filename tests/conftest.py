@@ -59,14 +59,16 @@ import cache_env  # noqa: E402  (after the environment above)
 from config import get_settings  # noqa: E402
 
 cache_env.configure(get_settings())  # once, before anything imports torch or huggingface_hub
-import model_cache  # noqa: E402
+import checkpoints  # noqa: E402
 import loaded_model  # noqa: E402
+import model_cache  # noqa: E402
+import random_weights  # noqa: E402
 from fake_hub import place_in_hub_cache  # noqa: E402
 
 #: The session's models storage (MODELS_DIR above).
 STORE = model_cache.ModelStore.from_settings(get_settings())
 
-REF_WAV = model_cache.f5_package_dir() / "infer" / "examples" / "basic" / "basic_ref_en.wav"
+REF_WAV = checkpoints.f5_package_dir() / "infer" / "examples" / "basic" / "basic_ref_en.wav"
 REF_TEXT = "Some call me nature, others call me mother nature."
 
 
@@ -109,7 +111,7 @@ def tiny_model(grammars_on_volume, whisper_in_hub):
     voice sent without ref_text. Tests that run jobs, load the model or start a worker on the
     session's models dir ask for it (a module of them: `pytestmark = pytest.mark.usefixtures(...)`)."""
     STORE.ensure_layout()
-    model_cache.make_test_model(STORE.tiny_dir)
+    random_weights.make_test_model(STORE.tiny_dir)
     return STORE.tiny_dir
 
 
@@ -171,9 +173,9 @@ def tiny_e2_model(tiny_model):
     """A tiny random-weight E2-TTS (UNetT), written in the published format and loaded by the
     code that loads published weights."""
     folder = SESSION_DIR / "tiny-e2"
-    files = model_cache.ModelFiles("tiny-e2", "UNetT", dict(TINY_E2_ARCH), folder / "model.safetensors",
+    files = checkpoints.ModelFiles("tiny-e2", "UNetT", dict(TINY_E2_ARCH), folder / "model.safetensors",
                                    tiny_model / "vocab.txt", folder / "vocos")
-    model_cache.write_random_model(files, model_cache.TINY_VOCOS, seed=1)
+    random_weights.write_random_model(files, random_weights.TINY_VOCOS, seed=1)
     return loaded_model.load_files(files, "cpu")
 
 
@@ -213,7 +215,7 @@ def job_dirs() -> list:
 
 
 def tiny_checkpoint_state() -> dict:
-    state = model_cache.read_checkpoint(STORE.tiny_dir / "model.safetensors")
+    state = checkpoints.read_checkpoint(STORE.tiny_dir / "model.safetensors")
     return {f"ema_model.{k}": v for k, v in state.items()}
 
 
@@ -224,19 +226,19 @@ def safetensors_bytes(state: dict) -> bytes:
 
 
 def vocos_files() -> dict:
-    return {name: (STORE.tiny_dir / "vocos" / name).read_bytes() for name in model_cache.VOCOS_FILES}
+    return {name: (STORE.tiny_dir / "vocos" / name).read_bytes() for name in checkpoints.VOCOS_FILES}
 
 
 @pytest.fixture
 def v1_base_in_hub_cache(tiny_model):
     """A tiny-architecture checkpoint stored under the real F5TTS_v1_Base repo and file name."""
     hub = STORE.hub_dir
-    repo, name = model_cache.HUB_CHECKPOINTS["F5TTS_v1_Base"]
+    repo, name = checkpoints.HUB_CHECKPOINTS["F5TTS_v1_Base"]
     path = place_in_hub_cache(hub, repo, name, safetensors_bytes(tiny_checkpoint_state()))
     for filename, data in vocos_files().items():
-        place_in_hub_cache(hub, model_cache.VOCOS_REPO, filename, data)
+        place_in_hub_cache(hub, checkpoints.VOCOS_REPO, filename, data)
     yield path
-    for repo_id in (repo, model_cache.VOCOS_REPO):
+    for repo_id in (repo, checkpoints.VOCOS_REPO):
         shutil.rmtree(hub / f"models--{repo_id.replace('/', '--')}", ignore_errors=True)
 
 
@@ -244,7 +246,7 @@ def v1_base_in_hub_cache(tiny_model):
 def copied_tiny(tmp_path, tiny_model):
     checkpoint = tmp_path / "model.safetensors"
     shutil.copyfile(STORE.tiny_dir / "model.safetensors", checkpoint)
-    files = model_cache.ModelFiles("tiny-copy", "DiT", dict(model_cache.TINY_ARCH), checkpoint,
+    files = checkpoints.ModelFiles("tiny-copy", "DiT", dict(checkpoints.TINY_ARCH), checkpoint,
                                    STORE.tiny_dir / "vocab.txt", STORE.tiny_dir / "vocos", STORE.fp16_copy("tiny-copy"))
     yield files
     shutil.rmtree(STORE.artifacts_dir / "tiny-copy", ignore_errors=True)

@@ -27,7 +27,7 @@ import torch
 
 import lean_imports
 import loaded_model
-import model_cache
+import checkpoints
 import sampler
 import synthesis
 
@@ -54,10 +54,10 @@ with torch.inference_mode():
         print(b, res[f"rows={b}"], flush=True)
 del cfm32
 # E2-TTS: E2TTS_Base's UNetT at its real size, random weights, fp16 on the GPU
-e2_files = model_cache.ModelFiles("E2TTS_Base", *model_cache.model_config("E2TTS_Base"), eager.files.checkpoint,
+e2_files = checkpoints.ModelFiles("E2TTS_Base", *checkpoints.model_config("E2TTS_Base"), eager.files.checkpoint,
                                   eager.files.vocab, eager.files.vocoder_dir)
 with torch.device("cuda"):
-    e2 = model_cache.build_cfm(e2_files)
+    e2 = checkpoints.build_cfm(e2_files)
 with torch.no_grad():
     for param in e2.parameters():
         if not param.any():
@@ -82,7 +82,7 @@ with torch.inference_mode():
     res["E2TTS_Base one row, 32 steps, s"] = (time.perf_counter() - t0) / 3
 del e2, e2_32
 # background compile: a first request on the eager blocks, then the compiled blocks
-audio, rate = sf.read(model_cache.f5_package_dir() / "infer/examples/basic/basic_ref_en.wav", dtype="float32")
+audio, rate = sf.read(checkpoints.f5_package_dir() / "infer/examples/basic/basic_ref_en.wav", dtype="float32")
 params = synthesis.SynthesisParams(nfe_step=32, seed=3)
 text = "The quick brown fox jumps over the lazy dog while the evening sun sets slowly behind the hills."
 base = synthesis.synthesize(eager, audio, "Some call me nature, others call me mother nature.", text, params, 24000).audio

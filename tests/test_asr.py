@@ -11,7 +11,8 @@ from test_model_cache import hub_files, prefetch_env
 from test_transcripts import job
 
 import asr
-import model_cache
+import checkpoints
+import hub_cache
 from runpod_handler import Worker
 from config import get_settings
 from conftest import STORE
@@ -83,7 +84,7 @@ def test_asr_is_not_on_the_synthesis_path():
     code = (
         "import sys, json, base64, runpod_handler, model_cache, asr\n"
         "w = runpod_handler.Worker(runpod_handler.get_settings().model_copy(update={'s3_bucket': None}))\n"
-        f"voice = base64.b64encode(open({str(model_cache.f5_package_dir() / 'infer/examples/basic/basic_ref_en.wav')!r}, 'rb').read()).decode()\n"
+        f"voice = base64.b64encode(open({str(checkpoints.f5_package_dir() / 'infer/examples/basic/basic_ref_en.wav')!r}, 'rb').read()).decode()\n"
         f"out = w({{'id': 'x', 'input': {{'text': 'Hi there.', 'voice_base64': voice, 'ref_text': {REF_TEXT!r}, 'nfe_step': 4}}}})\n"
         "print(json.dumps({'ok': 'error' not in out, 'transformers': 'transformers' in sys.modules,"
         " 'asr_loaded': asr._transcriber is not None}))"
@@ -94,7 +95,7 @@ def test_asr_is_not_on_the_synthesis_path():
 
 
 def asr_hub_files() -> dict:
-    folder = model_cache.hub_snapshot(STORE.hub_dir, ASR_REPO, download=False)
+    folder = hub_cache.hub_snapshot(STORE.hub_dir, ASR_REPO, download=False)
     return {(ASR_REPO, str(p.relative_to(folder))): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 

@@ -10,7 +10,7 @@ import pytest
 from conftest import ROOT
 
 import cache_env
-import model_cache
+import checkpoints
 from config import Settings
 from job_schema import JobInput
 
@@ -167,7 +167,7 @@ def test_hub_json_parses_and_names_only_real_settings():
     for preset in hub["config"]["presets"]:
         assert set(preset["defaults"]) <= setting_names()
     model_options = next(e for e in hub["config"]["env"] if e["key"] == "F5_MODEL")["input"]["options"]
-    assert {o["value"] for o in model_options} <= set(model_cache.HUB_CHECKPOINTS)
+    assert {o["value"] for o in model_options} <= set(checkpoints.HUB_CHECKPOINTS)
 
 
 @pytest.mark.parametrize("test", json.loads((ROOT / ".runpod" / "tests.json").read_text())["tests"],

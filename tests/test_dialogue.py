@@ -15,7 +15,7 @@ from test_synthesis import BATCH_TOLERANCE
 
 import audio_io
 import loaded_model
-import model_cache
+import checkpoints
 import sampler
 import synthesis
 from runpod_handler import Worker
@@ -24,7 +24,7 @@ from config import get_settings
 
 pytestmark = pytest.mark.usefixtures("tiny_model")  # its tests run jobs or load the tiny model
 
-EXAMPLES = model_cache.f5_package_dir() / "infer" / "examples"
+EXAMPLES = checkpoints.f5_package_dir() / "infer" / "examples"
 RATE = 24_000
 SHORT_TEXT = "Some call me nature,"
 LONG_TEXT = ("A Town Mouse and a Country Mouse were acquaintances, and the Country Mouse one day invited his friend "

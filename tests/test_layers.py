@@ -10,8 +10,9 @@ from conftest import ROOT
 ORDER = [
     "runpod_handler",
     "job_schema", "scratch", "transcripts", "asr", "voices", "delivery", "captions", "s3_utils", "synthesis", "audio_io",
-    "loaded_model", "sampler", "model_cache", "text_normalization", "english_numbers", "number_words", "lean_imports",
-    "cache_env", "config", "errors", "invisible",
+    "loaded_model", "sampler", "model_cache", "random_weights", "fp16_copy", "checkpoints", "hub_cache",
+    "text_normalization", "english_numbers", "number_words", "lean_imports", "cache_env", "atomic", "proc_stat",
+    "config", "errors", "invisible",
 ]
 TOOLS = {"bench"}  # above everything: they may import any module
 

@@ -9,6 +9,8 @@ import torch
 from conftest import corrupt_in_place
 
 import loaded_model
+import fp16_copy
+import hub_cache
 import model_cache
 from errors import ModelLoadError
 from config import get_settings
@@ -56,7 +58,7 @@ def test_get_model_from_many_threads_loads_once(monkeypatch):
 
 def test_fp16_copy_is_loaded_in_fp16_only_and_ignored_when_stale(copied_tiny, monkeypatch):
     assert loaded_model.checkpoint_to_load(copied_tiny, torch.float16) == copied_tiny.checkpoint  # none yet
-    artifact = model_cache.write_fp16_artifact(copied_tiny)
+    artifact = fp16_copy.write_fp16_artifact(copied_tiny)
     assert loaded_model.checkpoint_to_load(copied_tiny, torch.float16) == artifact
     assert loaded_model.checkpoint_to_load(copied_tiny, torch.float32) == copied_tiny.checkpoint
 
@@ -77,17 +79,17 @@ def test_fp16_copy_is_loaded_in_fp16_only_and_ignored_when_stale(copied_tiny, mo
     assert loaded_model.checkpoint_to_load(copied_tiny, torch.float16) == copied_tiny.checkpoint
 
     # a torn copy (manifest says another size) is ignored too
-    model_cache.write_fp16_artifact(copied_tiny)
+    fp16_copy.write_fp16_artifact(copied_tiny)
     artifact.write_bytes(artifact.read_bytes()[:100])
     assert loaded_model.checkpoint_to_load(copied_tiny, torch.float16) == copied_tiny.checkpoint
 
 
 def test_a_corrupt_fp16_copy_of_the_right_size_is_never_loaded(copied_tiny, monkeypatch, caplog):
-    artifact = model_cache.write_fp16_artifact(copied_tiny)
-    assert model_cache.fp16_copy_is_intact(copied_tiny)
+    artifact = fp16_copy.write_fp16_artifact(copied_tiny)
+    assert fp16_copy.fp16_copy_is_intact(copied_tiny)
     corrupt_in_place(artifact)
-    assert model_cache.fp16_copy_is_current(copied_tiny)  # size and source still match...
-    assert not model_cache.fp16_copy_is_intact(copied_tiny)  # ...the digest does not
+    assert fp16_copy.fp16_copy_is_current(copied_tiny)  # size and source still match...
+    assert not fp16_copy.fp16_copy_is_intact(copied_tiny)  # ...the digest does not
 
     monkeypatch.setattr(model_cache, "resolve_model_files", lambda settings: copied_tiny)
     monkeypatch.setattr(loaded_model, "inference_dtype", lambda device: torch.float16)
@@ -96,7 +98,7 @@ def test_a_corrupt_fp16_copy_of_the_right_size_is_never_loaded(copied_tiny, monk
     assert "does not match its sha256" in caplog.text
     assert all(torch.isfinite(p).all() for p in loaded.cfm.parameters())
 
-    model_cache.write_fp16_artifact(copied_tiny)
+    fp16_copy.write_fp16_artifact(copied_tiny)
     loaded = loaded_model.load_model(get_settings().model_copy(update={"device": "auto"}))
     assert loaded.loaded_from == artifact
 
@@ -109,7 +111,7 @@ def test_load_reads_the_weights_ahead_while_importing(monkeypatch):
     assert seen == [{STORE.tiny_dir / "model.safetensors": None,
                      STORE.tiny_dir / "vocos" / "pytorch_model.bin": None}]
     weights = STORE.tiny_dir / "model.safetensors"
-    reader = real({weights: model_cache.sha256_of(weights), Path("/nonexistent/file"): "0" * 64,
+    reader = real({weights: hub_cache.sha256_of(weights), Path("/nonexistent/file"): "0" * 64,
                    STORE.tiny_dir / "vocab.txt": "0" * 64})
     reader.join(timeout=30)
     assert not reader.is_alive()
@@ -151,9 +153,9 @@ def test_an_unreachable_hub_is_one_sentence_that_says_what_to_do(monkeypatch, tm
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
-    for fetch in (lambda: model_cache.hub_file(STORE.hub_dir, "SWivid/F5-TTS", "F5TTS_v1_Base/model.safetensors",
+    for fetch in (lambda: hub_cache.hub_file(STORE.hub_dir, "SWivid/F5-TTS", "F5TTS_v1_Base/model.safetensors",
                                                download=True),
-                  lambda: model_cache.hub_snapshot(STORE.hub_dir, "openai/whisper-large-v3-turbo", download=True)):
+                  lambda: hub_cache.hub_snapshot(STORE.hub_dir, "openai/whisper-large-v3-turbo", download=True)):
         with pytest.raises(ModelLoadError) as raised:
             fetch()
         message = raised.value.message

@@ -11,6 +11,9 @@ from conftest import (corrupt_in_place, link_grammars, run_py, safetensors_bytes
 from fake_hub import COMMIT, FakeHub
 
 import loaded_model
+import checkpoints
+import fp16_copy
+import hub_cache
 import model_cache
 import text_normalization
 from errors import ModelLoadError
@@ -66,10 +69,10 @@ def test_published_checkpoint_is_found_on_the_volume_without_network(v1_base_in_
     assert files.arch["depth"] == 22  # the real architecture from f5-tts's config
 
     # The tiny weights stored there load through the same reader into the real classes.
-    tiny = model_cache.ModelFiles("tiny", "DiT", dict(model_cache.TINY_ARCH), files.checkpoint, files.vocab,
+    tiny = checkpoints.ModelFiles("tiny", "DiT", dict(checkpoints.TINY_ARCH), files.checkpoint, files.vocab,
                                   files.vocoder_dir)
-    cfm = model_cache.build_cfm(tiny)
-    cfm.load_state_dict(model_cache.read_checkpoint(files.checkpoint))
+    cfm = checkpoints.build_cfm(tiny)
+    cfm.load_state_dict(checkpoints.read_checkpoint(files.checkpoint))
     loaded_model.load_vocoder(files.vocoder_dir, "cpu")
 
 
@@ -84,10 +87,10 @@ def test_pt_checkpoint_format_loads(tmp_path):
     state.update(initted=torch.tensor(True), step=torch.tensor(1250000))  # as ema_pytorch saves them
     path = tmp_path / "model.pt"
     torch.save({"ema_model_state_dict": state}, path)
-    cfm = model_cache.build_cfm(model_cache.ModelFiles("tiny", "DiT", dict(model_cache.TINY_ARCH), path,
+    cfm = checkpoints.build_cfm(checkpoints.ModelFiles("tiny", "DiT", dict(checkpoints.TINY_ARCH), path,
                                                        STORE.tiny_dir / "vocab.txt", tmp_path))
-    cfm.load_state_dict(model_cache.read_checkpoint(path))
-    reference = model_cache.read_checkpoint(STORE.tiny_dir / "model.safetensors")
+    cfm.load_state_dict(checkpoints.read_checkpoint(path))
+    reference = checkpoints.read_checkpoint(STORE.tiny_dir / "model.safetensors")
     for key, value in cfm.state_dict().items():
         if key in reference:
             assert torch.equal(value, reference[key])
@@ -98,7 +101,7 @@ def test_truncated_checkpoint_is_reported_with_its_path(tmp_path):
     path = tmp_path / "model.safetensors"
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelLoadError) as err:
-        model_cache.read_checkpoint(path)
+        checkpoints.read_checkpoint(path)
     assert str(path) in err.value.message and "prefetch" in err.value.message
 
 
@@ -106,9 +109,9 @@ def test_truncated_checkpoint_is_reported_with_its_path(tmp_path):
 
 
 def hub_files() -> dict:
-    repo, name = model_cache.HUB_CHECKPOINTS["F5TTS_v1_Base"]
+    repo, name = checkpoints.HUB_CHECKPOINTS["F5TTS_v1_Base"]
     files = {(repo, name): safetensors_bytes(tiny_checkpoint_state())}
-    files.update({(model_cache.VOCOS_REPO, n): data for n, data in vocos_files().items()})
+    files.update({(checkpoints.VOCOS_REPO, n): data for n, data in vocos_files().items()})
     return files
 
 
@@ -163,10 +166,10 @@ def test_workers_starting_together_on_an_empty_volume_share_one_download(tmp_pat
     # the weights, which are tiny-sized, into the tiny architecture.
     code = (
         "import cache_env, config; s = config.get_settings(); cache_env.configure(s)\n"
-        "import loaded_model\nimport model_cache as mc\n"
-        "f = mc.resolve_model_files(s)\n"
-        "t = mc.ModelFiles('tiny', 'DiT', dict(mc.TINY_ARCH), f.checkpoint, f.vocab, f.vocoder_dir)\n"
-        "mc.build_cfm(t).load_state_dict(mc.read_checkpoint(f.checkpoint))\n"
+        "import checkpoints as c, loaded_model, model_cache\n"
+        "f = model_cache.resolve_model_files(s)\n"
+        "t = c.ModelFiles('tiny', 'DiT', dict(c.TINY_ARCH), f.checkpoint, f.vocab, f.vocoder_dir)\n"
+        "c.build_cfm(t).load_state_dict(c.read_checkpoint(f.checkpoint))\n"
         "loaded_model.load_vocoder(f.vocoder_dir, 'cpu')\n"
         "print('loaded', f.checkpoint)"
     )
@@ -183,7 +186,7 @@ def test_workers_starting_together_on_an_empty_volume_share_one_download(tmp_pat
         blobs = list(models.glob("hub/models--*/blobs/*"))
         assert len(blobs) == 3 and not any(".incomplete" in b.name for b in blobs)
         for blob in blobs:
-            assert model_cache.verify_hub_file(blob)
+            assert hub_cache.verify_hub_file(blob)
 
 
 # --- the tiny test model -------------------------------------------------------------------
@@ -212,9 +215,9 @@ def test_tiny_model_output_depends_on_its_weights():
 
 
 def test_fp16_copy_holds_the_same_weights_in_half_the_bytes(copied_tiny):
-    artifact = model_cache.write_fp16_artifact(copied_tiny)
-    original = model_cache.read_checkpoint(copied_tiny.checkpoint)
-    half = model_cache.read_checkpoint(artifact)
+    artifact = fp16_copy.write_fp16_artifact(copied_tiny)
+    original = checkpoints.read_checkpoint(copied_tiny.checkpoint)
+    half = checkpoints.read_checkpoint(artifact)
     assert half.keys() == original.keys()
     for key, value in original.items():
         assert half[key].dtype == (torch.float16 if value.is_floating_point() else value.dtype)
@@ -301,7 +304,7 @@ def test_a_download_that_lands_corrupt_is_fetched_again(tmp_path):
         assert "arrived corrupt" in result.stderr
         assert len(hub.downloads()) == 4  # three files, one of them twice
         for blob in models.glob("hub/models--*/blobs/*"):
-            assert model_cache.verify_hub_file(blob)
+            assert hub_cache.verify_hub_file(blob)
 
 
 def test_prefetch_and_status_say_the_same_of_the_asr_model(capsys):

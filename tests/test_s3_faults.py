@@ -7,7 +7,7 @@ import soundfile as sf
 from conftest import BUCKET, REF_TEXT, S3_PORT, job_dirs
 from fault_proxy import FaultProxy
 
-import model_cache
+import checkpoints
 from runpod_handler import Worker
 from config import get_settings
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.usefixtures("tiny_model")  # its tests run jobs or load
 
 @pytest.fixture
 def proxy(s3):
-    s3.put_object(Bucket=BUCKET, Key="voices/gail.wav", Body=model_cache.f5_package_dir().joinpath(
+    s3.put_object(Bucket=BUCKET, Key="voices/gail.wav", Body=checkpoints.f5_package_dir().joinpath(
         "infer/examples/basic/basic_ref_en.wav").read_bytes())
     s3.put_object(Bucket=BUCKET, Key="voices/gail.txt", Body=REF_TEXT.encode())
     with FaultProxy(S3_PORT, slow_seconds=2.5) as p:
