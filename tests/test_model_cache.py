@@ -56,6 +56,20 @@ def test_layout_is_created(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(model_cache.LAYOUT)
 
 
+def test_the_store_is_built_from_the_settings(tmp_path):
+    import dataclasses
+
+    store = model_cache.ModelStore.from_settings(get_settings().model_copy(update={"models_dir": tmp_path}))
+    assert (store.models_dir, store.hub_dir, store.artifacts_dir, store.checkpoints_dir, store.tiny_dir) == \
+        (tmp_path, tmp_path / "hub", tmp_path / "f5-tts", tmp_path / "checkpoints", tmp_path / "f5-tts" / "tiny")
+    assert store.fp16_copy("F5TTS_v1_Base") == tmp_path / "f5-tts" / "F5TTS_v1_Base" / "model_fp16.safetensors"
+    assert store.custom_path(Path("mine/model.pt")) == tmp_path / "checkpoints" / "mine" / "model.pt"
+    assert store.custom_path(Path("/elsewhere/model.pt")) == Path("/elsewhere/model.pt")
+    assert store == model_cache.ModelStore(str(tmp_path))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        store.hub_dir = tmp_path
+
+
 # --- real-format checkpoints, found where a real F5TTS_v1_Base would be ---------------------
 
 
