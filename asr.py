@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 
+import hub_cache
 import loaded_model
 import model_cache
 from audio_io import resample
@@ -73,11 +74,12 @@ def get_transcriber(settings: Settings, remedy: str = "send ref_text") -> Transc
             if _transcriber is None:
                 if _failed_at is not None and time.monotonic() - _failed_at < RETRY_AFTER_SECONDS:
                     raise _unavailable(settings, remedy, _failed_why)
-                device = loaded_model.get_model().device  # beside the TTS model
+                device = loaded_model.get_model(settings).device  # beside the TTS model
                 why = "it is not on the volume and ALLOW_MODEL_DOWNLOAD is false" if not settings.allow_model_download \
                     else "it is not on the volume and could not be downloaded"
                 try:
-                    folder = model_cache.hub_snapshot(settings.asr_model, download=settings.allow_model_download)
+                    folder = hub_cache.hub_snapshot(model_cache.ModelStore.from_settings(settings).hub_dir,
+                                                      settings.asr_model, download=settings.allow_model_download)
                     why = "its copy on the volume could not be loaded"
                     _transcriber = Transcriber(folder, device)
                 except ModelLoadError as exc:

@@ -68,7 +68,7 @@ def main():
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=2))
         return
-    # The settings are read once, when model_cache is imported: set them first.
+    # The settings are read once, on first use: set them first.
     os.environ["MODELS_DIR"] = args.models_dir or str(Path(tempfile.gettempdir()) / "f5-bench-models")
     if args.normalize:  # no model involved
         result = normalization.measure(args, Path(os.environ["MODELS_DIR"]))
@@ -79,10 +79,10 @@ def main():
     os.environ.update(ALLOW_MODEL_DOWNLOAD="false", PREFETCH_ASR="false")
     if args.device != "auto":
         os.environ["DEVICE"] = args.device
+    import cache_env
     from config import settings_or_exit
 
-    settings_or_exit()
-    import model_cache  # noqa: F401  (before torch)
+    cache_env.configure(settings_or_exit())  # before torch
     import torch
 
     on_gpu = torch.cuda.is_available() and args.device != "cpu"

@@ -1,7 +1,7 @@
 """Every setting of the worker, read once from the environment into one validated object.
 
-Nothing here imports torch, huggingface_hub or f5_tts: `model_cache` reads these settings to
-point every cache at the volume *before* those libraries are imported.
+Nothing here imports torch, huggingface_hub or f5_tts: each entry point reads these settings and
+points every cache at the volume (`cache_env.configure`) *before* those libraries are imported.
 """
 
 from __future__ import annotations

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import shutil
-from contextlib import suppress
 from pathlib import Path
 
 import audio_io
+from atomic import write_atomic
 from config import Settings
 from errors import LimitExceeded, os_error
 
@@ -105,14 +104,11 @@ class Delivery:
     def copy_locally(self, path: Path) -> Path:
         """The result in OUTPUT_DIR, whole or not at all (through a temporary name)."""
         folder = self.settings.output_dir.absolute()
-        local, tmp = folder / path.name, folder / f".{path.name}.tmp"
+        local = folder / path.name
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, tmp)
-            os.replace(tmp, local)
+            write_atomic(local, lambda tmp: shutil.copyfile(path, tmp))
         except OSError as exc:
-            with suppress(OSError):
-                tmp.unlink()
             raise os_error(exc, "the local copy of the result", "OUTPUT_DIR", folder) from None
         return local
 

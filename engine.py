@@ -168,7 +168,7 @@ class Engine:
             with timings("download"):
                 staged = self.stage_voices(job, script.names, job_dir)
             with timings("model"):
-                model = loaded_model.get_model()
+                model = loaded_model.get_model(s)
             with timings("transcript"):
                 references = self.references(job, script.names, staged, model.sample_rate)
             with timings("synthesis"):

@@ -15,10 +15,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import model_cache  # first: it points every cache at the volume before torch is imported
+import fp16_copy
+import hub_cache
+import model_cache
+import proc_stat
+from checkpoints import HOP_LENGTH, SAMPLE_RATE, ModelFiles, build_cfm, read_checkpoint
 from config import Settings
 from errors import JobError, ModelLoadError
-from model_cache import HOP_LENGTH, SAMPLE_RATE, ModelFiles
 
 log = logging.getLogger("f5worker.loaded_model")
 
@@ -64,8 +67,9 @@ _failure: JobError | None = None
 _model_lock = threading.Lock()
 
 
-def get_model() -> LoadedModel:
-    """The process's model, loaded on first use (thread-safe) and returned at no cost after."""
+def get_model(settings: Settings) -> LoadedModel:
+    """The process's model, loaded with `settings` on first use (thread-safe) and returned at no
+    cost after (later calls' settings are not read: there is one model per process)."""
     global _model, _failure
     model = _model
     if model is None:
@@ -74,7 +78,7 @@ def get_model() -> LoadedModel:
                 raise _failure
             if _model is None:
                 try:
-                    _model = load_model(model_cache.SETTINGS)
+                    _model = load_model(settings)
                 except JobError as exc:
                     _failure = exc
                     raise
@@ -82,16 +86,16 @@ def get_model() -> LoadedModel:
     return model
 
 
-def load_model(settings: Settings = model_cache.SETTINGS) -> LoadedModel:
+def load_model(settings: Settings) -> LoadedModel:
     started = time.perf_counter()
-    model_cache.ensure_layout()
+    model_cache.ModelStore.from_settings(settings).ensure_layout()
     files = model_cache.resolve_model_files(settings)
     # Read the weights into the page cache while torch and f5-tts import (seconds of CPU work):
     # from a network volume that read takes seconds too, and the two overlap.
     # What load_files picks on a GPU: the fp16 copy when it is current.
-    manifest = model_cache.fp16_manifest(files) if settings.device != "cpu" else None
-    weights = {model_cache.fp16_artifact(files): manifest.get("sha256")} if manifest else \
-        {files.checkpoint: model_cache.hub_digest(files.checkpoint)}
+    manifest = fp16_copy.fp16_manifest(files) if settings.device != "cpu" else None
+    weights = {fp16_copy.fp16_artifact(files): manifest.get("sha256")} if manifest else \
+        {files.checkpoint: hub_cache.hub_digest(files.checkpoint)}
     reader = read_ahead({**weights, files.vocoder_dir / "pytorch_model.bin": None})
     return load_files(files, settings.device, started, compile_blocks=settings.compile,
                       cuda_graphs=settings.cuda_graphs, reader=reader)
@@ -109,10 +113,10 @@ def load_files(files: ModelFiles, requested_device: str = "auto", started: float
     device = resolve_device(requested_device)
     dtype = inference_dtype(device)
     with torch.device(device):  # initialise the weights where they will live: no host copy
-        cfm = model_cache.build_cfm(files)
+        cfm = build_cfm(files)
     phases["import f5-tts, build"] = time.perf_counter()
     checkpoint = checkpoint_to_load(files, dtype, reader)
-    state = model_cache.read_checkpoint(checkpoint, device)
+    state = read_checkpoint(checkpoint, device)
     try:
         cfm.load_state_dict(state)
     except RuntimeError as exc:
@@ -163,9 +167,9 @@ def checkpoint_to_load(files: ModelFiles, dtype, reader: ReadAhead | None = None
     partial or corrupt copy is ignored). A checkpoint whose digest does not match is refused."""
     import torch
 
-    target = model_cache.fp16_artifact(files)
-    if dtype == torch.float16 and target.is_file():
-        if not model_cache.fp16_copy_is_current(files):
+    target = files.fp16_copy
+    if dtype == torch.float16 and target is not None and target.is_file():
+        if not fp16_copy.fp16_copy_is_current(files):
             log.warning("ignoring %s: it was not made from %s (run `python model_cache.py prefetch`)",
                         target, files.checkpoint)
         elif reader is not None and reader.intact(target) is False:
@@ -205,7 +209,7 @@ class ReadAhead(threading.Thread):
         for path, expected in self.files.items():
             try:
                 if expected:
-                    self.verdicts[Path(path)] = model_cache.sha256_of(path) == expected
+                    self.verdicts[Path(path)] = hub_cache.sha256_of(path) == expected
                     continue
                 with open(path, "rb", buffering=0) as fh:
                     while fh.read(16 << 20):
@@ -270,8 +274,7 @@ def compile_in_background(model: LoadedModel) -> None:
 def process_age() -> float | None:
     """Seconds since this process started (Linux; None elsewhere): cold-start logs count from there."""
     try:
-        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
         uptime = float(Path("/proc/uptime").read_text().split()[0])
-        return uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime, in clock ticks
+        return uptime - proc_stat.start_ticks("self") / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return None

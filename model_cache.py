@@ -1,10 +1,12 @@
-"""Model storage on the network volume: cache locations, what each model needs, local-first
-resolution, safe download and verification, the fp16 copy, and the commands that fill the volume.
-Loading a model onto a device is `loaded_model`'s job.
+"""Model storage on the network volume: its layout (`ModelStore`, built from the settings),
+local-first resolution of what the configured model needs, and the commands that fill the volume
+and say what is on it. Hub files are `hub_cache`'s job; the model's definition and formats,
+`checkpoints`'; the fp16 copy, `fp16_copy`'s; the test model, `random_weights`'; loading a model
+onto a device, `loaded_model`'s.
 
-Import this module before anything that imports torch, huggingface_hub, transformers or f5_tts:
-importing it points every cache those libraries use at `<models>/` on the volume (they read
-these variables once, at their own import).
+Importing it changes nothing in the process: each entry point points the libraries' caches at
+`<models>/` with `cache_env.configure` before torch or huggingface_hub is imported (this
+module's commands do so first of all).
 
     python model_cache.py prefetch         # fill the volume with everything the worker needs
     python model_cache.py status           # what is present where, with sizes
@@ -13,20 +15,26 @@ these variables once, at their own import).
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import logging
 import os
-import re
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import lean_imports
+if __name__ == "__main__":  # the command line: a bad setting is one line, not a traceback; then the caches
+    import cache_env
+    from config import settings_or_exit
+
+    cache_env.configure(settings_or_exit())
+
 import text_normalization
-from config import Settings, get_settings, settings_or_exit
+from cache_env import cache_environment
+from checkpoints import HUB_CHECKPOINTS, VOCOS_FILES, VOCOS_REPO, ModelFiles, f5_package_dir, model_config
+from config import Settings, get_settings
 from errors import ModelLoadError, WorkerSetupError, os_error
+from fp16_copy import fp16_artifact, fp16_copy_is_current, fp16_copy_is_intact, write_fp16_artifact
+from hub_cache import hub_file, hub_snapshot, verify_hub_file
+from random_weights import make_test_model
 
 log = logging.getLogger("f5worker.model_cache")
 
@@ -34,456 +42,101 @@ log = logging.getLogger("f5worker.model_cache")
 LAYOUT = ("hub", "transformers", "torch", "f5-tts", "checkpoints")
 
 
-def cache_environment(models_dir: Path) -> dict[str, str]:
-    """The environment that sends every library's downloads and caches into `models_dir`."""
-    m = Path(models_dir)
-    return {
-        "HF_HOME": str(m),
-        "HF_HUB_CACHE": str(m / "hub"),
-        "HUGGINGFACE_HUB_CACHE": str(m / "hub"),  # older name, still read by some libraries
-        "TRANSFORMERS_CACHE": str(m / "transformers"),
-        "TORCH_HOME": str(m / "torch"),
-        "TORCHINDUCTOR_CACHE_DIR": str(m / "torch" / "inductor"),
-        "TRITON_CACHE_DIR": str(m / "torch" / "triton"),
-        "HF_HUB_DISABLE_TELEMETRY": "1",
-    }
-
-
-def _configure_process() -> Settings:
-    settings = get_settings()
-    env = cache_environment(settings.models_dir)
-    already = [name for name in ("huggingface_hub", "transformers", "torch", "f5_tts") if name in sys.modules]
-    if already:
-        # Their cache paths were fixed when they were imported; ours would be ignored.
-        log.warning("%s imported before model_cache: their caches may not be on the volume", ", ".join(already))
-    os.environ.update(env)
-    return settings
-
-
-if __name__ == "__main__":  # the command line: a bad setting is one line, not a traceback
-    settings_or_exit()
-SETTINGS = _configure_process()
-MODELS_DIR = SETTINGS.models_dir
-HUB_DIR = MODELS_DIR / "hub"
-ARTIFACTS_DIR = MODELS_DIR / "f5-tts"
-CHECKPOINTS_DIR = MODELS_DIR / "checkpoints"
-
-
-def ensure_layout(models_dir: Path = MODELS_DIR) -> None:
-    for name in LAYOUT:
-        try:
-            (models_dir / name).mkdir(parents=True, exist_ok=True)
-        except OSError as exc:  # a read-only volume without its folders, a path through a file
-            raise os_error(exc, "the models folder", "MODELS_DIR", models_dir / name) from None
-
-
-# --------------------------------------------------------------------------------------
-# What each model needs
-# --------------------------------------------------------------------------------------
-
-VOCOS_REPO = "charactr/vocos-mel-24khz"
-VOCOS_FILES = ("config.yaml", "pytorch_model.bin")
-
-#: Published checkpoints: model name -> (hub repo, file in the repo). CC-BY-NC weights.
-HUB_CHECKPOINTS = {
-    "F5TTS_v1_Base": ("SWivid/F5-TTS", "F5TTS_v1_Base/model_1250000.safetensors"),
-    "F5TTS_Base": ("SWivid/F5-TTS", "F5TTS_Base/model_1200000.safetensors"),
-    "E2TTS_Base": ("SWivid/E2-TTS", "E2TTS_Base/model_1200000.safetensors"),
-}
-
-#: The tiny test model: the real DiT class at a size that runs a full sample() on a CPU in
-#: well under a second.
-TINY_ARCH = dict(dim=64, depth=2, heads=2, dim_head=32, ff_mult=2, text_dim=32, conv_layers=1, text_mask_padding=True)
-TINY_VOCOS = dict(dim=64, intermediate_dim=128, num_layers=2)
-TINY_DIR = ARTIFACTS_DIR / "tiny"
-
-#: Mel settings shared by every supported model and Vocos (24 kHz, 100 mels, hop 256).
-SAMPLE_RATE = 24_000
-HOP_LENGTH = 256
-MEL_KWARGS = dict(
-    n_fft=1024, hop_length=HOP_LENGTH, win_length=1024, n_mel_channels=100, target_sample_rate=SAMPLE_RATE,
-    mel_spec_type="vocos",
-)
-
-
 @dataclass(frozen=True)
-class ModelFiles:
-    """Where a model's files are, once resolved on local disk."""
+class ModelStore:
+    """The models' storage: the folders under the models directory (see the README's storage
+    section), built from the settings."""
 
-    name: str
-    backbone: str
-    arch: dict = field(hash=False)
-    checkpoint: Path
-    vocab: Path
-    vocoder_dir: Path
+    models_dir: Path
+    #: <models>/hub: the Hugging Face hub cache (checkpoints, Vocos, Whisper).
+    hub_dir: Path = field(init=False)
+    #: <models>/f5-tts: this worker's own files (fp16 copies, the test model, the grammars).
+    artifacts_dir: Path = field(init=False)
+    #: <models>/checkpoints: your own checkpoints (F5_CKPT_FILE, F5_VOCAB_FILE relative to here).
+    checkpoints_dir: Path = field(init=False)
+    #: <models>/f5-tts/tiny: the tiny random-weight test model.
+    tiny_dir: Path = field(init=False)
 
+    def __post_init__(self):
+        models = Path(self.models_dir)
+        for name, path in (("models_dir", models), ("hub_dir", models / "hub"), ("artifacts_dir", models / "f5-tts"),
+                           ("checkpoints_dir", models / "checkpoints"), ("tiny_dir", models / "f5-tts" / "tiny")):
+            object.__setattr__(self, name, path)  # frozen: set once, here
 
-def f5_package_dir() -> Path:
-    spec = importlib.util.find_spec("f5_tts")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError("The f5-tts package is not installed.")
-    return Path(next(iter(spec.submodule_search_locations)))
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "ModelStore":
+        return cls(settings.models_dir)
 
+    def fp16_copy(self, name: str) -> Path:
+        """Where the fp16 copy of model `name` is kept."""
+        return self.artifacts_dir / name / "model_fp16.safetensors"
 
-def model_config(name: str) -> tuple[str, dict]:
-    """(backbone class name, architecture kwargs) for a model name, from f5-tts's own configs."""
-    if name == "tiny":
-        return "DiT", dict(TINY_ARCH)
-    import yaml
+    def custom_path(self, path: Path) -> Path:
+        """Relative custom checkpoint paths are taken under <models>/checkpoints/."""
+        return path if path.is_absolute() else self.checkpoints_dir / path
 
-    path = f5_package_dir() / "configs" / f"{name}.yaml"
-    with open(path, encoding="utf-8") as fh:
-        cfg = yaml.safe_load(fh)["model"]
-    if cfg["mel_spec"]["mel_spec_type"] != "vocos":
-        raise ModelLoadError(f"{name} needs the {cfg['mel_spec']['mel_spec_type']} vocoder; only vocos is supported.")
-    return cfg["backbone"], dict(cfg["arch"])
-
-
-def _custom_path(path: Path) -> Path:
-    """Relative custom checkpoint paths are taken under <models>/checkpoints/."""
-    return path if path.is_absolute() else CHECKPOINTS_DIR / path
+    def ensure_layout(self) -> None:
+        for name in LAYOUT:
+            try:
+                (self.models_dir / name).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # a read-only volume without its folders, a path through a file
+                raise os_error(exc, "the models folder", "MODELS_DIR", self.models_dir / name) from None
 
 
 # --------------------------------------------------------------------------------------
-# Resolution: local first, download only what is missing
+# Resolution: local first, download only what is missing (hub_cache)
 # --------------------------------------------------------------------------------------
 
 
-def hub_file(repo_id: str, filename: str, *, download: bool, force: bool = False) -> Path:
-    """The local path of a hub file in <models>/hub, downloading it only when it is missing.
-
-    A file already in the cache is found without any network call, so a cold start does not
-    depend on the hub being up. huggingface_hub downloads to `<blob>.incomplete` under a file
-    lock and renames when complete, so workers starting together on an empty volume wait for
-    one download instead of writing the same file at once.
-    """
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    if not force:
-        try:
-            return Path(hf_hub_download(repo_id, filename, cache_dir=HUB_DIR, local_files_only=True))
-        except LocalEntryNotFoundError:
-            if not download:
-                why = " and ALLOW_MODEL_DOWNLOAD=false keeps the worker from downloading it" \
-                    if not SETTINGS.allow_model_download else ""
-                raise ModelLoadError(
-                    f"{repo_id}/{filename} is not in {HUB_DIR}{why}; run `python model_cache.py prefetch`."
-                ) from None
-    log.info("downloading %s/%s into %s", repo_id, filename, HUB_DIR)
-    try:
-        path = Path(hf_hub_download(repo_id, filename, cache_dir=HUB_DIR, force_download=force))
-        # The lock above may not hold across hosts on a network volume: check what landed (LFS
-        # blobs are named by their sha256) and fetch once more if it is not what the hub sent.
-        if not verify_hub_file(path):
-            log.warning("%s/%s arrived corrupt; downloading it again", repo_id, filename)
-            path = Path(hf_hub_download(repo_id, filename, cache_dir=HUB_DIR, force_download=True))
-    except LocalEntryNotFoundError as exc:  # what the hub's client raises when it cannot reach the hub
-        raise ModelLoadError(unreachable(f"{repo_id}/{filename}", exc)) from exc
-    except Exception as exc:  # auth, a missing file, disk: all mean the model is not available
-        raise ModelLoadError(f"Could not download {repo_id}/{filename}: {type(exc).__name__}: {exc}") from exc
-    if not verify_hub_file(path):
-        raise ModelLoadError(f"{repo_id}/{filename} is corrupt after two downloads ({os.path.realpath(path)}).")
-    return path
-
-
-def unreachable(what: str, exc: Exception) -> str:
-    """One sentence for a download that found no hub (offline, DNS, a firewall), saying what to do."""
-    cause = exc.__cause__ or exc.__context__
-    why = f" ({type(cause).__name__})" if cause is not None else ""
-    return (f"Could not download {what}: the Hugging Face hub could not be reached{why}. Run `python model_cache.py "
-            f"prefetch` where it can be, or set F5_MODEL=tiny to run offline with the random-weight test model.")
-
-
-#: What a transformers model repository needs locally (weights as safetensors only).
-SNAPSHOT_PATTERNS = ("*.json", "*.safetensors", "*.txt")
-
-
-def hub_snapshot(repo_id: str, *, download: bool) -> Path:
-    """The local folder of a whole model repository in <models>/hub, local first like
-    `hub_file`; downloads only what is missing."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    try:
-        return Path(snapshot_download(repo_id, cache_dir=HUB_DIR, allow_patterns=list(SNAPSHOT_PATTERNS),
-                                      local_files_only=True))
-    except LocalEntryNotFoundError:
-        if not download:
-            raise ModelLoadError(
-                f"{repo_id} is not in {HUB_DIR} and downloads are off (ALLOW_MODEL_DOWNLOAD=false); "
-                "run `python model_cache.py prefetch`."
-            ) from None
-    log.info("downloading %s into %s", repo_id, HUB_DIR)
-    try:
-        return Path(snapshot_download(repo_id, cache_dir=HUB_DIR, allow_patterns=list(SNAPSHOT_PATTERNS)))
-    except LocalEntryNotFoundError as exc:
-        raise ModelLoadError(unreachable(repo_id, exc)) from exc
-    except Exception as exc:
-        raise ModelLoadError(f"Could not download {repo_id}: {type(exc).__name__}: {exc}") from exc
-
-
-def resolve_model_files(settings: Settings = SETTINGS, *, download: bool | None = None) -> ModelFiles:
+def resolve_model_files(settings: Settings, *, download: bool | None = None) -> ModelFiles:
     """Find (and, if allowed, fetch) everything the configured model needs."""
     download = settings.allow_model_download if download is None else download
     backbone, arch = model_config(settings.f5_model)
     checkpoint = resolve_checkpoint(settings, download)
     vocoder_dir = resolve_vocoder(settings, download)
     vocab = resolve_vocab(settings)
-    return ModelFiles(settings.f5_model, backbone, arch, checkpoint, vocab, vocoder_dir)
+    return ModelFiles(settings.f5_model, backbone, arch, checkpoint, vocab, vocoder_dir,
+                      ModelStore.from_settings(settings).fp16_copy(settings.f5_model))
 
 
 def resolve_checkpoint(settings: Settings, download: bool) -> Path:
+    store = ModelStore.from_settings(settings)
     if settings.f5_model == "tiny":
-        checkpoint = TINY_DIR / "model.safetensors"
+        checkpoint = store.tiny_dir / "model.safetensors"
         if not checkpoint.is_file():
-            raise ModelLoadError(f"The tiny test model is not in {TINY_DIR}; run `python model_cache.py make-test-model`.")
+            raise ModelLoadError(f"The tiny test model is not in {store.tiny_dir}; run `python model_cache.py make-test-model`.")
         return checkpoint
     if settings.f5_ckpt_file is not None:
-        checkpoint = _custom_path(settings.f5_ckpt_file)
+        checkpoint = store.custom_path(settings.f5_ckpt_file)
         if not checkpoint.is_file():
             raise ModelLoadError(f"F5_CKPT_FILE {checkpoint} does not exist.")
         return checkpoint
     if settings.f5_model in HUB_CHECKPOINTS:
-        return hub_file(*HUB_CHECKPOINTS[settings.f5_model], download=download)
+        return hub_file(store.hub_dir, *HUB_CHECKPOINTS[settings.f5_model], download=download,
+                        downloads_allowed=settings.allow_model_download)
     raise ModelLoadError(f"{settings.f5_model} has no published checkpoint; set F5_CKPT_FILE to yours.")
 
 
 def resolve_vocoder(settings: Settings, download: bool) -> Path:
     """The folder holding Vocos's config.yaml and pytorch_model.bin."""
+    store = ModelStore.from_settings(settings)
     if settings.f5_model == "tiny":
-        return TINY_DIR / "vocos"
-    return [hub_file(VOCOS_REPO, filename, download=download) for filename in VOCOS_FILES][0].parent
+        return store.tiny_dir / "vocos"
+    return [hub_file(store.hub_dir, VOCOS_REPO, filename, download=download,
+                     downloads_allowed=settings.allow_model_download) for filename in VOCOS_FILES][0].parent
 
 
 def resolve_vocab(settings: Settings) -> Path:
+    store = ModelStore.from_settings(settings)
     if settings.f5_vocab_file is not None:
-        vocab = _custom_path(settings.f5_vocab_file)
+        vocab = store.custom_path(settings.f5_vocab_file)
         if not vocab.is_file():
             raise WorkerSetupError(f"F5_VOCAB_FILE {vocab} does not exist.")
         return vocab
-    vocab = TINY_DIR / "vocab.txt" if settings.f5_model == "tiny" else f5_package_dir() / "infer/examples/vocab.txt"
+    vocab = store.tiny_dir / "vocab.txt" if settings.f5_model == "tiny" else f5_package_dir() / "infer/examples/vocab.txt"
     if not vocab.is_file():
         raise WorkerSetupError(f"The vocabulary file {vocab} is missing: reinstall f5-tts, or set F5_VOCAB_FILE.")
     return vocab
-
-
-def verify_hub_file(path: Path) -> bool:
-    """True when a cached hub file is intact. LFS blobs are named by their sha256, so the
-    content can be checked against the name; small git files (configs) only need to exist."""
-    blob = Path(os.path.realpath(path))
-    if not blob.is_file():
-        return False
-    digest = hub_digest(blob)
-    return sha256_of(blob) == digest if digest else blob.stat().st_size > 0
-
-
-def hub_digest(path: Path) -> str | None:
-    """The sha256 a hub file must have: LFS blobs are named by it. None for small git files."""
-    name = os.path.basename(os.path.realpath(path))
-    return name if re.fullmatch(r"[0-9a-f]{64}", name) else None
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb", buffering=0) as fh:
-        for block in iter(lambda: fh.read(16 << 20), b""):
-            digest.update(block)  # hashlib lets other threads run meanwhile
-    return digest.hexdigest()
-
-
-# --------------------------------------------------------------------------------------
-# The model's definition and the published checkpoint formats (loading and the files this
-# module writes, the fp16 copy and the test model, both need them)
-# --------------------------------------------------------------------------------------
-
-
-def build_cfm(files: ModelFiles):
-    """The CFM model of `files`' architecture, with untrained weights."""
-    f5 = lean_imports.import_f5_model()
-    from f5_tts.model.utils import get_tokenizer
-
-    vocab_char_map, vocab_size = get_tokenizer(str(files.vocab), "custom")
-    backbone = getattr(f5, files.backbone)
-    return f5.CFM(
-        transformer=backbone(**files.arch, text_num_embeds=vocab_size, mel_dim=MEL_KWARGS["n_mel_channels"]),
-        mel_spec_kwargs=MEL_KWARGS,
-        odeint_kwargs=dict(method="euler"),
-        vocab_char_map=vocab_char_map,
-    )
-
-
-def read_checkpoint(path: Path, device: str = "cpu") -> dict:
-    """The CFM state dict of a checkpoint in either published format: `.safetensors` with
-    `ema_model.`-prefixed keys, or `.pt` with an `ema_model_state_dict` (or `model_state_dict`)."""
-    import torch
-
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            raw = load_file(str(path), device=device)
-        else:
-            raw = torch.load(str(path), map_location=device, weights_only=True)
-            raw = raw.get("ema_model_state_dict") or raw.get("model_state_dict") or raw
-    except Exception as exc:
-        raise ModelLoadError(
-            f"The checkpoint {path} is unreadable ({type(exc).__name__}: {exc}); it may be truncated "
-            "or corrupt: run `python model_cache.py prefetch` to repair it."
-        ) from exc
-    skip = {"initted", "step", "mel_spec.mel_stft.mel_scale.fb", "mel_spec.mel_stft.spectrogram.window"}
-    state = {}
-    for key, value in raw.items():
-        key = key.removeprefix("ema_model.")
-        if key not in skip:
-            state[key] = value
-    return state
-
-
-
-# --------------------------------------------------------------------------------------
-# The fp16 copy: half the bytes to read at every cold start
-# --------------------------------------------------------------------------------------
-
-
-def fp16_artifact(files: ModelFiles) -> Path:
-    return ARTIFACTS_DIR / files.name / "model_fp16.safetensors"
-
-
-def _source_identity(path: Path) -> dict:
-    """What the fp16 copy was made from. Hub blobs are named by their sha256, so the resolved
-    name identifies the content; size and mtime cover custom checkpoints."""
-    real = Path(os.path.realpath(path))
-    stat = real.stat()
-    return {"path": str(real), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-
-
-def write_fp16_artifact(files: ModelFiles) -> Path:
-    """Write `<models>/f5-tts/<model>/model_fp16.safetensors`: the checkpoint's weights cast to
-    fp16 (what the GPU runs anyway), checked tensor by tensor against the original. The
-    manifest beside it, written last, records the source it belongs to."""
-    import json
-
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    state = read_checkpoint(files.checkpoint)
-    half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
-    target = fp16_artifact(files)
-    target.parent.mkdir(parents=True, exist_ok=True)
-
-    def write_verified(tmp):
-        save_file(half, str(tmp))
-        back = load_file(str(tmp))
-        if back.keys() != half.keys() or not all(torch.equal(back[k], half[k]) for k in half):
-            raise ModelLoadError(f"The fp16 copy of {files.checkpoint} did not read back equal; not kept.")
-
-    _write_atomic(target, write_verified)
-    manifest = {"source": _source_identity(files.checkpoint), "size": target.stat().st_size,
-                "sha256": sha256_of(target), "format": 2}
-    _write_atomic(target.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(manifest)))
-    return target
-
-
-def fp16_manifest(files: ModelFiles) -> dict | None:
-    """The fp16 copy's manifest when the copy exists whole (its recorded size) and was made from
-    the checkpoint now in place; None otherwise. No torch needed: asked before it is imported."""
-    import json
-
-    target = fp16_artifact(files)
-    try:
-        manifest = json.loads(target.with_suffix(".json").read_text())
-        if manifest["source"] == _source_identity(files.checkpoint) and manifest["size"] == target.stat().st_size:
-            return manifest
-    except (OSError, ValueError, KeyError):
-        pass
-    return None
-
-
-def fp16_copy_is_current(files: ModelFiles) -> bool:
-    return fp16_manifest(files) is not None
-
-
-def fp16_copy_is_intact(files: ModelFiles) -> bool:
-    """Current, and its content is what was written (the manifest's sha256): a copy of the
-    right size can still hold flipped bits or zeroed blocks, which load as wrong or NaN weights.
-    Reads the whole copy: `prefetch` and `status` ask; a worker's load checks while it reads ahead."""
-    manifest = fp16_manifest(files)
-    return manifest is not None and manifest.get("sha256") == sha256_of(fp16_artifact(files))
-
-
-
-# --------------------------------------------------------------------------------------
-# The tiny random-weight test model
-# --------------------------------------------------------------------------------------
-
-
-def make_test_model(target: Path = TINY_DIR, seed: int = 0) -> Path:
-    """Write a tiny F5-TTS (real DiT/CFM classes) and Vocos with random weights, in the
-    published formats, so the whole worker runs offline. Its speech is noise."""
-    target.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(f5_package_dir() / "infer" / "examples" / "vocab.txt", target / "vocab.txt")
-    files = ModelFiles("tiny", "DiT", dict(TINY_ARCH), target / "model.safetensors", target / "vocab.txt", target / "vocos")
-    write_random_model(files, TINY_VOCOS, seed)
-    return target
-
-
-#: Vocos as published (charactr/vocos-mel-24khz).
-VOCOS_ARCH = dict(dim=512, intermediate_dim=1536, num_layers=8)
-
-
-def write_random_model(files: ModelFiles, vocos_arch: dict, seed: int = 0) -> None:
-    """Random weights for `files`' architecture and a Vocos of `vocos_arch`, in the published
-    formats (checkpoint with `ema_model.` keys, Vocos config.yaml + pytorch_model.bin). For the
-    real architectures the compute per step is that of the published weights."""
-    import torch
-    import yaml
-    from safetensors.torch import save_file
-
-    torch.manual_seed(seed)
-    cfm = build_cfm(files)
-    with torch.no_grad():
-        # DiT.initialize_weights zeroes the output projection and AdaLN layers: the output would
-        # not depend on the weights at all, and a test could not tell the model ran.
-        for param in cfm.transformer.parameters():
-            if not param.any():
-                param.normal_(0.0, 0.05)
-    # As published: every key `ema_model.<CFM key>`, nothing else (stock's loader rejects others).
-    state = {f"ema_model.{k}": v.contiguous() for k, v in cfm.state_dict().items()}
-    files.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(files.checkpoint, lambda tmp: save_file(state, str(tmp)))
-
-    vocos_cfg = {
-        "feature_extractor": {
-            "class_path": "vocos.feature_extractors.MelSpectrogramFeatures",
-            "init_args": {"sample_rate": SAMPLE_RATE, "n_fft": 1024, "hop_length": HOP_LENGTH, "n_mels": 100,
-                          "padding": "center"},
-        },
-        "backbone": {"class_path": "vocos.models.VocosBackbone", "init_args": {"input_channels": 100, **vocos_arch}},
-        "head": {
-            "class_path": "vocos.heads.ISTFTHead",
-            "init_args": {"dim": vocos_arch["dim"], "n_fft": 1024, "hop_length": HOP_LENGTH, "padding": "same"},
-        },
-    }
-    files.vocoder_dir.mkdir(parents=True, exist_ok=True)
-    (files.vocoder_dir / "config.yaml").write_text(yaml.safe_dump(vocos_cfg), encoding="utf-8")
-    from vocos import Vocos
-
-    vocoder = Vocos.from_hparams(str(files.vocoder_dir / "config.yaml"))
-    _write_atomic(files.vocoder_dir / "pytorch_model.bin", lambda tmp: torch.save(vocoder.state_dict(), str(tmp)))
-
-
-def _write_atomic(path: Path, write) -> None:
-    """Write through a temp name in the same folder, then rename: readers on the shared volume
-    never see a half-written file. Readable by all, as the hub's own files are (safetensors
-    creates its file 0600)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------------------
@@ -499,27 +152,28 @@ def _size(path: Path) -> str:
         size /= 1024
 
 
-def required_hub_files(settings: Settings = SETTINGS) -> list[tuple[str, str]]:
+def required_hub_files(settings: Settings) -> list[tuple[str, str]]:
     files = [(VOCOS_REPO, name) for name in VOCOS_FILES]
     if settings.f5_model in HUB_CHECKPOINTS and settings.f5_ckpt_file is None:
         files.insert(0, HUB_CHECKPOINTS[settings.f5_model])
     return files
 
 
-def prefetch(settings: Settings = SETTINGS, verify: bool = True) -> int:
+def prefetch(settings: Settings, verify: bool = True) -> int:
     """Download what is missing, check what is present, repair what is corrupt. Idempotent."""
-    ensure_layout()
+    store = ModelStore.from_settings(settings)
+    store.ensure_layout()
     if settings.f5_model == "tiny":
-        print(f"F5_MODEL=tiny: writing the tiny test model into {TINY_DIR}")
-        make_test_model()
-        prefetch_grammars()
+        print(f"F5_MODEL=tiny: writing the tiny test model into {store.tiny_dir}")
+        make_test_model(store.tiny_dir)
+        prefetch_grammars(store.models_dir)
         print(f"ASR model not prefetched ({asr_prefetch_skipped(settings)}): {_asr_fetched_by(settings)}")
         return 0
     for repo_id, filename in required_hub_files(settings):
-        path = hub_file(repo_id, filename, download=True)
+        path = hub_file(store.hub_dir, repo_id, filename, download=True)
         if verify and not verify_hub_file(path):
             print(f"CORRUPT  {repo_id}/{filename} at {os.path.realpath(path)}: downloading it again")
-            path = hub_file(repo_id, filename, download=True, force=True)  # verified, or raises
+            path = hub_file(store.hub_dir, repo_id, filename, download=True, force=True)  # verified, or raises
         print(f"ok       {repo_id}/{filename}  {_size(path)}  {path}")
     files = resolve_model_files(settings, download=False)
     if not fp16_copy_is_current(files):
@@ -529,18 +183,18 @@ def prefetch(settings: Settings = SETTINGS, verify: bool = True) -> int:
         print(f"CORRUPT  {fp16_artifact(files)} (or made before its manifest had a digest): writing it again")
         write_fp16_artifact(files)
     print(f"ok       {fp16_artifact(files)}  {_size(fp16_artifact(files))}")
-    print(f"model {files.name} ready under {MODELS_DIR}")
+    print(f"model {files.name} ready under {store.models_dir}")
     if asr_prefetch_skipped(settings) is None:
-        snapshot = hub_snapshot(settings.asr_model, download=True)
+        snapshot = hub_snapshot(store.hub_dir, settings.asr_model, download=True)
         corrupt = [p for p in snapshot.rglob("*") if p.is_file() and verify and not verify_hub_file(p)]
         if corrupt:
             print(f"CORRUPT  {settings.asr_model}: {', '.join(p.name for p in corrupt)}: downloading again")
             for path in corrupt:
-                hub_file(settings.asr_model, str(path.relative_to(snapshot)), download=True, force=True)
+                hub_file(store.hub_dir, settings.asr_model, str(path.relative_to(snapshot)), download=True, force=True)
         print(f"ok       {settings.asr_model} (ASR, for references without a transcript)  {snapshot}")
     else:
         print(f"ASR model not prefetched ({asr_prefetch_skipped(settings)}): {_asr_fetched_by(settings)}")
-    prefetch_grammars()
+    prefetch_grammars(store.models_dir)
     return 0
 
 
@@ -556,26 +210,25 @@ def _asr_fetched_by(settings: Settings) -> str:
             "jobs without ref_text fail: ALLOW_MODEL_DOWNLOAD=false")
 
 
-def prefetch_grammars() -> None:
+def prefetch_grammars(models_dir: Path) -> None:
     """Compile the text normalisation grammars onto the volume (WeTextProcessing's, built with our
     options: half a minute on two cores); a worker would otherwise compile them at its first job
     with a number in it."""
-    root = text_normalization.grammar_root(MODELS_DIR)
-    for language in text_normalization.GRAMMAR_LANGUAGES:
-        folder = text_normalization.grammar_dir(root, language)
-        if not text_normalization.grammar_is_complete(folder, language):
+    for language, folder, complete in text_normalization.grammar_status(models_dir):
+        if not complete:
             print(f"compiling the {language} text normalisation grammar into {folder}")
-        text_normalization.build_grammar(root, language)
+        text_normalization.compile_grammar(models_dir, language)
         print(f"ok       text normalisation grammar ({language})  {folder}")
 
 
-def status(settings: Settings = SETTINGS) -> int:
+def status(settings: Settings) -> int:
     """What is present where: every file on its own line, each found (or not) on its own."""
-    print(f"models dir   {MODELS_DIR}  ({'network volume' if settings.on_volume else 'NOT on the network volume'})")
-    for name, value in cache_environment(MODELS_DIR).items():
+    store = ModelStore.from_settings(settings)
+    print(f"models dir   {store.models_dir}  ({'network volume' if settings.on_volume else 'NOT on the network volume'})")
+    for name, value in cache_environment(store.models_dir).items():
         print(f"  {name}={value}")
     for name in LAYOUT:
-        folder = MODELS_DIR / name
+        folder = store.models_dir / name
         total = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink()) if folder.is_dir() else 0
         print(f"  {name + '/':<14} {'present' if folder.is_dir() else 'missing':<8} {total / 2**20:10.1f} MB")
     print(f"model        {settings.f5_model}")
@@ -594,7 +247,7 @@ def status(settings: Settings = SETTINGS) -> int:
     vocoder = line("vocoder", lambda: resolve_vocoder(settings, download=False) / "pytorch_model.bin")
     missing = sum(path is None for path in (checkpoint, vocab, vocoder))
     if checkpoint is not None and settings.f5_model != "tiny":
-        files = ModelFiles(settings.f5_model, "", {}, checkpoint, Path(), Path())
+        files = ModelFiles(settings.f5_model, "", {}, checkpoint, Path(), Path(), store.fp16_copy(settings.f5_model))
         artifact = fp16_artifact(files)
         if not fp16_copy_is_current(files):
             print(f"  {'fp16 copy':<11} none      {'':>9}  {artifact} (prefetch writes it; GPU workers load it)")
@@ -604,14 +257,12 @@ def status(settings: Settings = SETTINGS) -> int:
                   "sha256 (or its manifest predates digests); run `python model_cache.py prefetch`")
         else:
             print(f"  {'fp16 copy':<11} ok       {_size(artifact):>9}  {artifact} (sha256 checked)")
-    root = text_normalization.grammar_root(MODELS_DIR)
-    for language in text_normalization.GRAMMAR_LANGUAGES:
-        folder = text_normalization.grammar_dir(root, language)
-        found = "ok      " if text_normalization.grammar_is_complete(folder, language) else \
+    for language, folder, complete in text_normalization.grammar_status(store.models_dir):
+        found = "ok      " if complete else \
             "MISSING  (prefetch compiles it; else the first job with a number in it does)"
         print(f"grammar {language}   {found}  {folder}")
     try:
-        print(f"ASR          ok        {hub_snapshot(settings.asr_model, download=False)}")
+        print(f"ASR          ok        {hub_snapshot(store.hub_dir, settings.asr_model, download=False)}")
     except ModelLoadError:
         skipped = asr_prefetch_skipped(settings)
         prefetched = "prefetch downloads it" if skipped is None else f"prefetch skips it: {skipped}"
@@ -619,7 +270,7 @@ def status(settings: Settings = SETTINGS) -> int:
     return 1 if missing else 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(settings: Settings, argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="model_cache.py", description=__doc__.split("\n\n")[0])
@@ -629,14 +280,14 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("status", help="show what is present where, with sizes")
     sub.add_parser("make-test-model", help="write the tiny random-weight model (F5_MODEL=tiny)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=SETTINGS.log_level, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("huggingface_hub").propagate = False  # it prints through a handler of its own
     try:
         if args.command == "prefetch":
-            return prefetch(verify=not args.no_verify)
+            return prefetch(settings, verify=not args.no_verify)
         if args.command == "status":
-            return status()
-        path = make_test_model()
+            return status(settings)
+        path = make_test_model(ModelStore.from_settings(settings).tiny_dir)
         print(f"wrote the tiny random-weight test model to {path}")
         print("its speech is noise: it exists so the worker runs end to end offline; select it with F5_MODEL=tiny")
         return 0
@@ -646,4 +297,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(get_settings()))

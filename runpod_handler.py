@@ -10,10 +10,11 @@ numbers and symbols as words -> stage the voices -> prepare the references -> pl
 is a generator: each piece of audio goes out as it is made, the whole result last.
 """
 
-from config import settings_or_exit  # noqa: I001 - a bad setting is one line and exit status 2, not a traceback
+from config import get_settings, settings_or_exit  # noqa: I001 - a bad setting is one line and exit status 2, not a traceback
 
-settings_or_exit()
-import model_cache  # noqa: E402 - next: points every cache at the volume before torch/HF are imported
+import cache_env  # noqa: E402
+
+cache_env.configure(settings_or_exit())  # next: points every cache at the volume before torch/HF are imported
 
 import base64
 import logging
@@ -101,7 +102,7 @@ def worker() -> Worker:
     if _worker is None:
         import runpod
 
-        _worker = Worker(model_cache.SETTINGS, progress=None if runs_locally() else runpod.serverless.progress_update)
+        _worker = Worker(get_settings(), progress=None if runs_locally() else runpod.serverless.progress_update)
     return _worker
 
 
@@ -179,14 +180,14 @@ def load_at_start() -> None:
     handles) while the RunPod SDK imports and fetches the first job. Jobs that arrive meanwhile
     wait for this load, not for a second one."""
     try:
-        model = loaded_model.get_model()
+        model = loaded_model.get_model(get_settings())
     except Exception as exc:  # the first job loads again and reports the error to its caller
         log.error("loading the model at start failed: %s: %s", type(exc).__name__, exc)
         return
-    if not model_cache.SETTINGS.warmup:
+    if not get_settings().warmup:
         return
     try:
-        engine.warm_up(model, model_cache.SETTINGS.max_batch_frames)
+        engine.warm_up(model, get_settings().max_batch_frames)
         age = loaded_model.process_age()
         log.info("warm-up done%s", f" {age:.2f} s after the process started" if age is not None else "")
     except Exception as exc:  # noqa: BLE001 - a job reports its own errors
@@ -208,12 +209,12 @@ def exit_now(code) -> None:
 
 
 def main() -> None:
-    configure_logging(model_cache.SETTINGS.log_level)
+    configure_logging(get_settings().log_level)
     # Seconds of loading overlap the SDK's import and start-up (seconds too) instead of following them.
     threading.Thread(target=load_at_start, name="load", daemon=True).start()
     import runpod
 
-    if model_cache.SETTINGS.stream:
+    if get_settings().stream:
         # One job from the command line runs the handler as a plain function, not as a stream.
         one_job = runs_locally() and "--rp_serve_api" not in sys.argv
         SDK_CONFIG.update(handler=local_stream_job if one_job else stream_handler, return_aggregate_stream=True)

@@ -13,6 +13,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import proc_stat
 from errors import DiskSpaceError, os_error
 
 log = logging.getLogger("f5worker.scratch")
@@ -64,6 +65,6 @@ def sweep_job_directories(root: Path) -> int:
 def process_identity(pid: int) -> str:
     """'<pid>-<start time in clock ticks>' of a running process; '' when there is none."""
     try:
-        return f"{pid}-{Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[19]}"
-    except (OSError, IndexError):
+        return f"{pid}-{proc_stat.start_ticks(pid)}"
+    except (OSError, ValueError, IndexError):
         return ""

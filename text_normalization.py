@@ -34,6 +34,7 @@ from pathlib import Path
 
 import english_numbers
 import number_words
+from atomic import temp_name
 from errors import LimitExceeded, WorkerSetupError, preview
 
 log = logging.getLogger("f5worker.text_normalization")
@@ -140,7 +141,9 @@ def build_grammar(root: Path, language: str) -> Path:
     with FileLock(str(folder) + ".lock"):
         if grammar_is_complete(folder, language):
             return folder
-        tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+        # A folder, not a file: atomic.write_atomic replaces files (os.replace cannot put a folder
+        # over one that exists), so the whole folder is renamed here, under the lock.
+        tmp = temp_name(folder)
         shutil.rmtree(tmp, ignore_errors=True)
         log.info("compiling the %s text normalisation grammar into %s (once per volume: seconds to half a minute)",
                  language, folder)
@@ -159,6 +162,19 @@ def build_grammar(root: Path, language: str) -> Path:
             shutil.rmtree(tmp, ignore_errors=True)
     log.info("compiled the %s text normalisation grammar into %s", language, folder)
     return folder
+
+
+def grammar_status(models_dir: Path) -> list[tuple[str, Path, bool]]:
+    """Each language's compiled grammar under the models dir: (language, its folder, whether it is
+    complete there). What `prefetch` and `status` ask."""
+    root = grammar_root(models_dir)
+    return [(language, grammar_dir(root, language), grammar_is_complete(grammar_dir(root, language), language))
+            for language in GRAMMAR_LANGUAGES]
+
+
+def compile_grammar(models_dir: Path, language: str) -> Path:
+    """Compile one language's grammar onto the models dir unless it is there (`build_grammar`)."""
+    return build_grammar(grammar_root(models_dir), language)
 
 
 class Grammars:

@@ -47,13 +47,15 @@ def run_worker(cfg: dict, env: dict) -> dict:
 
 
 def measure(args, arch, env):
+    import checkpoints
     import model_cache
+    from config import get_settings
 
-    files = model_cache.resolve_model_files(model_cache.SETTINGS.model_copy(update={"f5_model": arch}))
+    files = model_cache.resolve_model_files(get_settings().model_copy(update={"f5_model": arch}))
     device = "cuda" if args.device == "auto" and _has_cuda() else ("cpu" if args.device == "auto" else args.device)
     cfg = {"arch": files.arch, "checkpoint": str(files.checkpoint), "vocab": str(files.vocab),
            "vocoder_dir": str(files.vocoder_dir), "device": device, "nfe": args.nfe, "ref_text": REF_TEXT,
-           "ref": str(model_cache.f5_package_dir() / "infer/examples/basic/basic_ref_en.wav")}
+           "ref": str(checkpoints.f5_package_dir() / "infer/examples/basic/basic_ref_en.wav")}
     child_env = {**os.environ, **env, "DEVICE": device, "S3_BUCKET": "", "WRITE_LOCAL_OUTPUT": "false",
                  "LOG_LEVEL": "INFO", "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     bare = "import time; s=time.time(); import torch; print('MARKS {\"start\": %r, \"torch\": %r}' % (s, time.time()))"

@@ -39,10 +39,10 @@ def load_models(arch: str, *ours: dict):
     stock's utils_infer imports without the training stack."""
     import lean_imports
     import loaded_model
-    import model_cache
+    from config import get_settings
 
     lean_imports.import_f5_model()
-    settings = model_cache.SETTINGS.model_copy(update={"f5_model": arch})
+    settings = get_settings().model_copy(update={"f5_model": arch})
     stock = loaded_model.load_model(settings.model_copy(update={"compile": False, "cuda_graphs": False}))
     return stock, [loaded_model.load_model(settings.model_copy(update=update)) for update in ours]
 
@@ -52,53 +52,59 @@ def example_reference(model, name: str = "basic/basic_ref_en.wav"):
     import soundfile as sf
 
     import audio_io
-    import model_cache
+    import checkpoints
 
-    audio, rate = sf.read(model_cache.f5_package_dir() / "infer" / "examples" / name, dtype="float32")
+    audio, rate = sf.read(checkpoints.f5_package_dir() / "infer" / "examples" / name, dtype="float32")
     return audio_io.prepare_reference(audio, rate, model.sample_rate, 12.0, 1.0)
 
 
 def budget_and_runs(args, model) -> tuple[int, int]:
     """MAX_BATCH_FRAMES (the flag, else the setting) and timed runs (the flag, else 5 on a GPU, 1 on
     a CPU)."""
-    import model_cache
+    from config import get_settings
 
-    budget = args.max_batch_frames or model_cache.SETTINGS.max_batch_frames
+    budget = args.max_batch_frames or get_settings().max_batch_frames
     return budget, args.runs or (5 if model.device.startswith("cuda") else 1)
 
 
 def prepare_models(arch: str) -> dict:
     """Random weights of `arch` in the bench's models dir; the environment of a worker using them."""
+    import checkpoints
+    import fp16_copy
     import model_cache
+    import random_weights
+    from config import get_settings
+    from errors import ModelLoadError
 
-    env = {"MODELS_DIR": str(model_cache.MODELS_DIR), "F5_MODEL": arch, "ALLOW_MODEL_DOWNLOAD": "false",
+    store = model_cache.ModelStore.from_settings(get_settings())
+    env = {"MODELS_DIR": str(store.models_dir), "F5_MODEL": arch, "ALLOW_MODEL_DOWNLOAD": "false",
            "PREFETCH_ASR": "false"}
-    settings = model_cache.SETTINGS.model_copy(update={"f5_model": arch, "allow_model_download": False})
+    settings = get_settings().model_copy(update={"f5_model": arch, "allow_model_download": False})
     if arch == "tiny":
-        if not (model_cache.TINY_DIR / "model.safetensors").is_file():
-            model_cache.make_test_model()
+        if not (store.tiny_dir / "model.safetensors").is_file():
+            random_weights.make_test_model(store.tiny_dir)
         return env
     sys.path.insert(0, str(ROOT / "tests"))
     from fake_hub import place_in_hub_cache
 
-    repo, filename = model_cache.HUB_CHECKPOINTS[arch]
+    repo, filename = checkpoints.HUB_CHECKPOINTS[arch]
     try:
         files = model_cache.resolve_model_files(settings)
-    except model_cache.ModelLoadError:
-        backbone, layers = model_cache.model_config(arch)
-        scratch = model_cache.MODELS_DIR / "scratch"
-        files = model_cache.ModelFiles(arch, backbone, layers, scratch / "model.safetensors",
-                                       model_cache.f5_package_dir() / "infer" / "examples" / "vocab.txt",
+    except ModelLoadError:
+        backbone, layers = checkpoints.model_config(arch)
+        scratch = store.models_dir / "scratch"
+        files = checkpoints.ModelFiles(arch, backbone, layers, scratch / "model.safetensors",
+                                       checkpoints.f5_package_dir() / "infer" / "examples" / "vocab.txt",
                                        scratch / "vocos")
-        print(f"writing random {arch} weights into {model_cache.MODELS_DIR} ...", file=sys.stderr)
-        model_cache.write_random_model(files, model_cache.VOCOS_ARCH)
-        place_in_hub_cache(model_cache.HUB_DIR, repo, filename, files.checkpoint.read_bytes())
-        for name in model_cache.VOCOS_FILES:
-            place_in_hub_cache(model_cache.HUB_DIR, model_cache.VOCOS_REPO, name, (files.vocoder_dir / name).read_bytes())
+        print(f"writing random {arch} weights into {store.models_dir} ...", file=sys.stderr)
+        random_weights.write_random_model(files, random_weights.VOCOS_ARCH)
+        place_in_hub_cache(store.hub_dir, repo, filename, files.checkpoint.read_bytes())
+        for name in checkpoints.VOCOS_FILES:
+            place_in_hub_cache(store.hub_dir, checkpoints.VOCOS_REPO, name, (files.vocoder_dir / name).read_bytes())
         import shutil
 
         shutil.rmtree(scratch)
         files = model_cache.resolve_model_files(settings)
-    if not model_cache.fp16_copy_is_current(files):
-        model_cache.write_fp16_artifact(files)
+    if not fp16_copy.fp16_copy_is_current(files):
+        fp16_copy.write_fp16_artifact(files)
     return env

@@ -15,13 +15,16 @@ from conftest import REF_TEXT, REF_WAV, run_py
 #: while compiling (on the eager blocks), then two of other lengths on the compiled ones.
 SCRIPT = f"""
 import json, sys, time, soundfile as sf, numpy as np
-import loaded_model, model_cache, synthesis
+import cache_env, config
+settings = config.get_settings()
+cache_env.configure(settings)  # as every entry point does, before torch is imported
+import loaded_model, synthesis
 audio, rate = sf.read({str(REF_WAV)!r}, dtype="float32")
 params = synthesis.SynthesisParams(nfe_step=4, seed=3)
-eager = loaded_model.load_model(model_cache.SETTINGS.model_copy(update={{"compile": False}}))
+eager = loaded_model.load_model(settings.model_copy(update={{"compile": False}}))
 reference = synthesis.synthesize(eager, audio, {REF_TEXT!r}, "A first text to speak.", params, 24000).audio
 started = time.perf_counter()
-model = loaded_model.get_model()  # its compile thread waits for a first synthesis
+model = loaded_model.get_model(settings)  # its compile thread waits for a first synthesis
 model.compile_thread.join(1.0)
 waited = model.compile_thread.is_alive() and not model.served.is_set() and "torch._dynamo" not in sys.modules
 compiling = not model.compile_done.is_set()

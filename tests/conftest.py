@@ -1,7 +1,8 @@
 """Test environment: everything offline, on 127.0.0.1.
 
-The worker reads its settings once, at import, so they are set here before any project
-module is imported: a models dir of this session with the tiny random-weight model, S3 on a
+The worker reads its settings once, on first use, so they are set here before any project
+module is imported, and the caches are pointed at the models dir before anything imports torch
+or huggingface_hub (`cache_env.configure`, as every entry point does): a models dir of this session with the tiny random-weight model, S3 on a
 moto server, and HF_ENDPOINT on a closed port so that any hub request fails loudly.
 """
 
@@ -54,11 +55,20 @@ for name in ("WRITE_LOCAL_OUTPUT", "RUNPOD_WEBHOOK_GET_JOB", "RUNPOD_LOG_LEVEL",
              "F5_VOCAB_FILE", "COMPILE", "WARMUP"):
     os.environ.pop(name, None)
 
-import model_cache  # noqa: E402  (after the environment above)
+import cache_env  # noqa: E402  (after the environment above)
+from config import get_settings  # noqa: E402
+
+cache_env.configure(get_settings())  # once, before anything imports torch or huggingface_hub
+import checkpoints  # noqa: E402
 import loaded_model  # noqa: E402
+import model_cache  # noqa: E402
+import random_weights  # noqa: E402
 from fake_hub import place_in_hub_cache  # noqa: E402
 
-REF_WAV = model_cache.f5_package_dir() / "infer" / "examples" / "basic" / "basic_ref_en.wav"
+#: The session's models storage (MODELS_DIR above).
+STORE = model_cache.ModelStore.from_settings(get_settings())
+
+REF_WAV = checkpoints.f5_package_dir() / "infer" / "examples" / "basic" / "basic_ref_en.wav"
 REF_TEXT = "Some call me nature, others call me mother nature."
 
 
@@ -100,15 +110,15 @@ def tiny_model(grammars_on_volume, whisper_in_hub):
     random-weight F5-TTS, the grammars that normalise its text and the Whisper that transcribes a
     voice sent without ref_text. Tests that run jobs, load the model or start a worker on the
     session's models dir ask for it (a module of them: `pytestmark = pytest.mark.usefixtures(...)`)."""
-    model_cache.ensure_layout()
-    model_cache.make_test_model()
-    return model_cache.TINY_DIR
+    STORE.ensure_layout()
+    random_weights.make_test_model(STORE.tiny_dir)
+    return STORE.tiny_dir
 
 
 @pytest.fixture(scope="session")
 def grammars_on_volume():
     """The compiled text normalisation grammars, linked into the session's models dir."""
-    model_cache.ensure_layout()
+    STORE.ensure_layout()
     share_grammars()
 
 
@@ -118,8 +128,8 @@ def whisper_in_hub():
     from fake_hub import place_folder_in_hub_cache
     from tiny_whisper import make_tiny_whisper
 
-    model_cache.ensure_layout()
-    place_folder_in_hub_cache(model_cache.HUB_DIR, ASR_REPO, make_tiny_whisper(SESSION_DIR / "whisper-src"))
+    STORE.ensure_layout()
+    place_folder_in_hub_cache(STORE.hub_dir, ASR_REPO, make_tiny_whisper(SESSION_DIR / "whisper-src"))
 
 
 def pytest_unconfigure(config):
@@ -134,7 +144,7 @@ def first_compiled_worker(tiny_model):
     from compiled_volume import run_worker
 
     models = SESSION_DIR / "compiled-volume" / "models"
-    shutil.copytree(tiny_model, models / tiny_model.relative_to(model_cache.MODELS_DIR))
+    shutil.copytree(tiny_model, models / tiny_model.relative_to(STORE.models_dir))
     env = subprocess_env(MODELS_DIR=models, COMPILE="true")
     return env, run_worker(env)
 
@@ -151,7 +161,7 @@ def share_grammars() -> None:
     GRAMMAR_CACHE.mkdir(parents=True, exist_ok=True)
     for language in text_normalization.GRAMMAR_LANGUAGES:
         text_normalization.build_grammar(GRAMMAR_CACHE, language)
-    link_grammars(model_cache.MODELS_DIR)
+    link_grammars(STORE.models_dir)
 
 
 #: A tiny E2-TTS: the real UNetT class, shaped like E2TTS_Base's config at toy size.
@@ -163,9 +173,9 @@ def tiny_e2_model(tiny_model):
     """A tiny random-weight E2-TTS (UNetT), written in the published format and loaded by the
     code that loads published weights."""
     folder = SESSION_DIR / "tiny-e2"
-    files = model_cache.ModelFiles("tiny-e2", "UNetT", dict(TINY_E2_ARCH), folder / "model.safetensors",
+    files = checkpoints.ModelFiles("tiny-e2", "UNetT", dict(TINY_E2_ARCH), folder / "model.safetensors",
                                    tiny_model / "vocab.txt", folder / "vocos")
-    model_cache.write_random_model(files, model_cache.TINY_VOCOS, seed=1)
+    random_weights.write_random_model(files, random_weights.TINY_VOCOS, seed=1)
     return loaded_model.load_files(files, "cpu")
 
 
@@ -205,7 +215,7 @@ def job_dirs() -> list:
 
 
 def tiny_checkpoint_state() -> dict:
-    state = model_cache.read_checkpoint(model_cache.TINY_DIR / "model.safetensors")
+    state = checkpoints.read_checkpoint(STORE.tiny_dir / "model.safetensors")
     return {f"ema_model.{k}": v for k, v in state.items()}
 
 
@@ -216,30 +226,30 @@ def safetensors_bytes(state: dict) -> bytes:
 
 
 def vocos_files() -> dict:
-    return {name: (model_cache.TINY_DIR / "vocos" / name).read_bytes() for name in model_cache.VOCOS_FILES}
+    return {name: (STORE.tiny_dir / "vocos" / name).read_bytes() for name in checkpoints.VOCOS_FILES}
 
 
 @pytest.fixture
 def v1_base_in_hub_cache(tiny_model):
     """A tiny-architecture checkpoint stored under the real F5TTS_v1_Base repo and file name."""
-    hub = model_cache.HUB_DIR
-    repo, name = model_cache.HUB_CHECKPOINTS["F5TTS_v1_Base"]
+    hub = STORE.hub_dir
+    repo, name = checkpoints.HUB_CHECKPOINTS["F5TTS_v1_Base"]
     path = place_in_hub_cache(hub, repo, name, safetensors_bytes(tiny_checkpoint_state()))
     for filename, data in vocos_files().items():
-        place_in_hub_cache(hub, model_cache.VOCOS_REPO, filename, data)
+        place_in_hub_cache(hub, checkpoints.VOCOS_REPO, filename, data)
     yield path
-    for repo_id in (repo, model_cache.VOCOS_REPO):
+    for repo_id in (repo, checkpoints.VOCOS_REPO):
         shutil.rmtree(hub / f"models--{repo_id.replace('/', '--')}", ignore_errors=True)
 
 
 @pytest.fixture
 def copied_tiny(tmp_path, tiny_model):
     checkpoint = tmp_path / "model.safetensors"
-    shutil.copyfile(model_cache.TINY_DIR / "model.safetensors", checkpoint)
-    files = model_cache.ModelFiles("tiny-copy", "DiT", dict(model_cache.TINY_ARCH), checkpoint,
-                                   model_cache.TINY_DIR / "vocab.txt", model_cache.TINY_DIR / "vocos")
+    shutil.copyfile(STORE.tiny_dir / "model.safetensors", checkpoint)
+    files = checkpoints.ModelFiles("tiny-copy", "DiT", dict(checkpoints.TINY_ARCH), checkpoint,
+                                   STORE.tiny_dir / "vocab.txt", STORE.tiny_dir / "vocos", STORE.fp16_copy("tiny-copy"))
     yield files
-    shutil.rmtree(model_cache.ARTIFACTS_DIR / "tiny-copy", ignore_errors=True)
+    shutil.rmtree(STORE.artifacts_dir / "tiny-copy", ignore_errors=True)
 
 
 def corrupt_in_place(path: Path) -> None:

@@ -17,13 +17,17 @@ from pathlib import Path
 os.environ.setdefault("MODELS_DIR", "/tmp/f5-bench-models")
 os.environ.update(ALLOW_MODEL_DOWNLOAD="false", PREFETCH_ASR="false", F5_MODEL="F5TTS_v1_Base")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import cache_env
+from config import get_settings
+
+cache_env.configure(get_settings())  # before torch is imported
 import numpy as np
 import soundfile as sf
 import torch
 
 import lean_imports
 import loaded_model
-import model_cache
+import checkpoints
 import sampler
 import synthesis
 
@@ -32,7 +36,7 @@ from f5_tts.model.utils import convert_char_to_pinyin
 OUT = os.environ.get("OUT", "/tmp")
 res = {}
 rel = lambda a, c: float((a - c).norm() / c.norm())
-eager = loaded_model.load_model(model_cache.SETTINGS.model_copy(update={"compile": False}))
+eager = loaded_model.load_model(get_settings().model_copy(update={"compile": False}))
 g = torch.Generator().manual_seed(1)
 ref = (torch.randn(2, 24000 * 5, generator=g) * 0.1).cuda()
 texts = convert_char_to_pinyin(["Some call me nature, others call me mother nature. " + "The quick brown fox jumps over the lazy dog. " * 3,
@@ -50,10 +54,10 @@ with torch.inference_mode():
         print(b, res[f"rows={b}"], flush=True)
 del cfm32
 # E2-TTS: E2TTS_Base's UNetT at its real size, random weights, fp16 on the GPU
-e2_files = model_cache.ModelFiles("E2TTS_Base", *model_cache.model_config("E2TTS_Base"), eager.files.checkpoint,
+e2_files = checkpoints.ModelFiles("E2TTS_Base", *checkpoints.model_config("E2TTS_Base"), eager.files.checkpoint,
                                   eager.files.vocab, eager.files.vocoder_dir)
 with torch.device("cuda"):
-    e2 = model_cache.build_cfm(e2_files)
+    e2 = checkpoints.build_cfm(e2_files)
 with torch.no_grad():
     for param in e2.parameters():
         if not param.any():
@@ -78,12 +82,12 @@ with torch.inference_mode():
     res["E2TTS_Base one row, 32 steps, s"] = (time.perf_counter() - t0) / 3
 del e2, e2_32
 # background compile: a first request on the eager blocks, then the compiled blocks
-audio, rate = sf.read(model_cache.f5_package_dir() / "infer/examples/basic/basic_ref_en.wav", dtype="float32")
+audio, rate = sf.read(checkpoints.f5_package_dir() / "infer/examples/basic/basic_ref_en.wav", dtype="float32")
 params = synthesis.SynthesisParams(nfe_step=32, seed=3)
 text = "The quick brown fox jumps over the lazy dog while the evening sun sets slowly behind the hills."
 base = synthesis.synthesize(eager, audio, "Some call me nature, others call me mother nature.", text, params, 24000).audio
 t0 = time.perf_counter()
-model = loaded_model.load_model(model_cache.SETTINGS.model_copy(update={"compile": True}))
+model = loaded_model.load_model(get_settings().model_copy(update={"compile": True}))
 loaded = time.perf_counter() - t0
 busy = not model.compile_done.is_set() and not model.served.is_set()  # waiting for a first request
 t1 = time.perf_counter()

@@ -11,15 +11,18 @@ from test_model_cache import hub_files, prefetch_env
 from test_transcripts import job
 
 import asr
-import model_cache
+import checkpoints
+import hub_cache
 from runpod_handler import Worker
+from config import get_settings
+from conftest import STORE
 
 pytestmark = pytest.mark.usefixtures("tiny_model")  # its tests run jobs or load the tiny model
 
 
 def test_language_passes_through_to_whisper(ref_wav_bytes, monkeypatch):
     seen = {}
-    transcriber = asr.get_transcriber(model_cache.SETTINGS)
+    transcriber = asr.get_transcriber(get_settings())
     real = transcriber.model.generate
 
     def spy(features, **kwargs):
@@ -27,7 +30,7 @@ def test_language_passes_through_to_whisper(ref_wav_bytes, monkeypatch):
         return real(features, **kwargs)
 
     monkeypatch.setattr(transcriber.model, "generate", spy)
-    other = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None}))
+    other = Worker(get_settings().model_copy(update={"s3_bucket": None}))
     out = other(job(voice_base64=base64.b64encode(ref_wav_bytes).decode(), language="german"))
     assert "error" not in out, out
     assert seen["language"] == "german" and seen["task"] == "transcribe"
@@ -52,8 +55,8 @@ def test_without_whisper_only_jobs_without_a_transcript_fail(s3, ref_wav_bytes, 
         folder = tmp_path / "broken"
         folder.mkdir()
         (folder / "config.json").write_text("{not json")
-        place_folder_in_hub_cache(model_cache.HUB_DIR, repo, folder)
-    settings = model_cache.SETTINGS.model_copy(update={"asr_model": repo, "allow_model_download": False})
+        place_folder_in_hub_cache(STORE.hub_dir, repo, folder)
+    settings = get_settings().model_copy(update={"asr_model": repo, "allow_model_download": False})
     worker = Worker(settings)
     s3.put_object(Bucket=BUCKET, Key="voices/jo.wav", Body=ref_wav_bytes)
     out = worker(job(voice_name="jo"))
@@ -69,7 +72,7 @@ def test_without_whisper_only_jobs_without_a_transcript_fail(s3, ref_wav_bytes, 
 
 
 def test_bad_language_is_a_clear_error(ref_wav_bytes):
-    other = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None}))
+    other = Worker(get_settings().model_copy(update={"s3_bucket": None}))
     voice = base64.b64encode(ref_wav_bytes).decode()
     assert other(job(voice_base64=voice, language="klingon"))["error"] == \
         "language 'klingon' is not supported by the ASR model."
@@ -80,8 +83,8 @@ def test_asr_is_not_on_the_synthesis_path():
     """A job with a transcript neither imports transformers nor loads Whisper."""
     code = (
         "import sys, json, base64, runpod_handler, model_cache, asr\n"
-        "w = runpod_handler.Worker(model_cache.SETTINGS.model_copy(update={'s3_bucket': None}))\n"
-        f"voice = base64.b64encode(open({str(model_cache.f5_package_dir() / 'infer/examples/basic/basic_ref_en.wav')!r}, 'rb').read()).decode()\n"
+        "w = runpod_handler.Worker(runpod_handler.get_settings().model_copy(update={'s3_bucket': None}))\n"
+        f"voice = base64.b64encode(open({str(checkpoints.f5_package_dir() / 'infer/examples/basic/basic_ref_en.wav')!r}, 'rb').read()).decode()\n"
         f"out = w({{'id': 'x', 'input': {{'text': 'Hi there.', 'voice_base64': voice, 'ref_text': {REF_TEXT!r}, 'nfe_step': 4}}}})\n"
         "print(json.dumps({'ok': 'error' not in out, 'transformers': 'transformers' in sys.modules,"
         " 'asr_loaded': asr._transcriber is not None}))"
@@ -92,7 +95,7 @@ def test_asr_is_not_on_the_synthesis_path():
 
 
 def asr_hub_files() -> dict:
-    folder = model_cache.hub_snapshot(ASR_REPO, download=False)
+    folder = hub_cache.hub_snapshot(STORE.hub_dir, ASR_REPO, download=False)
     return {(ASR_REPO, str(p.relative_to(folder))): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 

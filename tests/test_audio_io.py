@@ -6,8 +6,8 @@ import soundfile as sf
 from conftest import REF_WAV
 
 import audio_io
-import model_cache
 from errors import AudioError
+from config import get_settings
 
 RATE = 24_000
 
@@ -324,7 +324,7 @@ def test_every_format_encodes_the_longest_output_without_crashing():
 
     from conftest import ROOT
 
-    seconds = model_cache.SETTINGS.max_output_seconds
+    seconds = get_settings().max_output_seconds
     formats = sorted(audio_io.FORMATS)
     child = subprocess.run([sys.executable, "-c", LONGEST_CHILD, str(ROOT), str(seconds), *formats],
                            capture_output=True, text=True, timeout=900)
@@ -344,7 +344,7 @@ def test_a_job_run_twice_with_its_seed_gives_the_same_bytes_and_lossless_formats
 
     from runpod_handler import Worker
 
-    worker = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None}))
+    worker = Worker(get_settings().model_copy(update={"s3_bucket": None}))
     voice = base64.b64encode(REF_WAV.read_bytes()).decode()
 
     def audio(fmt):

@@ -9,6 +9,7 @@ import pytest
 from test_synthesis import BATCH_TOLERANCE
 
 import batching
+from config import get_settings
 from batching import Batcher, Row, Sampling
 
 HOW = Sampling(4, 2.0, -1.0)
@@ -95,7 +96,7 @@ def test_a_failed_call_fails_each_request_in_it():
 def model(tiny_model):
     import loaded_model
 
-    return loaded_model.get_model()
+    return loaded_model.get_model(get_settings())
 
 
 @pytest.fixture(scope="module")

@@ -17,10 +17,10 @@ from conftest import BUCKET, REF_TEXT, REF_WAV, job_dirs
 import audio_io
 import captions
 import loaded_model
-import model_cache
 import synthesis
 from runpod_handler import Worker
 from synthesis import SynthesisParams
+from config import get_settings
 
 LONG = " ".join(f"Sentence number {n} of a text long enough to need several chunks." for n in range(6))
 VOICE = base64.b64encode(REF_WAV.read_bytes()).decode()
@@ -34,7 +34,7 @@ def job(**fields):
 @pytest.mark.usefixtures("tiny_model")
 @pytest.mark.parametrize("fade", [0.0, 0.15])
 def test_each_caption_spans_its_chunks_audio_to_the_sample(monkeypatch, fade):
-    model = loaded_model.get_model()
+    model = loaded_model.get_model(get_settings())
     reference, _ = sf.read(REF_WAV, dtype="float32")
     params = SynthesisParams(nfe_step=4, seed=1, cross_fade_duration=fade)
     plan = synthesis.plan_synthesis(model, len(reference), REF_TEXT, LONG, params, 4_000)
@@ -92,7 +92,7 @@ def test_subtitle_files_are_strictly_formed_and_escape_what_would_break_them():
 
 @pytest.mark.usefixtures("tiny_model")
 def test_captions_come_with_every_result_and_a_subtitle_file_to_s3(s3):
-    out = Worker(model_cache.SETTINGS)(job(captions_format="srt"))
+    out = Worker(get_settings())(job(captions_format="srt"))
     assert "error" not in out, out
     caps = out["captions"]
     # the captions say what was spoken: the normalised text ("Sentence number 0" read as "... zero")
@@ -113,7 +113,7 @@ def test_captions_come_with_every_result_and_a_subtitle_file_to_s3(s3):
 
 @pytest.mark.usefixtures("tiny_model")
 def test_without_s3_the_subtitles_come_inline_and_to_the_local_folder():
-    out = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None}))(job(captions_format="vtt"))
+    out = Worker(get_settings().model_copy(update={"s3_bucket": None}))(job(captions_format="vtt"))
     assert "error" not in out, out
     assert out["captions_text"].startswith("WEBVTT\n\n") and len(VTT_CUE.findall(out["captions_text"])) == out["chunks"]
     with open(out["captions_local_path"], encoding="utf-8") as fh:
@@ -124,7 +124,7 @@ def test_without_s3_the_subtitles_come_inline_and_to_the_local_folder():
 
 @pytest.mark.usefixtures("tiny_model")
 def test_a_streamed_job_has_the_captions_of_its_pieces():
-    worker = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None, "stream": True}))
+    worker = Worker(get_settings().model_copy(update={"s3_bucket": None, "stream": True}))
     *parts, done = worker.stream(job())
     pieces = [p for p in parts if p["part"] == 0]  # a piece over PART_SECONDS comes in parts, each with its text
     assert [c["text"] for c in done["captions"]] == [p["text"] for p in pieces]
@@ -134,14 +134,14 @@ def test_a_streamed_job_has_the_captions_of_its_pieces():
 
 @pytest.mark.usefixtures("tiny_model")
 def test_an_unknown_captions_format_is_refused():
-    out = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None}))(job(captions_format="ass"))
+    out = Worker(get_settings().model_copy(update={"s3_bucket": None}))(job(captions_format="ass"))
     assert out == {"error": "Invalid input: captions_format: input should be 'srt' or 'vtt'."}
 
 
 @pytest.mark.usefixtures("tiny_model")
 def test_shortened_pauses_move_the_captions(monkeypatch):
     """The tiny model makes no pauses: one is declared in the second chunk, 0.5 s long."""
-    worker = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None}))
+    worker = Worker(get_settings().model_copy(update={"s3_bucket": None}))
     plain = worker(job())["captions"]
     cut = round(plain[0]["end_s"] * 24_000) + 3000  # inside the second chunk, past the first one's end
     monkeypatch.setattr(audio_io, "long_pauses", lambda audio, rate: [(cut, cut + 12_000)])
@@ -165,7 +165,7 @@ def test_a_failed_subtitle_upload_fails_the_job_and_leaves_no_local_copies(tmp_p
         def presign(self, key, expires):
             return f"https://bucket.test/{key}?X-Amz-Signature=x"
 
-    settings = model_cache.SETTINGS.model_copy(update={"output_dir": tmp_path / "out", "write_local_output": True})
+    settings = get_settings().model_copy(update={"output_dir": tmp_path / "out", "write_local_output": True})
     audio, text = tmp_path / "j.wav", tmp_path / "j.srt"
     audio.write_bytes(b"RIFF" + bytes(100))
     text.write_text("1\n00:00:00,000 --> 00:00:01,000\nHi\n")
@@ -295,7 +295,7 @@ def test_a_caption_with_nothing_to_show_has_no_cue_and_the_numbers_stay_in_order
 def test_a_job_cannot_forge_a_cue(text, normalize, fmt):
     """The issue's jobs: a reader of the subtitle file saw a cue from 5 to 59 s (WebVTT held; its
     files are read over many more texts above)."""
-    worker = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None}))
+    worker = Worker(get_settings().model_copy(update={"s3_bucket": None}))
     out = worker(job(text=text, normalize=normalize, captions_format=fmt))
     assert "error" not in out, out
     file = pysubs2.SSAFile.from_string(out["captions_text"], format_=fmt, keep_html_tags=True)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-import model_cache
+import cache_env
+import checkpoints
 from config import Settings
 from job_schema import JobInput
 
@@ -102,7 +103,7 @@ def test_the_image_holds_every_module_the_worker_imports():
 
 def test_cache_variables_match_what_model_cache_computes_for_the_volume():
     env = env_values()
-    expected = model_cache.cache_environment(Path("/runpod-volume/models"))
+    expected = cache_env.cache_environment(Path("/runpod-volume/models"))
     assert {k: env.get(k) for k in expected} == expected
     assert env["RUNPOD_VOLUME"] == "/runpod-volume"
     assert Settings.from_env({"RUNPOD_VOLUME": "/runpod-volume", "MODELS_DIR": "/runpod-volume/models"}).models_dir \
@@ -169,7 +170,7 @@ def test_hub_json_parses_and_names_only_real_settings():
     for preset in hub["config"]["presets"]:
         assert set(preset["defaults"]) <= setting_names()
     model_options = next(e for e in hub["config"]["env"] if e["key"] == "F5_MODEL")["input"]["options"]
-    assert {o["value"] for o in model_options} <= set(model_cache.HUB_CHECKPOINTS)
+    assert {o["value"] for o in model_options} <= set(checkpoints.HUB_CHECKPOINTS)
 
 
 @pytest.mark.parametrize("test", json.loads((ROOT / ".runpod" / "tests.json").read_text())["tests"],

@@ -15,15 +15,16 @@ from test_synthesis import BATCH_TOLERANCE
 
 import audio_io
 import loaded_model
-import model_cache
+import checkpoints
 import sampler
 import synthesis
 from runpod_handler import Worker
 from synthesis import Line, SynthesisParams
+from config import get_settings
 
 pytestmark = pytest.mark.usefixtures("tiny_model")  # its tests run jobs or load the tiny model
 
-EXAMPLES = model_cache.f5_package_dir() / "infer" / "examples"
+EXAMPLES = checkpoints.f5_package_dir() / "infer" / "examples"
 RATE = 24_000
 SHORT_TEXT = "Some call me nature,"
 LONG_TEXT = ("A Town Mouse and a Country Mouse were acquaintances, and the Country Mouse one day invited his friend "
@@ -47,7 +48,7 @@ def wav_bytes(audio: np.ndarray, rate: int = RATE) -> bytes:
 
 @pytest.fixture(scope="module")
 def model():
-    return loaded_model.get_model()
+    return loaded_model.get_model(get_settings())
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +162,7 @@ def audio_of(out) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def worker():
-    return Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None, "write_local_output": False}))
+    return Worker(get_settings().model_copy(update={"s3_bucket": None, "write_local_output": False}))
 
 
 def test_the_tag_form_and_the_segments_form_give_the_same_audio(worker, recordings):
@@ -209,7 +210,7 @@ def test_a_voice_used_many_times_is_fetched_and_transcribed_once(s3, recordings,
 
     for name, audio in zip(("mouse.wav", "town.wav"), recordings):
         s3.put_object(Bucket=BUCKET, Key=f"voices/{name}", Body=wav_bytes(audio))
-    worker = Worker(model_cache.SETTINGS)
+    worker = Worker(get_settings())
     gets = []
     worker.engine.storage.client.meta.events.register("provide-client-params.s3.GetObject",
                                                lambda params, **_: gets.append(params["Key"]))
@@ -248,7 +249,7 @@ def test_a_voice_that_fails_to_stage_is_named_and_nothing_is_left(worker, record
 def test_a_streamed_dialogue_names_each_pieces_voice_and_joins_to_the_whole(recordings):
     from test_streaming import decode_piece
 
-    worker = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None, "write_local_output": False,
+    worker = Worker(get_settings().model_copy(update={"s3_bucket": None, "write_local_output": False,
                                                             "stream": True}))
     segments = [{"voice": "town", "text": "Hello there, friend. " * 3, "pause_after": 0.5},
                 {"voice": "mouse", "text": "Hi! How was the road?"}, {"voice": "town", "text": "Long and dusty."}]
@@ -283,7 +284,7 @@ def test_a_flood_of_tags_is_refused_before_any_is_read(monkeypatch):
     monkeypatch.setattr(job_schema, "_read_tags", lambda text: built.append(text))
     flood = {"voices": {"a": {"voice_url": "https://example.com/a.wav"}}, "text": "[a] x " * 1_000_000}
     with pytest.raises(LimitExceeded, match="text has 1000000 \\[voice\\] tags; at most 500 segments"):
-        job_schema.parse_job_input(flood, model_cache.SETTINGS)
+        job_schema.parse_job_input(flood, get_settings())
     assert built == []
 
 
@@ -327,7 +328,7 @@ def test_a_dialogues_voices_are_fetched_at_the_same_time(recordings):
             self.end_headers()
             self.wfile.write(body)
 
-    worker = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None, "write_local_output": False,
+    worker = Worker(get_settings().model_copy(update={"s3_bucket": None, "write_local_output": False,
                                                             "allow_http_urls": True, "allow_private_urls": True}))
     with BackgroundServer(Handler) as server:
         out = worker({"id": "dialogue-parallel", "input": {

@@ -15,7 +15,8 @@ import sys
 import time
 
 import pytest
-from conftest import BUCKET, REF_TEXT, REF_WAV, job_dirs, subprocess_env
+from conftest import BUCKET, REF_TEXT, REF_WAV, STORE, job_dirs, subprocess_env
+from config import get_settings
 from static_server import StaticServer
 
 import model_cache
@@ -40,8 +41,8 @@ needs_namespaces = pytest.mark.skipif(
 
 CHILD = """
 import json, sys
-import model_cache, runpod_handler
-worker = runpod_handler.Worker(model_cache.SETTINGS)
+import runpod_handler
+worker = runpod_handler.Worker(runpod_handler.get_settings())
 print("RESULT " + json.dumps([worker(job) for job in json.load(sys.stdin)]))
 """
 
@@ -127,20 +128,19 @@ def test_a_models_folder_that_cannot_be_created_is_named(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     with pytest.raises(WorkerSetupError) as err:
-        model_cache.ensure_layout(blocker / "models")
+        model_cache.ModelStore(blocker / "models").ensure_layout()
     assert err.value.message == f"The models folder could not be written to {blocker}/models/hub (MODELS_DIR): " \
                                 "Not a directory."
     assert not err.value.refresh_worker
 
 
 def test_a_missing_vocabulary_is_named(tmp_path, monkeypatch):
-    tiny = tmp_path / "tiny"
-    shutil.copytree(model_cache.TINY_DIR, tiny)
+    tiny = model_cache.ModelStore(tmp_path / "models").tiny_dir
+    shutil.copytree(STORE.tiny_dir, tiny)
     (tiny / "vocab.txt").unlink()
-    monkeypatch.setattr(model_cache, "TINY_DIR", tiny)
     with pytest.raises(WorkerSetupError, match=f"The vocabulary file {tiny}/vocab.txt is missing: reinstall f5-tts, "
                                                "or set F5_VOCAB_FILE."):
-        model_cache.resolve_model_files(model_cache.SETTINGS)
+        model_cache.resolve_model_files(get_settings().model_copy(update={"models_dir": tmp_path / "models"}))
 
 
 def test_job_directories_of_a_killed_worker_are_swept_at_start(tmp_path):
@@ -160,7 +160,7 @@ def test_job_directories_of_a_killed_worker_are_swept_at_start(tmp_path):
         (path / "voice.wav").write_bytes(b"a caller's recording")
     day_ago = time.time() - scratch.STALE_AFTER_SECONDS - 60
     os.utime(ancient, (day_ago, day_ago))
-    Worker(model_cache.SETTINGS.model_copy(update={"job_tmp_dir": root}))
+    Worker(get_settings().model_copy(update={"job_tmp_dir": root}))
     assert sorted(p.name for p in root.iterdir()) == sorted([live.name, mine.name, unnamed.name])
 
 
@@ -170,7 +170,7 @@ def test_job_directories_name_their_worker(monkeypatch):
     seen, real = [], voices.from_base64
     monkeypatch.setattr(voices, "from_base64", lambda data, settings, job_dir: seen.append(job_dir.name) or
                         real(data, settings, job_dir))
-    worker = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None, "write_local_output": False}))
+    worker = Worker(get_settings().model_copy(update={"s3_bucket": None, "write_local_output": False}))
     assert "error" not in worker(job("named", voice_base64=VOICE))
     assert scratch.JOB_DIR.fullmatch(seen[0])["process"] == scratch.process_identity(os.getpid())
     assert seen[0].startswith("f5job-named.") and job_dirs() == []

@@ -12,9 +12,9 @@ from conftest import BUCKET, REF_TEXT, job_dirs
 from static_server import StaticServer
 
 import loaded_model
-import model_cache
 from errors import InvalidInput
 from runpod_handler import Worker
+from config import get_settings
 
 pytestmark = pytest.mark.usefixtures("tiny_model")  # its tests run jobs or load the tiny model
 
@@ -29,12 +29,12 @@ def job(**fields):
 
 @pytest.fixture
 def worker(s3):
-    return Worker(model_cache.SETTINGS)
+    return Worker(get_settings())
 
 
 @pytest.fixture
 def inline_worker():
-    return Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None}))
+    return Worker(get_settings().model_copy(update={"s3_bucket": None}))
 
 
 def s3_audio(s3, key):
@@ -135,7 +135,7 @@ def synthesis_runs(monkeypatch):
 def test_inline_audio_over_the_limit_is_an_error_not_a_loss(ref_wav_bytes, synthesis_runs, fmt, before):
     """WAV's and PCM's sizes follow from the plan, and FLAC's cannot go under a quarter of WAV's:
     those are refused before any synthesis. MP3's and Opus's are known once encoded."""
-    small = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None, "max_inline_bytes": 10_000}))
+    small = Worker(get_settings().model_copy(update={"s3_bucket": None, "max_inline_bytes": 10_000}))
     out = small(job(voice_base64=base64.b64encode(ref_wav_bytes).decode(), ref_text=REF_TEXT, output_format=fmt,
                     text="A sentence long enough to make more than ten kilobytes of audio in any format at all."))
     assert out["error"].startswith("The audio would be at least" if before else "The audio is ")
@@ -149,19 +149,19 @@ def test_inline_audio_over_the_limit_is_an_error_not_a_loss(ref_wav_bytes, synth
 
 def test_the_planned_size_is_a_floor_of_the_real_one(ref_wav_bytes, synthesis_runs):
     """Jobs just under the limit are not refused by the estimate."""
-    probe = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None, "write_local_output": False}))
+    probe = Worker(get_settings().model_copy(update={"s3_bucket": None, "write_local_output": False}))
     voice = base64.b64encode(ref_wav_bytes).decode()
     out = probe(job(voice_base64=voice, ref_text=REF_TEXT))
     size = len(base64.b64decode(out["audio_base64"]))
-    fits = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None, "max_inline_bytes": size,
+    fits = Worker(get_settings().model_copy(update={"s3_bucket": None, "max_inline_bytes": size,
                                                           "write_local_output": False}))
     assert "error" not in fits(job(voice_base64=voice, ref_text=REF_TEXT))
-    tight = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None, "max_inline_bytes": size - 1}))
+    tight = Worker(get_settings().model_copy(update={"s3_bucket": None, "max_inline_bytes": size - 1}))
     assert tight(job(voice_base64=voice, ref_text=REF_TEXT))["error"].startswith("The audio is ")
 
 
 def test_oversize_inline_with_s3_fails_before_uploading(s3, ref_wav_bytes, synthesis_runs):
-    small = Worker(model_cache.SETTINGS.model_copy(update={"max_inline_bytes": 10_000}))
+    small = Worker(get_settings().model_copy(update={"max_inline_bytes": 10_000}))
     out = small(job(voice_base64=base64.b64encode(ref_wav_bytes).decode(), ref_text=REF_TEXT, return_base64=True))
     assert "drop return_base64 to get an S3 URL, ask for output_format mp3 or opus" in out["error"]
     assert "S3_BUCKET" not in out["error"] and synthesis_runs == []
@@ -185,7 +185,7 @@ def voice_server(ref_wav_bytes):
 
 
 def test_voice_by_url(s3, voice_server):
-    relaxed = Worker(model_cache.SETTINGS.model_copy(update={"allow_http_urls": True, "allow_private_urls": True}))
+    relaxed = Worker(get_settings().model_copy(update={"allow_http_urls": True, "allow_private_urls": True}))
     out = relaxed(job(voice_url=voice_server.url + "/voice.wav", ref_text=REF_TEXT))
     assert "error" not in out, out
     out = relaxed(job(voice_url=voice_server.url + "/moved", ref_text=REF_TEXT))
@@ -196,7 +196,7 @@ def test_voice_by_url(s3, voice_server):
 def test_url_guards_hold_by_default(worker, voice_server):
     out = worker(job(voice_url=voice_server.url + "/voice.wav", ref_text=REF_TEXT))
     assert out["error"] == "voice_url must be an https URL."
-    https_only = Worker(model_cache.SETTINGS.model_copy(update={"allow_http_urls": True}))
+    https_only = Worker(get_settings().model_copy(update={"allow_http_urls": True}))
     out = https_only(job(voice_url=voice_server.url + "/voice.wav", ref_text=REF_TEXT))
     assert "private, loopback" in out["error"]
     assert_clean()
@@ -259,7 +259,7 @@ def test_an_e2_tts_model_serves_jobs_end_to_end(tiny_e2_model, monkeypatch, ref_
     """E2TTS_Base and E2TTS_Small are UNetTs: a tiny one of the real class, loaded as published
     weights are, serves a job of several chunks in batches."""
     monkeypatch.setattr(loaded_model, "_model", tiny_e2_model)
-    worker = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None, "write_local_output": False}))
+    worker = Worker(get_settings().model_copy(update={"s3_bucket": None, "write_local_output": False}))
     text = "Seven words in every one of these. " * 12
     out = worker({"id": "e2", "input": {"text": text, "ref_text": REF_TEXT, "nfe_step": 4, "seed": 5,
                                         "voice_base64": base64.b64encode(ref_wav_bytes).decode()}})
@@ -289,8 +289,8 @@ def test_a_job_of_several_batches_reports_its_progress(ref_wav_bytes, monkeypatc
     monkeypatch.setattr(runpod.serverless, "progress_update", lambda job, update: updates.append((job["id"], update)))
     monkeypatch.setenv("RUNPOD_WEBHOOK_GET_JOB", "https://api.runpod.ai/v2/x/job-take")  # as on RunPod
     monkeypatch.setattr(runpod_handler, "_worker", None)
-    monkeypatch.setattr(model_cache, "SETTINGS", model_cache.SETTINGS.model_copy(
-        update={"s3_bucket": None, "max_batch_frames": 2400}))
+    changed = get_settings().model_copy(update={"s3_bucket": None, "max_batch_frames": 2400})
+    monkeypatch.setattr(runpod_handler, "get_settings", lambda: changed)
     long_job = job(voice_base64=base64.b64encode(ref_wav_bytes).decode(), ref_text=REF_TEXT, text=LONG)
     out = runpod_handler.handler(long_job)
     assert "error" not in out, out
@@ -307,7 +307,7 @@ def test_a_failing_progress_update_never_fails_the_job(ref_wav_bytes):
     def broken(job, update):
         raise ConnectionError("the progress endpoint is down")
 
-    worker = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None, "max_batch_frames": 2400}),
+    worker = Worker(get_settings().model_copy(update={"s3_bucket": None, "max_batch_frames": 2400}),
                     progress=broken)
     out = worker(job(voice_base64=base64.b64encode(ref_wav_bytes).decode(), ref_text=REF_TEXT, text=LONG))
     assert "error" not in out and out["batches"] >= 2, out
@@ -320,7 +320,7 @@ def test_a_failing_progress_update_logs_the_checked_job_id_and_a_bounded_reason(
         raise ConnectionError("down " + "x" * 100_000)
 
     hostile = {"id": "i" * 1_000_000, "input": {}}
-    worker = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None}), progress=broken)
+    worker = Worker(get_settings().model_copy(update={"s3_bucket": None}), progress=broken)
     with caplog.at_level("WARNING", logger="f5worker.handler"):
         worker.report_progress(hostile, "f00d", chunks_done=1)
     [record] = [r for r in caplog.records if "progress update failed" in r.getMessage()]
@@ -355,7 +355,7 @@ def test_text_that_normalises_to_nothing_is_one_sentence(monkeypatch, raw, where
 
     monkeypatch.setattr(text_normalization, "normalize_all",
                         lambda texts, reading: [t if t.isascii() else " %" for t in texts])
-    s = model_cache.SETTINGS
+    s = get_settings()
     parsed = parse_job_input(raw, s)
     with pytest.raises(InvalidInput) as raised:
         Engine(s).spoken(parsed, script_of(parsed))

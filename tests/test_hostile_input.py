@@ -14,9 +14,10 @@ import soundfile as sf
 from conftest import BUCKET, REF_TEXT, REF_WAV, ROOT, TEST_ENV, job_dirs
 from static_server import BackgroundServer, StaticServer
 
-import model_cache
 import url_fetch
 from runpod_handler import Worker
+from config import get_settings
+from conftest import STORE
 
 pytestmark = pytest.mark.usefixtures("tiny_model")  # its tests run jobs or load the tiny model
 
@@ -241,7 +242,7 @@ def snapshot(s3) -> dict:
     return {
         "jobs": tree(Path(TEST_ENV["JOB_TMP_DIR"])),
         "output": tree(Path(TEST_ENV["OUTPUT_DIR"])),
-        "models": tree(model_cache.MODELS_DIR),
+        "models": tree(STORE.models_dir),
         "repo": tree(ROOT, recursive=False),
         "tmp": tree(Path(tempfile.gettempdir()), recursive=False),
         "bucket": {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])},
@@ -250,7 +251,7 @@ def snapshot(s3) -> dict:
 
 @pytest.fixture(scope="module")
 def worker(s3_server):
-    return Worker(model_cache.SETTINGS)
+    return Worker(get_settings())
 
 
 def test_the_corpus_is_large_enough():
@@ -292,7 +293,7 @@ def test_awkward_voices_make_finite_speech(tmp_path, rate, peak, fmt, subtype):
     t = np.arange(int(3 * rate)) / rate
     buf = io.BytesIO()
     sf.write(buf, (peak * np.sin(2 * np.pi * 220 * t)).astype(np.float32), rate, format=fmt, subtype=subtype)
-    worker = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None, "write_local_output": False}))
+    worker = Worker(get_settings().model_copy(update={"s3_bucket": None, "write_local_output": False}))
     for output_format in ("flac", "wav"):
         out = worker({"id": "awkward", "input": {"text": "Hello.", "voice_base64": b64(buf.getvalue()),
                                                    "ref_text": "Hello there.", "nfe_step": 4,
@@ -353,7 +354,7 @@ def test_awkward_voices_make_finite_speech(tmp_path, rate, peak, fmt, subtype):
      "configure S3_BUCKET, ask for output_format mp3 or opus, or send a shorter text."),
 ])
 def test_each_limit_has_its_own_message(update, raw, message):
-    worker = Worker(model_cache.SETTINGS.model_copy(update=update))
+    worker = Worker(get_settings().model_copy(update=update))
     job = {"text": "Hi there.", "voice_base64": GOOD_VOICE, "ref_text": REF_TEXT, "nfe_step": 4, **raw}
     if "voices" in raw:
         job = {k: v for k, v in job.items() if k not in ("text", "voice_base64", "ref_text")} | raw
@@ -364,7 +365,7 @@ def test_each_limit_has_its_own_message(update, raw, message):
 
 def test_voice_bytes_limit_holds_for_s3_and_urls(s3, monkeypatch):
     s3.put_object(Bucket=BUCKET, Key="voices/big.wav", Body=WAV)
-    small = Worker(model_cache.SETTINGS.model_copy(update={"max_voice_bytes": 4096, "allow_http_urls": True,
+    small = Worker(get_settings().model_copy(update={"max_voice_bytes": 4096, "allow_http_urls": True,
                                                            "allow_private_urls": True}))
     out = small({"id": "big-s3", "input": {"text": "Hi.", "voice_name": "big", "ref_text": "x"}})
     assert out["error"] == f"'voices/big.wav' is {len(WAV)} bytes; at most 4096 bytes are accepted."
@@ -387,7 +388,7 @@ def test_redirects_into_private_space_are_refused_before_connecting(first_hop_is
     with StaticServer({"/secret": (200, {}, b"internal data")}, host="127.0.0.2") as inner:
         port = inner.port
         with StaticServer({"/voice.wav": (302, {"Location": target.format(port=port)}, b"")}) as outer:
-            worker = Worker(model_cache.SETTINGS.model_copy(update={"allow_http_urls": True}))
+            worker = Worker(get_settings().model_copy(update={"allow_http_urls": True}))
             out = worker({"id": "redirect", "input": {"text": "Hi.", "voice_url": outer.url + "/voice.wav",
                                                         "ref_text": "x"}})
         assert "private, loopback" in out["error"]
@@ -397,7 +398,7 @@ def test_redirects_into_private_space_are_refused_before_connecting(first_hop_is
 
 def test_redirect_loops_end(first_hop_is_public):
     with StaticServer({"/a": (302, {"Location": "/b"}, b""), "/b": (302, {"Location": "/a"}, b"")}) as server:
-        worker = Worker(model_cache.SETTINGS.model_copy(update={"allow_http_urls": True}))
+        worker = Worker(get_settings().model_copy(update={"allow_http_urls": True}))
         out = worker({"id": "loop", "input": {"text": "Hi.", "voice_url": server.url + "/a", "ref_text": "x"}})
     assert out["error"] == "voice_url redirected more than 3 times."
 
@@ -417,7 +418,7 @@ def test_a_slow_url_is_cut_off(first_hop_is_public):
                 threading.Event().wait(0.05)
 
     with BackgroundServer(Slow) as server:
-        worker = Worker(model_cache.SETTINGS.model_copy(update={"allow_http_urls": True, "voice_url_timeout_s": 1.0}))
+        worker = Worker(get_settings().model_copy(update={"allow_http_urls": True, "voice_url_timeout_s": 1.0}))
         out = worker({"id": "slow", "input": {"text": "Hi.", "voice_url": server.url + "/v", "ref_text": "x"}})
     assert out["error"] == "voice_url took over 1 s."
     assert job_dirs() == []
@@ -480,7 +481,7 @@ def test_the_whole_fetch_ends_by_the_timeout(first_hop_is_public, scheme, payloa
     if gap == 0.0 and scheme == "http":
         payload, gap = payload, 0.0001  # all at once, then the server holds the connection open
     with TrickleServer(payload, gap) as server:
-        worker = Worker(model_cache.SETTINGS.model_copy(update={"allow_http_urls": True, "voice_url_timeout_s": 2.0}))
+        worker = Worker(get_settings().model_copy(update={"allow_http_urls": True, "voice_url_timeout_s": 2.0}))
         started = time.monotonic()
         out = worker({"id": "trickle", "input": {"text": "Hi.", "voice_url": f"{scheme}://127.0.0.1:{server.port}/v",
                                                    "ref_text": "x"}})
@@ -495,7 +496,7 @@ def test_a_slow_name_lookup_ends_by_the_timeout(monkeypatch):
     import time
 
     monkeypatch.setattr(url_fetch.socket, "getaddrinfo", lambda *a, **k: time.sleep(10))
-    worker = Worker(model_cache.SETTINGS.model_copy(update={"voice_url_timeout_s": 1.5}))
+    worker = Worker(get_settings().model_copy(update={"voice_url_timeout_s": 1.5}))
     started = time.monotonic()
     out = worker({"id": "dns", "input": {"text": "Hi.", "voice_url": "https://slow-dns.example/v.wav", "ref_text": "x"}})
     assert out == {"error": "voice_url took over 1.5 s."}
@@ -506,5 +507,5 @@ def test_a_slow_name_lookup_ends_by_the_timeout(monkeypatch):
 def test_no_sidecar_transcript_larger_than_a_transcript(s3):
     s3.put_object(Bucket=BUCKET, Key="voices/hal.wav", Body=WAV)
     s3.put_object(Bucket=BUCKET, Key="voices/hal.txt", Body=b"word " * 1000)
-    out = Worker(model_cache.SETTINGS)({"id": "sidecar", "input": {"text": "Hi.", "voice_name": "hal"}})
+    out = Worker(get_settings())({"id": "sidecar", "input": {"text": "Hi.", "voice_name": "hal"}})
     assert out["error"] == "The transcript voices/hal.txt is over 2000 characters."

@@ -10,6 +10,7 @@ import pytest
 from config import Settings
 from errors import PREVIEW_CHARS, JobError
 from job_schema import parse_job_input
+from config import get_settings
 
 VOICE = {"voice_base64": "AAAA"}  # never decoded here
 HUGE = 1_000_000
@@ -65,10 +66,9 @@ def test_an_error_quotes_at_most_a_preview_of_any_name(settings, raw, expected):
 
 @pytest.mark.usefixtures("tiny_model")
 def test_no_log_record_of_a_failed_job_quotes_a_whole_name(caplog):
-    import model_cache
     from runpod_handler import Worker
 
-    worker = Worker(model_cache.SETTINGS.model_copy(update={"max_voices": 64}))
+    worker = Worker(get_settings().model_copy(update={"max_voices": 64}))
     with caplog.at_level(logging.DEBUG):
         for case_id, raw, expected in ECHOES:
             assert expected in worker({"id": f"echo-{case_id}", "input": raw})["error"], case_id

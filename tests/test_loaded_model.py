@@ -9,17 +9,21 @@ import torch
 from conftest import corrupt_in_place
 
 import loaded_model
+import fp16_copy
+import hub_cache
 import model_cache
 from errors import ModelLoadError
+from config import get_settings
+from conftest import STORE
 
 pytestmark = pytest.mark.usefixtures("tiny_model")  # its tests run jobs or load the tiny model
 
 
 def test_custom_checkpoint_of_the_wrong_architecture_is_a_clear_error(v1_base_in_hub_cache):
-    settings = model_cache.SETTINGS.model_copy(update={
-        "f5_model": "F5TTS_v1_Small", "f5_ckpt_file": model_cache.TINY_DIR / "model.safetensors"})
+    settings = get_settings().model_copy(update={
+        "f5_model": "F5TTS_v1_Small", "f5_ckpt_file": STORE.tiny_dir / "model.safetensors"})
     files = model_cache.resolve_model_files(settings)
-    assert files.checkpoint == model_cache.TINY_DIR / "model.safetensors"
+    assert files.checkpoint == STORE.tiny_dir / "model.safetensors"
     with pytest.raises(ModelLoadError, match="does not fit F5TTS_v1_Small"):
         loaded_model.load_model(settings)
 
@@ -39,7 +43,7 @@ def test_get_model_from_many_threads_loads_once(monkeypatch):
 
     def worker():
         barrier.wait()
-        results.append(loaded_model.get_model())
+        results.append(loaded_model.get_model(get_settings()))
 
     threads = [threading.Thread(target=worker) for _ in range(8)]
     for t in threads:
@@ -49,19 +53,19 @@ def test_get_model_from_many_threads_loads_once(monkeypatch):
     assert len(calls) == 1
     assert len(results) == 8 and all(r is results[0] for r in results)
     assert results[0].load_seconds > 0 and results[0].device == "cpu"
-    assert loaded_model.get_model() is results[0]
+    assert loaded_model.get_model(get_settings()) is results[0]
 
 
 def test_fp16_copy_is_loaded_in_fp16_only_and_ignored_when_stale(copied_tiny, monkeypatch):
     assert loaded_model.checkpoint_to_load(copied_tiny, torch.float16) == copied_tiny.checkpoint  # none yet
-    artifact = model_cache.write_fp16_artifact(copied_tiny)
+    artifact = fp16_copy.write_fp16_artifact(copied_tiny)
     assert loaded_model.checkpoint_to_load(copied_tiny, torch.float16) == artifact
     assert loaded_model.checkpoint_to_load(copied_tiny, torch.float32) == copied_tiny.checkpoint
 
     # the worker's load takes it when it runs in fp16
     monkeypatch.setattr(model_cache, "resolve_model_files", lambda settings: copied_tiny)
     monkeypatch.setattr(loaded_model, "inference_dtype", lambda device: torch.float16)
-    loaded = loaded_model.load_model(model_cache.SETTINGS)
+    loaded = loaded_model.load_model(get_settings())
     assert loaded.loaded_from == artifact and loaded.dtype == torch.float16
 
     # a new checkpoint in the same place makes the copy stale
@@ -75,27 +79,27 @@ def test_fp16_copy_is_loaded_in_fp16_only_and_ignored_when_stale(copied_tiny, mo
     assert loaded_model.checkpoint_to_load(copied_tiny, torch.float16) == copied_tiny.checkpoint
 
     # a torn copy (manifest says another size) is ignored too
-    model_cache.write_fp16_artifact(copied_tiny)
+    fp16_copy.write_fp16_artifact(copied_tiny)
     artifact.write_bytes(artifact.read_bytes()[:100])
     assert loaded_model.checkpoint_to_load(copied_tiny, torch.float16) == copied_tiny.checkpoint
 
 
 def test_a_corrupt_fp16_copy_of_the_right_size_is_never_loaded(copied_tiny, monkeypatch, caplog):
-    artifact = model_cache.write_fp16_artifact(copied_tiny)
-    assert model_cache.fp16_copy_is_intact(copied_tiny)
+    artifact = fp16_copy.write_fp16_artifact(copied_tiny)
+    assert fp16_copy.fp16_copy_is_intact(copied_tiny)
     corrupt_in_place(artifact)
-    assert model_cache.fp16_copy_is_current(copied_tiny)  # size and source still match...
-    assert not model_cache.fp16_copy_is_intact(copied_tiny)  # ...the digest does not
+    assert fp16_copy.fp16_copy_is_current(copied_tiny)  # size and source still match...
+    assert not fp16_copy.fp16_copy_is_intact(copied_tiny)  # ...the digest does not
 
     monkeypatch.setattr(model_cache, "resolve_model_files", lambda settings: copied_tiny)
     monkeypatch.setattr(loaded_model, "inference_dtype", lambda device: torch.float16)
-    loaded = loaded_model.load_model(model_cache.SETTINGS.model_copy(update={"device": "auto"}))
+    loaded = loaded_model.load_model(get_settings().model_copy(update={"device": "auto"}))
     assert loaded.loaded_from == copied_tiny.checkpoint  # the checkpoint instead
     assert "does not match its sha256" in caplog.text
     assert all(torch.isfinite(p).all() for p in loaded.cfm.parameters())
 
-    model_cache.write_fp16_artifact(copied_tiny)
-    loaded = loaded_model.load_model(model_cache.SETTINGS.model_copy(update={"device": "auto"}))
+    fp16_copy.write_fp16_artifact(copied_tiny)
+    loaded = loaded_model.load_model(get_settings().model_copy(update={"device": "auto"}))
     assert loaded.loaded_from == artifact
 
 
@@ -103,15 +107,15 @@ def test_load_reads_the_weights_ahead_while_importing(monkeypatch):
     seen = []
     real = loaded_model.read_ahead
     monkeypatch.setattr(loaded_model, "read_ahead", lambda files: seen.append(files) or real(files))
-    loaded_model.load_model(model_cache.SETTINGS)
-    assert seen == [{model_cache.TINY_DIR / "model.safetensors": None,
-                     model_cache.TINY_DIR / "vocos" / "pytorch_model.bin": None}]
-    weights = model_cache.TINY_DIR / "model.safetensors"
-    reader = real({weights: model_cache.sha256_of(weights), Path("/nonexistent/file"): "0" * 64,
-                   model_cache.TINY_DIR / "vocab.txt": "0" * 64})
+    loaded_model.load_model(get_settings())
+    assert seen == [{STORE.tiny_dir / "model.safetensors": None,
+                     STORE.tiny_dir / "vocos" / "pytorch_model.bin": None}]
+    weights = STORE.tiny_dir / "model.safetensors"
+    reader = real({weights: hub_cache.sha256_of(weights), Path("/nonexistent/file"): "0" * 64,
+                   STORE.tiny_dir / "vocab.txt": "0" * 64})
     reader.join(timeout=30)
     assert not reader.is_alive()
-    assert reader.intact(weights) is True and reader.intact(model_cache.TINY_DIR / "vocab.txt") is False
+    assert reader.intact(weights) is True and reader.intact(STORE.tiny_dir / "vocab.txt") is False
     assert reader.intact(Path("/nonexistent/file")) is None
 
 
@@ -129,7 +133,7 @@ def test_a_failed_load_is_not_tried_again_for_the_next_job(monkeypatch):
     monkeypatch.setattr(loaded_model, "load_model", failing)
     for _ in range(3):
         with pytest.raises(ModelLoadError, match="Could not download the model.") as raised:
-            loaded_model.get_model()
+            loaded_model.get_model(get_settings())
         assert raised.value.refresh_worker
     assert len(calls) == 1
 
@@ -149,8 +153,9 @@ def test_an_unreachable_hub_is_one_sentence_that_says_what_to_do(monkeypatch, tm
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
-    for fetch in (lambda: model_cache.hub_file("SWivid/F5-TTS", "F5TTS_v1_Base/model.safetensors", download=True),
-                  lambda: model_cache.hub_snapshot("openai/whisper-large-v3-turbo", download=True)):
+    for fetch in (lambda: hub_cache.hub_file(STORE.hub_dir, "SWivid/F5-TTS", "F5TTS_v1_Base/model.safetensors",
+                                               download=True),
+                  lambda: hub_cache.hub_snapshot(STORE.hub_dir, "openai/whisper-large-v3-turbo", download=True)):
         with pytest.raises(ModelLoadError) as raised:
             fetch()
         message = raised.value.message

@@ -11,9 +11,14 @@ from conftest import (corrupt_in_place, link_grammars, run_py, safetensors_bytes
 from fake_hub import COMMIT, FakeHub
 
 import loaded_model
+import checkpoints
+import fp16_copy
+import hub_cache
 import model_cache
 import text_normalization
 from errors import ModelLoadError
+from config import get_settings
+from conftest import STORE
 
 pytestmark = pytest.mark.usefixtures("tiny_model")  # the tiny model's files, and the grammars prefetch links
 
@@ -23,6 +28,9 @@ def test_cache_variables_are_set_before_libraries_read_them(tmp_path, first_impo
     """A fresh process that imports the handler (or a module that loads or runs the model, as
     tools and tests do) sees every cache under <models>."""
     code = (
+        # the handler is an entry point: importing it configures; the others are configured first, as tools and tests do
+        ("" if first_import == "runpod_handler" else
+         "import cache_env, config; cache_env.configure(config.get_settings())\n") +
         f"import json, {first_import}, huggingface_hub.constants as c, torch.hub, os\n"
         "print(json.dumps({'hub': c.HF_HUB_CACHE, 'home': c.HF_HOME, 'torch': torch.hub.get_dir(),"
         " 'env': {k: os.environ[k] for k in ('TRANSFORMERS_CACHE', 'TORCHINDUCTOR_CACHE_DIR', 'TRITON_CACHE_DIR')}}))"
@@ -44,8 +52,22 @@ def test_cache_variables_are_set_before_libraries_read_them(tmp_path, first_impo
 
 
 def test_layout_is_created(tmp_path):
-    model_cache.ensure_layout(tmp_path)
+    model_cache.ModelStore(tmp_path).ensure_layout()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(model_cache.LAYOUT)
+
+
+def test_the_store_is_built_from_the_settings(tmp_path):
+    import dataclasses
+
+    store = model_cache.ModelStore.from_settings(get_settings().model_copy(update={"models_dir": tmp_path}))
+    assert (store.models_dir, store.hub_dir, store.artifacts_dir, store.checkpoints_dir, store.tiny_dir) == \
+        (tmp_path, tmp_path / "hub", tmp_path / "f5-tts", tmp_path / "checkpoints", tmp_path / "f5-tts" / "tiny")
+    assert store.fp16_copy("F5TTS_v1_Base") == tmp_path / "f5-tts" / "F5TTS_v1_Base" / "model_fp16.safetensors"
+    assert store.custom_path(Path("mine/model.pt")) == tmp_path / "checkpoints" / "mine" / "model.pt"
+    assert store.custom_path(Path("/elsewhere/model.pt")) == Path("/elsewhere/model.pt")
+    assert store == model_cache.ModelStore(str(tmp_path))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        store.hub_dir = tmp_path
 
 
 # --- real-format checkpoints, found where a real F5TTS_v1_Base would be ---------------------
@@ -53,23 +75,23 @@ def test_layout_is_created(tmp_path):
 
 def test_published_checkpoint_is_found_on_the_volume_without_network(v1_base_in_hub_cache):
     # HF_ENDPOINT points at a closed port: any request would raise.
-    settings = model_cache.SETTINGS.model_copy(update={"f5_model": "F5TTS_v1_Base"})
+    settings = get_settings().model_copy(update={"f5_model": "F5TTS_v1_Base"})
     files = model_cache.resolve_model_files(settings)
     assert files.checkpoint == v1_base_in_hub_cache
-    vocos_snapshot = model_cache.HUB_DIR / "models--charactr--vocos-mel-24khz" / "snapshots" / COMMIT
+    vocos_snapshot = STORE.hub_dir / "models--charactr--vocos-mel-24khz" / "snapshots" / COMMIT
     assert files.vocoder_dir == vocos_snapshot
     assert files.arch["depth"] == 22  # the real architecture from f5-tts's config
 
     # The tiny weights stored there load through the same reader into the real classes.
-    tiny = model_cache.ModelFiles("tiny", "DiT", dict(model_cache.TINY_ARCH), files.checkpoint, files.vocab,
+    tiny = checkpoints.ModelFiles("tiny", "DiT", dict(checkpoints.TINY_ARCH), files.checkpoint, files.vocab,
                                   files.vocoder_dir)
-    cfm = model_cache.build_cfm(tiny)
-    cfm.load_state_dict(model_cache.read_checkpoint(files.checkpoint))
+    cfm = checkpoints.build_cfm(tiny)
+    cfm.load_state_dict(checkpoints.read_checkpoint(files.checkpoint))
     loaded_model.load_vocoder(files.vocoder_dir, "cpu")
 
 
 def test_missing_model_with_downloads_off_says_what_to_run():
-    settings = model_cache.SETTINGS.model_copy(update={"f5_model": "E2TTS_Base", "allow_model_download": False})
+    settings = get_settings().model_copy(update={"f5_model": "E2TTS_Base", "allow_model_download": False})
     with pytest.raises(ModelLoadError, match="prefetch"):
         model_cache.resolve_model_files(settings)
 
@@ -79,21 +101,21 @@ def test_pt_checkpoint_format_loads(tmp_path):
     state.update(initted=torch.tensor(True), step=torch.tensor(1250000))  # as ema_pytorch saves them
     path = tmp_path / "model.pt"
     torch.save({"ema_model_state_dict": state}, path)
-    cfm = model_cache.build_cfm(model_cache.ModelFiles("tiny", "DiT", dict(model_cache.TINY_ARCH), path,
-                                                       model_cache.TINY_DIR / "vocab.txt", tmp_path))
-    cfm.load_state_dict(model_cache.read_checkpoint(path))
-    reference = model_cache.read_checkpoint(model_cache.TINY_DIR / "model.safetensors")
+    cfm = checkpoints.build_cfm(checkpoints.ModelFiles("tiny", "DiT", dict(checkpoints.TINY_ARCH), path,
+                                                       STORE.tiny_dir / "vocab.txt", tmp_path))
+    cfm.load_state_dict(checkpoints.read_checkpoint(path))
+    reference = checkpoints.read_checkpoint(STORE.tiny_dir / "model.safetensors")
     for key, value in cfm.state_dict().items():
         if key in reference:
             assert torch.equal(value, reference[key])
 
 
 def test_truncated_checkpoint_is_reported_with_its_path(tmp_path):
-    data = (model_cache.TINY_DIR / "model.safetensors").read_bytes()
+    data = (STORE.tiny_dir / "model.safetensors").read_bytes()
     path = tmp_path / "model.safetensors"
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelLoadError) as err:
-        model_cache.read_checkpoint(path)
+        checkpoints.read_checkpoint(path)
     assert str(path) in err.value.message and "prefetch" in err.value.message
 
 
@@ -101,9 +123,9 @@ def test_truncated_checkpoint_is_reported_with_its_path(tmp_path):
 
 
 def hub_files() -> dict:
-    repo, name = model_cache.HUB_CHECKPOINTS["F5TTS_v1_Base"]
+    repo, name = checkpoints.HUB_CHECKPOINTS["F5TTS_v1_Base"]
     files = {(repo, name): safetensors_bytes(tiny_checkpoint_state())}
-    files.update({(model_cache.VOCOS_REPO, n): data for n, data in vocos_files().items()})
+    files.update({(checkpoints.VOCOS_REPO, n): data for n, data in vocos_files().items()})
     return files
 
 
@@ -141,7 +163,8 @@ def test_prefetch_repairs_a_corrupt_checkpoint(tmp_path):
         blob.write_bytes(good[: len(good) // 3])  # a torn write on the volume
 
         # the worker notices at load (the read-ahead checks the blob's sha256), naming the file
-        load = run_py(["-c", "import loaded_model; loaded_model.get_model()"], env=prefetch_env(models, hub))
+        load = run_py(["-c", "import cache_env, config; s = config.get_settings(); cache_env.configure(s)\n"
+                             "import loaded_model; loaded_model.get_model(s)"], env=prefetch_env(models, hub))
         assert load.returncode != 0 and "is corrupt (its sha256 does not match)" in load.stderr
         assert "model_1250000.safetensors" in load.stderr
 
@@ -156,10 +179,11 @@ def test_workers_starting_together_on_an_empty_volume_share_one_download(tmp_pat
     # Each process resolves (downloading what is missing) exactly as the worker does, then loads
     # the weights, which are tiny-sized, into the tiny architecture.
     code = (
-        "import loaded_model\nimport model_cache as mc\n"
-        "f = mc.resolve_model_files()\n"
-        "t = mc.ModelFiles('tiny', 'DiT', dict(mc.TINY_ARCH), f.checkpoint, f.vocab, f.vocoder_dir)\n"
-        "mc.build_cfm(t).load_state_dict(mc.read_checkpoint(f.checkpoint))\n"
+        "import cache_env, config; s = config.get_settings(); cache_env.configure(s)\n"
+        "import checkpoints as c, loaded_model, model_cache\n"
+        "f = model_cache.resolve_model_files(s)\n"
+        "t = c.ModelFiles('tiny', 'DiT', dict(c.TINY_ARCH), f.checkpoint, f.vocab, f.vocoder_dir)\n"
+        "c.build_cfm(t).load_state_dict(c.read_checkpoint(f.checkpoint))\n"
         "loaded_model.load_vocoder(f.vocoder_dir, 'cpu')\n"
         "print('loaded', f.checkpoint)"
     )
@@ -176,7 +200,7 @@ def test_workers_starting_together_on_an_empty_volume_share_one_download(tmp_pat
         blobs = list(models.glob("hub/models--*/blobs/*"))
         assert len(blobs) == 3 and not any(".incomplete" in b.name for b in blobs)
         for blob in blobs:
-            assert model_cache.verify_hub_file(blob)
+            assert hub_cache.verify_hub_file(blob)
 
 
 # --- the tiny test model -------------------------------------------------------------------
@@ -192,7 +216,7 @@ def test_make_test_model_cli_says_the_speech_is_noise(tmp_path):
 
 def test_tiny_model_output_depends_on_its_weights():
     """The re-randomised output layers matter: zeroing them changes the prediction."""
-    model = loaded_model.get_model()
+    model = loaded_model.get_model(get_settings())
     dit = model.cfm.transformer
     x = torch.randn(1, 50, 100)
     text = torch.randint(0, 100, (1, 20))
@@ -205,9 +229,9 @@ def test_tiny_model_output_depends_on_its_weights():
 
 
 def test_fp16_copy_holds_the_same_weights_in_half_the_bytes(copied_tiny):
-    artifact = model_cache.write_fp16_artifact(copied_tiny)
-    original = model_cache.read_checkpoint(copied_tiny.checkpoint)
-    half = model_cache.read_checkpoint(artifact)
+    artifact = fp16_copy.write_fp16_artifact(copied_tiny)
+    original = checkpoints.read_checkpoint(copied_tiny.checkpoint)
+    half = checkpoints.read_checkpoint(artifact)
     assert half.keys() == original.keys()
     for key, value in original.items():
         assert half[key].dtype == (torch.float16 if value.is_floating_point() else value.dtype)
@@ -294,7 +318,7 @@ def test_a_download_that_lands_corrupt_is_fetched_again(tmp_path):
         assert "arrived corrupt" in result.stderr
         assert len(hub.downloads()) == 4  # three files, one of them twice
         for blob in models.glob("hub/models--*/blobs/*"):
-            assert model_cache.verify_hub_file(blob)
+            assert hub_cache.verify_hub_file(blob)
 
 
 def test_prefetch_and_status_say_the_same_of_the_asr_model(capsys):
@@ -303,7 +327,7 @@ def test_prefetch_and_status_say_the_same_of_the_asr_model(capsys):
     missing = {"asr_model": "test/no-such-whisper", "f5_model": "F5TTS_v1_Base"}
     for update, skipped in (({"f5_model": "tiny"}, "F5_MODEL=tiny"), ({"prefetch_asr": False}, "PREFETCH_ASR=false"),
                             ({"prefetch_asr": True}, None)):
-        settings = model_cache.SETTINGS.model_copy(update={**missing, **update})
+        settings = get_settings().model_copy(update={**missing, **update})
         reason = model_cache.asr_prefetch_skipped(settings)
         assert (reason is None) if skipped is None else (skipped in reason)
         model_cache.status(settings)

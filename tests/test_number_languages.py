@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from num2words import CONVERTER_CLASSES, num2words
 
-import model_cache
 import number_words
 import text_normalization as tn
 from benchmarks.number_languages import sample
 from conftest import REF_TEXT, REF_WAV, ROOT
 from errors import LimitExceeded
 from runpod_handler import Worker
+from config import get_settings
 
 #: Amharic's converter loops forever on this number (the red team's job: no answer in 190 s).
 HANGS_IN_AMHARIC = "9852152"
@@ -100,7 +100,7 @@ def test_a_job_whose_numbers_do_not_finish_fails_in_one_sentence_and_the_worker_
 
     hanging = Hanging(request_seconds=1.0)
     monkeypatch.setattr(number_words, "_reader", hanging)
-    worker = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None}))
+    worker = Worker(get_settings().model_copy(update={"s3_bucket": None}))
     job = {"voice_base64": base64.b64encode(REF_WAV.read_bytes()).decode(), "ref_text": REF_TEXT, "nfe_step": 4,
            "seed": 1, "text": "Selam 9852152.", "text_language": "de"}
     out = worker({"id": "hangs", "input": job})

@@ -7,15 +7,16 @@ import soundfile as sf
 from conftest import BUCKET, REF_TEXT, S3_PORT, job_dirs
 from fault_proxy import FaultProxy
 
-import model_cache
+import checkpoints
 from runpod_handler import Worker
+from config import get_settings
 
 pytestmark = pytest.mark.usefixtures("tiny_model")  # its tests run jobs or load the tiny model
 
 
 @pytest.fixture
 def proxy(s3):
-    s3.put_object(Bucket=BUCKET, Key="voices/gail.wav", Body=model_cache.f5_package_dir().joinpath(
+    s3.put_object(Bucket=BUCKET, Key="voices/gail.wav", Body=checkpoints.f5_package_dir().joinpath(
         "infer/examples/basic/basic_ref_en.wav").read_bytes())
     s3.put_object(Bucket=BUCKET, Key="voices/gail.txt", Body=REF_TEXT.encode())
     with FaultProxy(S3_PORT, slow_seconds=2.5) as p:
@@ -23,7 +24,7 @@ def proxy(s3):
 
 
 def worker_through(proxy: FaultProxy) -> Worker:
-    return Worker(model_cache.SETTINGS.model_copy(update={
+    return Worker(get_settings().model_copy(update={
         "s3_endpoint_url": proxy.url, "s3_max_attempts": 4, "s3_read_timeout": 1.0, "s3_connect_timeout": 1.0,
     }))
 

@@ -9,15 +9,17 @@ from conftest import run_py, subprocess_env
 
 import lean_imports
 import loaded_model
-import model_cache
+import checkpoints
 import sampler
+from config import get_settings
+from conftest import STORE
 
 pytestmark = pytest.mark.usefixtures("tiny_model")  # its tests run jobs or load the tiny model
 
 
 @pytest.fixture(scope="module")
 def model():
-    return loaded_model.get_model()
+    return loaded_model.get_model(get_settings())
 
 
 @pytest.mark.parametrize("backbone", ["DiT", "UNetT"])
@@ -47,11 +49,11 @@ def test_e2_tts_configs_build_the_network_the_sampler_walks():
     """E2TTS_Base and E2TTS_Small, at their real sizes (on the meta device: no memory), are
     UNetTs whose layers the sampler takes apart; F5-TTS's are DiTs with a text position table."""
     for name in ("E2TTS_Base", "E2TTS_Small", "F5TTS_v1_Base"):
-        backbone, arch = model_cache.model_config(name)
-        files = model_cache.ModelFiles(name, backbone, arch, model_cache.TINY_DIR / "model.safetensors",
-                                       model_cache.TINY_DIR / "vocab.txt", model_cache.TINY_DIR / "vocos")
+        backbone, arch = checkpoints.model_config(name)
+        files = checkpoints.ModelFiles(name, backbone, arch, STORE.tiny_dir / "model.safetensors",
+                                       STORE.tiny_dir / "vocab.txt", STORE.tiny_dir / "vocos")
         with torch.device("meta"):
-            net = model_cache.build_cfm(files).transformer
+            net = checkpoints.build_cfm(files).transformer
         assert sampler.is_unet(net) == (backbone == "UNetT") == name.startswith("E2")
         assert len(sampler.blocks_of(net)) == arch["depth"]
         if sampler.is_unet(net):

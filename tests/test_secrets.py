@@ -7,8 +7,8 @@ import logging
 import pytest
 from conftest import BUCKET, REF_TEXT, REF_WAV, run_py, subprocess_env
 
-import model_cache
 from runpod_handler import Worker, configure_logging
+from config import get_settings
 
 pytestmark = pytest.mark.usefixtures("tiny_model")  # jobs, in this process and in a worker process
 
@@ -22,7 +22,7 @@ def test_a_job_logs_no_secret_even_at_debug(s3, caplog, monkeypatch):
     monkeypatch.delenv("RUNPOD_LOG_LEVEL")
     configure_logging("DEBUG")
     s3.put_object(Bucket=BUCKET, Key="voices/ivy.wav", Body=REF_WAV.read_bytes())
-    worker = Worker(model_cache.SETTINGS.model_copy(update={
+    worker = Worker(get_settings().model_copy(update={
         "s3_access_key_id": ACCESS_KEY, "s3_secret_access_key": SECRET_KEY}))
     voice = base64.b64encode(REF_WAV.read_bytes()).decode()
     with caplog.at_level(logging.DEBUG):

@@ -16,8 +16,8 @@ import pytest
 from conftest import SHORT_REF_TEXT, SHORT_REF_WAV, TEST_ENV
 
 import loaded_model
-import model_cache
 from runpod_handler import Worker
+from config import get_settings
 
 JOBS = int(os.environ.get("SOAK_JOBS", "500"))
 WARMUP_JOBS = 30
@@ -32,7 +32,7 @@ def listing(path: Path) -> set:
 
 
 def test_many_jobs_leave_tmp_as_it_was_and_memory_flat():
-    worker = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None, "write_local_output": False}))
+    worker = Worker(get_settings().model_copy(update={"s3_bucket": None, "write_local_output": False}))
     voice = base64.b64encode(SHORT_REF_WAV.read_bytes()).decode()  # fewer frames in every job
 
     def run(i):
@@ -64,4 +64,4 @@ def test_many_jobs_leave_tmp_as_it_was_and_memory_flat():
     # which the worker never imports; ours are bounded.
     assert "f5_tts.infer.utils_infer" not in sys.modules
     assert len(worker.engine.transcripts.cache) <= worker.engine.transcripts.cache.size
-    assert loaded_model.get_model().cfm.transformer.text_cond is None  # the DiT's per-call cache is cleared
+    assert loaded_model.get_model(get_settings()).cfm.transformer.text_cond is None  # the DiT's per-call cache is cleared

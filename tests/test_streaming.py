@@ -14,11 +14,11 @@ from conftest import REF_TEXT, job_dirs
 
 import engine
 import loaded_model
-import model_cache
 import runpod_handler
 import synthesis
 from runpod_handler import Worker
 from synthesis import Chunk
+from config import get_settings
 
 pytestmark = pytest.mark.usefixtures("tiny_model")  # its tests run jobs or load the tiny model
 
@@ -34,7 +34,7 @@ def voice() -> str:
 
 def streaming_worker(**settings) -> Worker:
     update = {"s3_bucket": None, "stream": True, "max_batch_frames": 4000, **settings}
-    return Worker(model_cache.SETTINGS.model_copy(update=update))
+    return Worker(get_settings().model_copy(update=update))
 
 
 def job(voice, **fields):
@@ -173,7 +173,7 @@ def test_the_pieces_joined_are_the_whole_file(voice, sampling_calls, stream_form
     assert done["duration_s"] == pytest.approx(len(whole) / rate, abs=1e-3) == pytest.approx(start, abs=2e-3)
     assert " ".join(p["text"] for p in firsts).split() == done["normalized_text"].split()  # what was said
     # all a non-streamed result holds, and the time to the first piece
-    plain = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None}))(job(voice))
+    plain = Worker(get_settings().model_copy(update={"s3_bucket": None}))(job(voice))
     assert set(plain) | {"type"} == set(done)
     assert 0 < done["timings"]["first_audio"] < done["timings"]["total"]
     assert job_dirs() == []
@@ -216,7 +216,7 @@ def test_a_stream_closed_early_frees_the_model_and_the_scratch(voice, sampling_c
     stream = streaming_worker().stream(job(voice))
     next(stream), next(stream)
     stream.close()
-    model = loaded_model.get_model()
+    model = loaded_model.get_model(get_settings())
     assert not model.lock.locked() and job_dirs() == []
     assert model.batcher.idle()  # nothing of the job left waiting in the sampling loop
     assert len(sampling_calls) < 4
@@ -242,7 +242,7 @@ def test_a_failure_mid_stream_ends_it_with_an_error_and_the_next_job_succeeds(vo
     assert {i.get("type") for i in items[:-1]} == {"audio"} and {i["index"] for i in items[:-1]} == {0, 1}
     assert items[-1] == {"error": items[-1]["error"]} and "out of memory" in items[-1]["error"]
     assert runpod_handler.SDK_CONFIG == {"refresh_worker": True}  # the SDK stops this worker after the job
-    assert job_dirs() == [] and not loaded_model.get_model().lock.locked()
+    assert job_dirs() == [] and not loaded_model.get_model(get_settings()).lock.locked()
 
     monkeypatch.setattr(sampler, "sample", real)
     again = list(runpod_handler.stream_handler(job(voice)))
@@ -267,8 +267,8 @@ def test_a_failure_while_sending_a_piece_stops_the_sampling_at_once(voice, monke
         assert next(stream)["index"] == 0
         error = next(stream)
         assert error["error"].startswith("The disk is full"), error
-        assert not loaded_model.get_model().lock.locked() and job_dirs() == []
-        assert loaded_model.get_model().batcher.idle()
+        assert not loaded_model.get_model(get_settings()).lock.locked() and job_dirs() == []
+        assert loaded_model.get_model(get_settings()).batcher.idle()
         assert len(sampling_calls) <= 3 and list(stream) == []
 
 
@@ -282,7 +282,7 @@ def test_bad_input_on_a_streaming_worker_is_one_error_item(voice):
 
 
 def test_stream_format_is_refused_by_a_worker_that_does_not_stream(voice):
-    out = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None}))(job(voice, stream_format="pcm"))
+    out = Worker(get_settings().model_copy(update={"s3_bucket": None}))(job(voice, stream_format="pcm"))
     assert out == {"error": "Invalid input: stream_format: this worker does not stream (its STREAM setting is off); "
                             "leave it out, or send the job to a streaming endpoint."}
 
@@ -326,7 +326,7 @@ def test_a_long_chunk_goes_out_in_parts_under_the_stream_item_limit():
 def test_a_stream_whose_answer_would_pass_runpod_s_limit_is_refused_before_sampling(voice, sampling_calls, s3):
     """/run and /runsync return every piece as well as the result: with S3 the pieces alone count,
     without it the inline file as well; refused before anything is sampled, with one sentence."""
-    with_s3 = streaming_worker(s3_bucket=model_cache.SETTINGS.s3_bucket, max_inline_bytes=100_000)
+    with_s3 = streaming_worker(s3_bucket=get_settings().s3_bucket, max_inline_bytes=100_000)
     items = list(with_s3.stream(job(voice)))
     assert len(items) == 1 and items[0]["error"].startswith("A streamed job's answer holds every piece of its audio: "
                                                             "this one would be at least ")

@@ -8,6 +8,7 @@ import loaded_model
 import synthesis
 from errors import LimitExceeded
 from synthesis import Chunk, SynthesisParams
+from config import get_settings
 
 pytestmark = pytest.mark.usefixtures("tiny_model")  # its tests run jobs or load the tiny model
 
@@ -27,7 +28,7 @@ BATCH_TOLERANCE = 0.02
 
 @pytest.fixture(scope="module")
 def model():
-    return loaded_model.get_model()
+    return loaded_model.get_model(get_settings())
 
 
 @pytest.fixture(scope="module")

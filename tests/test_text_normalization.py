@@ -17,6 +17,8 @@ import text_normalization as tn
 from conftest import REF_TEXT, REF_WAV, ROOT
 from errors import LimitExceeded, WorkerSetupError
 from runpod_handler import Worker
+from config import get_settings
+from conftest import STORE
 
 pytestmark = pytest.mark.usefixtures("tiny_model")  # the session's grammars, and jobs
 
@@ -238,7 +240,7 @@ PROSE = [  # nothing to say differently: returned as sent
 
 @pytest.fixture(scope="module")
 def grammars(tiny_model):
-    return tn.grammars(tn.grammar_root(model_cache.MODELS_DIR))
+    return tn.grammars(tn.grammar_root(STORE.models_dir))
 
 
 def say(text, grammars, language=None, limit=10_000):
@@ -541,12 +543,12 @@ def test_a_grammar_that_cannot_be_written_is_a_clear_error(tmp_path):
 
 
 def test_prefetch_and_status_cover_the_grammars(capsys):
-    model_cache.prefetch_grammars()  # the session's are compiled: found, not compiled again
+    model_cache.prefetch_grammars(STORE.models_dir)  # the session's are compiled: found, not compiled again
     out = capsys.readouterr().out
     for language in tn.GRAMMAR_LANGUAGES:
         assert f"ok       text normalisation grammar ({language})" in out
     assert "compiling" not in out
-    model_cache.status()
+    model_cache.status(get_settings())
     out = capsys.readouterr().out
     assert "grammar en   ok" in out and "grammar zh   ok" in out
 
@@ -572,7 +574,7 @@ SPOKEN = ("It costs three dollars and fifty cents on the fifth of march, twenty 
 
 @pytest.fixture(scope="module")
 def worker(tiny_model):
-    return Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None}))
+    return Worker(get_settings().model_copy(update={"s3_bucket": None}))
 
 
 def run_job(worker, **fields):

@@ -7,9 +7,9 @@ import pytest
 from conftest import BUCKET, REF_TEXT, REF_WAV, job_dirs
 
 import asr
-import model_cache
 import transcripts
 from runpod_handler import Worker
+from config import get_settings
 
 pytestmark = pytest.mark.usefixtures("tiny_model")  # its tests run jobs or load the tiny model
 
@@ -32,7 +32,7 @@ def asr_calls(monkeypatch):
 
 @pytest.fixture
 def worker(s3):
-    return Worker(model_cache.SETTINGS)
+    return Worker(get_settings())
 
 
 def job(**fields):
@@ -48,7 +48,7 @@ def test_blank_transcript_runs_asr_once_and_writes_the_sidecar(worker, s3, ref_w
     sidecar = s3.get_object(Bucket=BUCKET, Key="voices/erin.txt")["Body"].read().decode()
     assert sidecar == first["ref_text"]
 
-    fresh = Worker(model_cache.SETTINGS)  # another worker: no in-memory cache to lean on
+    fresh = Worker(get_settings())  # another worker: no in-memory cache to lean on
     second = fresh(job(voice_name="erin"))
     assert second["ref_text_source"] == "sidecar" and second["ref_text"] == first["ref_text"]
     assert len(asr_calls) == 1
@@ -79,7 +79,7 @@ def test_base64_voices_are_transcribed_once_by_content(worker, ref_wav_bytes, as
 def test_the_cache_keeps_each_language_apart(ref_wav_bytes, asr_calls):
     """A transcript Whisper made in one caller's language is not handed to a caller who asked
     for another, or for none."""
-    other = Worker(model_cache.SETTINGS.model_copy(update={"s3_bucket": None}))
+    other = Worker(get_settings().model_copy(update={"s3_bucket": None}))
     voice = base64.b64encode(ref_wav_bytes).decode()
     for language in ("german", None, "german", None, "english"):
         out = other(job(voice_base64=voice, **({"language": language} if language else {})))
@@ -107,7 +107,7 @@ def test_a_forced_language_is_never_written_back(worker, s3, ref_wav_bytes, asr_
 
 def test_a_failed_job_writes_no_sidecar(s3, ref_wav_bytes, asr_calls):
     s3.put_object(Bucket=BUCKET, Key="voices/hana.wav", Body=ref_wav_bytes)
-    short = Worker(model_cache.SETTINGS.model_copy(update={"max_output_seconds": 0.5}))
+    short = Worker(get_settings().model_copy(update={"max_output_seconds": 0.5}))
     out = short(job(voice_name="hana"))
     assert "MAX_OUTPUT_SECONDS" in out["error"] and len(asr_calls) == 1
     assert no_object(s3, "voices/hana.txt")
@@ -146,11 +146,11 @@ def test_voices_sharing_a_stem_never_get_each_others_transcript(worker, s3, ref_
     flac = worker(job(voice_name="bob.flac"))
     assert flac["ref_text_source"] == "asr" and flac["ref_text"] != wav["ref_text"]
     assert sidecar(s3, "voices/bob.txt")[0] == wav["ref_text"]  # the sibling's sidecar is left alone
-    assert Worker(model_cache.SETTINGS)(job(voice_name="bob.wav"))["ref_text_source"] == "sidecar"
+    assert Worker(get_settings())(job(voice_name="bob.wav"))["ref_text_source"] == "sidecar"
 
     # bob.wav uploaded anew: its old transcript is not used, and is replaced
     s3.put_object(Bucket=BUCKET, Key="voices/bob.wav", Body=speech_at(0.8))
-    fresh = Worker(model_cache.SETTINGS)(job(voice_name="bob.wav"))
+    fresh = Worker(get_settings())(job(voice_name="bob.wav"))
     assert fresh["ref_text_source"] == "asr" and fresh["ref_text"] not in (wav["ref_text"], flac["ref_text"])
     assert sidecar(s3, "voices/bob.txt")[0] == fresh["ref_text"]
     assert len(asr_calls) == 3

@@ -1,0 +1,34 @@
+"""A process's start time from /proc/<pid>/stat, read in one place."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import proc_stat
+import scratch
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="Linux's /proc")
+
+
+def test_start_ticks_reads_field_22_after_a_command_name_with_spaces_and_parentheses(tmp_path):
+    named = tmp_path / "a (b) c"
+    named.symlink_to(sys.executable)
+    child = subprocess.Popen([str(named), "-c", "import time; time.sleep(30)"])
+    try:
+        line = Path(f"/proc/{child.pid}/stat").read_text()
+        assert "(a (b) c)" in line
+        assert proc_stat.start_ticks(child.pid) == int(line.rsplit(")", 1)[1].split()[19])
+        assert scratch.process_identity(child.pid) == f"{child.pid}-{proc_stat.start_ticks(child.pid)}"
+    finally:
+        child.kill()
+        child.wait()
+    assert scratch.process_identity(child.pid) == ""  # gone: no identity
+    with pytest.raises(OSError):
+        proc_stat.start_ticks(child.pid)
+
+
+def test_self_is_this_process():
+    assert proc_stat.start_ticks("self") == proc_stat.start_ticks(os.getpid())
