@@ -292,14 +292,17 @@ class JobResult(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    #: Where the audio went: S3 (its key, a presigned URL), inline, the local copy (OUTPUT_DIR).
     s3_key: Optional[str] = None
     audio_url: Optional[str] = None
     audio_base64: Optional[str] = None
     local_path: Optional[str] = None
+    #: The subtitle file (captions_format), beside the audio.
     captions_s3_key: Optional[str] = None
     captions_url: Optional[str] = None
     captions_text: Optional[str] = None
     captions_local_path: Optional[str] = None
+    #: What was made, and how.
     duration_s: float
     sample_rate: int
     format: str
@@ -314,7 +317,10 @@ class JobResult(BaseModel):
     normalized_text: str
     chunks: int
     batches: int
+    #: Each chunk's text and its time in the audio (and its voice, in a dialogue).
     captions: list[dict]
+    #: Seconds per step (normalize, download, model, transcript, synthesis, encode, upload,
+    #: total; first_audio when streamed), and synthesis time per second of audio.
     timings: dict[str, float]
     rtf: Optional[float]
 
