@@ -37,7 +37,7 @@ def run_worker(cfg: dict, env: dict) -> dict:
             tail = (tail + [line.rstrip()])[-20:]
             if "ready" not in marks and "f5worker.loaded_model: loaded " in line:
                 marks["ready"], marks["load_log"] = now, line.split("f5worker.loaded_model: ", 1)[1].strip()
-            elif "first_audio" not in marks and "f5worker.handler: job " in line and " of audio in " in line:
+            elif "first_audio" not in marks and "f5worker.engine: job " in line and " of audio in " in line:
                 marks["first_audio"] = now
         proc.wait()
         watchdog.cancel()

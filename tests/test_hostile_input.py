@@ -487,7 +487,7 @@ def test_the_whole_fetch_ends_by_the_timeout(first_hop_is_public, scheme, payloa
                                                    "ref_text": "x"}})
         took = time.monotonic() - started
     assert out == {"error": "voice_url took over 2 s."}
-    assert took < 3.0, took
+    assert took < 4 * 2.0, took  # the trickle alone would last minutes; a loaded machine may add seconds
     assert job_dirs() == []
 
 
