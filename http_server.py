@@ -212,11 +212,20 @@ class Door:
         return JSONResponse(openai_api.error_body(message, 429, "too_many_requests"), 429,
                             headers={"Retry-After": str(RETRY_AFTER_S)})
 
-    def start(self, job_id: str, job, stream: bool, delivery=None) -> Run | None:
-        """The engine run of a parsed job, or None when the worker is at its limit."""
+    async def begin(self, job_id: str, job, stream: bool, delivery=None):
+        """The engine run of a parsed job and its first item (a streamed part, or a whole job's
+        result); or (None, the response that refuses it): the worker at its limit, or the job
+        failed before its first item."""
         if not self.admission.enter():
-            return None
-        return Run(lambda: self.engine.run(job_id, job, stream, delivery=delivery), self.admission.leave)
+            return None, self.busy()
+        run = Run(lambda: self.engine.run(job_id, job, stream, delivery=delivery), self.admission.leave)
+        try:
+            return run, await run.next()
+        except asyncio.CancelledError:
+            run.cancel()
+            raise
+        except Exception as exc:  # noqa: BLE001 - mapped once
+            return None, self.failure(exc, job_id)
 
 
 async def json_body(request: Request):
@@ -224,14 +233,6 @@ async def json_body(request: Request):
         return json.loads(await request.body())
     except ValueError:
         raise InvalidInput("Invalid input: the body is not valid JSON.") from None
-
-
-async def first_item(run: Run):
-    try:
-        return await run.next()
-    except asyncio.CancelledError:
-        run.cancel()
-        raise
 
 
 def create_app(settings: Settings, engine: Engine | None = None, health: Health | None = None,
@@ -288,13 +289,9 @@ def create_app(settings: Settings, engine: Engine | None = None, health: Health 
         except Exception as exc:  # noqa: BLE001 - mapped once
             return door.failure(exc, job_id)
         delivery = BodyDelivery()
-        run = door.start(job_id, job, asked.streamed, delivery)
+        run, first = await door.begin(job_id, job, asked.streamed, delivery)
         if run is None:
-            return door.busy()
-        try:
-            first = await first_item(run)
-        except Exception as exc:  # noqa: BLE001
-            return door.failure(exc, job_id)
+            return first
         headers = {"X-Seed": str(job.seed)}
         if asked.ignored:
             headers["X-Ignored-Fields"] = ",".join(asked.ignored)
@@ -324,13 +321,9 @@ def create_app(settings: Settings, engine: Engine | None = None, health: Health 
             job = parse_job_input(body["input"], settings, streamed=False)
         except Exception as exc:  # noqa: BLE001
             return door.failure(exc, job_id)
-        run = door.start(job_id, job, False)
+        run, result = await door.begin(job_id, job, False)
         if run is None:
-            return door.busy()
-        try:
-            result = await first_item(run)
-        except Exception as exc:  # noqa: BLE001
-            return door.failure(exc, job_id)
+            return result
         return JSONResponse({"id": job_id, "status": "COMPLETED", "output": result.answer()})
 
     @api.post("/v1/audio/voices")
