@@ -25,6 +25,7 @@ import http_server
 import loaded_model
 import model_cache
 from engine import StreamPart
+from errors import StorageError
 from job_schema import parse_job_input
 from runpod_handler import Worker
 
@@ -51,11 +52,18 @@ def running(app):
 
 
 @pytest.fixture(scope="module")
-def base(s3_server):
+def served(s3_server):
+    """The server over the real engine: (its base URL, its routes' shared state)."""
     health = http_server.Health()
     health.start(lambda: None, loaded_model.get_model)
-    with running(http_server.create_app(model_cache.SETTINGS, health=health)) as url:
-        yield url
+    app = http_server.create_app(model_cache.SETTINGS, health=health)
+    with running(app) as url:
+        yield url, app.state.door
+
+
+@pytest.fixture
+def base(served):
+    return served[0]
 
 
 @pytest.fixture
@@ -89,19 +97,52 @@ def test_every_format_decodes_and_a_seed_gives_the_queue_job_s_audio(client, nat
     assert np.array_equal(decoded["wav"], decoded["pcm"])  # both streamed: the same samples
 
 
-def test_a_stream_s_first_bytes_arrive_before_its_end(client, nature):
+def test_a_stream_s_first_bytes_arrive_before_its_end(client, nature, served, monkeypatch):
+    """The run is held after its first part until the client has that part's bytes: they come
+    before the rest of the answer is made."""
     text = "One small sentence first. Then a second one follows it, and a third one ends the test here."
+    door, got_first, held = served[1], threading.Event(), []
+    run = door.engine.run
+
+    def held_after_the_first_part(*args, **kwargs):
+        for item in run(*args, **kwargs):
+            yield item
+            if isinstance(item, StreamPart) and not held:
+                held.append(got_first.wait(10))
+
+    monkeypatch.setattr(door.engine, "run", held_after_the_first_part)
     arrivals = []
     with client.audio.speech.with_streaming_response.create(
             model="tts-1", voice={"id": nature}, input=text, response_format="wav", extra_body=FAST) as response:
         assert response.headers["content-type"] == "audio/wav" and response.headers["x-seed"] == "7"
         for block in response.iter_bytes():
             arrivals.append((time.perf_counter(), block))
+            got_first.set()
+    assert held == [True]
     data = b"".join(block for _, block in arrivals)
     audio, rate = sf.read(io.BytesIO(data), dtype="int16")
     assert rate == 24000 and len(audio) == (len(data) - 44) // 2
     assert data[4:8] == data[40:44] == b"\xff\xff\xff\xff"  # sizes unknown when the header left
-    assert len(arrivals) > 1 and arrivals[-1][0] - arrivals[0][0] > 0.05
+    assert len(arrivals) > 1
+
+
+def test_requests_at_once_all_succeed_each_with_its_audio_alone(client, nature):
+    asks = [(TEXT, 1), ("Another line, said by the same voice.", 2), (TEXT, 3)]
+
+    def speak(text, seed):
+        data = client.audio.speech.create(model="f5-tts", voice=nature, input=text, response_format="flac",
+                                          extra_body={"nfe_step": 4, "seed": seed}).read()
+        return sf.read(io.BytesIO(data), dtype="int16")[0]
+
+    alone = [speak(*ask) for ask in asks]
+    together = [None] * len(asks)
+    threads = [threading.Thread(target=lambda n=n, ask=ask: together.__setitem__(n, speak(*ask)))
+               for n, ask in enumerate(asks)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert all(np.array_equal(a, b) for a, b in zip(alone, together))
 
 
 def test_sse_events_carry_the_audio_then_done(client, nature):
@@ -227,6 +268,8 @@ class PretendEngine:
         try:
             for n in range(500):
                 time.sleep(0.02)
+                if job.text == "Fail." and n == 2:
+                    raise StorageError("S3 upload of 'x' failed (500).")
                 yield StreamPart(n, 0, None, job.text, n * 0.1, 0.1, 24000, "pcm", memoryview(bytes(4800)))
         finally:
             self.closed.set()
@@ -318,3 +361,14 @@ def test_serve_http_starts_the_server_instead_of_the_queue_worker(tmp_path):
         output = process.communicate(timeout=20)[0]
     assert process.returncode == -signal.SIGTERM, output  # uvicorn stops, then dies of the signal it caught
     assert "serving HTTP on port" in output and "ready to serve" in output
+
+
+def test_a_failure_mid_stream_ends_sse_with_an_error_event_and_audio_cut_short(pretend):
+    url = pretend[0]
+    failing = {**SPEECH, "input": "Fail."}
+    events = httpx.post(f"{url}/v1/audio/speech", json={**failing, "stream_format": "sse"}, headers=AUTH)
+    last = json.loads(events.text.strip().split("\n\n")[-1].removeprefix("data: "))
+    assert events.status_code == 200 and last["type"] == "error"
+    assert last["error"]["code"] == "storage_error" and last["error"]["message"] == "S3 upload of 'x' failed (500)."
+    with pytest.raises(httpx.RemoteProtocolError):  # never a short file that looks whole
+        httpx.post(f"{url}/v1/audio/speech", json=failing, headers=AUTH)
