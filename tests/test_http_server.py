@@ -23,7 +23,7 @@ from conftest import BUCKET, ROOT, SHORT_REF_TEXT, SHORT_REF_WAV, free_port, sub
 
 import http_server
 import loaded_model
-import model_cache
+from config import get_settings
 from engine import StreamPart
 from errors import StorageError
 from job_schema import parse_job_input
@@ -56,7 +56,7 @@ def served(s3_server):
     """The server over the real engine: (its base URL, its routes' shared state)."""
     health = http_server.Health()
     health.start(lambda: None, loaded_model.get_model)
-    app = http_server.create_app(model_cache.SETTINGS, health=health)
+    app = http_server.create_app(get_settings(), health=health)
     with running(app) as url:
         yield url, app.state.door
 
@@ -90,7 +90,7 @@ def test_every_format_decodes_and_a_seed_gives_the_queue_job_s_audio(client, nat
                                           extra_body=FAST).read()
         decoded[fmt] = pcm_samples(data) if fmt == "pcm" else sf.read(io.BytesIO(data), dtype="int16")[0]
         assert len(decoded[fmt]) > 2400, fmt
-    queued = Worker(model_cache.SETTINGS)({"id": "same", "input": {"text": TEXT, "voice_name": nature,
+    queued = Worker(get_settings())({"id": "same", "input": {"text": TEXT, "voice_name": nature,
                                                                     "output_format": "flac", **FAST}})
     body = s3.get_object(Bucket=BUCKET, Key=queued["s3_key"])["Body"].read()
     assert np.array_equal(decoded["flac"], sf.read(io.BytesIO(body), dtype="int16")[0])
@@ -172,7 +172,7 @@ def test_errors_carry_the_queue_job_s_sentence(client, nature):
     speak = client.audio.speech.create
     ours = expect_error(lambda: speak(model="f5-tts", voice=nature, input=TEXT, speed=4.0), 400)
     with pytest.raises(Exception) as queued:
-        parse_job_input({"text": TEXT, "voice_name": nature, "speed": 4.0}, model_cache.SETTINGS)
+        parse_job_input({"text": TEXT, "voice_name": nature, "speed": 4.0}, get_settings())
     assert ours["message"] == queued.value.message and ours["type"] == "invalid_request_error"
     unknown = expect_error(lambda: speak(model="f5-tts", voice=nature, input=TEXT, extra_body={"colour": 1}), 400)
     assert unknown["message"] == "Invalid input: colour: is not a known field."
@@ -198,7 +198,7 @@ def test_voices_through_the_sdk_serve_both_doors(client, s3, base):
     data = client.audio.speech.create(model="f5-tts", voice={"id": voice.id}, input=TEXT, response_format="flac",
                                       extra_body=FAST).read()
     assert sf.info(io.BytesIO(data)).frames > 2400
-    out = Worker(model_cache.SETTINGS)({"id": "q", "input": {"text": TEXT, "voice_name": "river", **FAST}})
+    out = Worker(get_settings())({"id": "q", "input": {"text": TEXT, "voice_name": "river", **FAST}})
     assert out["ref_text"] == SHORT_REF_TEXT and out["ref_text_source"] == "sidecar", out
     deleted = client.audio.voices.delete(voice.id)
     assert (deleted.id, deleted.deleted, deleted.object) == ("river", True, "audio.voice.deleted")
@@ -250,7 +250,7 @@ def test_native_jobs_answer_as_runsync(base, nature):
     assert refused.status_code == 400 and "stream_format" in refused.json()["error"]["message"]
     assert httpx.post(f"{base}/v1/jobs", content=b"{not json").json()["error"]["message"] == \
         "Invalid input: the body is not valid JSON."
-    assert httpx.get(f"{base}/v1/models").json()["data"][0]["id"] == model_cache.SETTINGS.f5_model
+    assert httpx.get(f"{base}/v1/models").json()["data"][0]["id"] == get_settings().f5_model
 
 
 # --- the limits, over an engine that only pretends -------------------------------------------
@@ -280,7 +280,7 @@ KEY = "k" * 24
 
 @pytest.fixture(scope="module")
 def pretend():
-    settings = model_cache.SETTINGS.model_copy(update={"max_concurrent_requests": 2, "api_key": KEY})
+    settings = get_settings().model_copy(update={"max_concurrent_requests": 2, "api_key": KEY})
     engine, health = PretendEngine(), http_server.Health()
     app = http_server.create_app(settings, engine=engine, health=health)
     with running(app) as url:

@@ -12,16 +12,16 @@ import soundfile as sf
 from conftest import SHORT_REF_TEXT, SHORT_REF_WAV
 
 import audio_io
-import model_cache
 import openai_api
 import voices
+from config import get_settings
 from delivery import BodyDelivery
 from errors import GpuError, InvalidInput, JobError, LimitExceeded, VoiceNotFound
 from http_server import Door, error_code
 from job_schema import parse_job_input
 from voice_store import LocalFolder, VoiceStore
 
-SETTINGS = model_cache.SETTINGS
+SETTINGS = get_settings()
 
 
 def speech(**fields):
