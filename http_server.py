@@ -246,7 +246,8 @@ def create_app(settings: Settings, engine: Engine | None = None, health: Health 
             return
         given = request.headers.get("authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {settings.api_key}".encode()):
-            raise HTTPException(401, "Give the worker's API key as `Authorization: Bearer <API_KEY>`.")
+            raise HTTPException(401, "Give the worker's API key as `Authorization: Bearer <API_KEY>`.",
+                                headers={"WWW-Authenticate": "Bearer"})
 
     api = APIRouter(dependencies=[Depends(authorized)])
 

@@ -304,6 +304,7 @@ def test_ping_says_starting_ready_broken_and_auth_guards_the_rest(pretend):
     assert httpx.get(f"{url}/ping").status_code == 200  # no key needed there
     refused = httpx.get(f"{url}/v1/models")
     assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
+    assert refused.headers["www-authenticate"] == "Bearer"
     assert httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert httpx.get(f"{url}/v1/models", headers=AUTH).status_code == 200
     door.health = broken = http_server.Health()
