@@ -4,6 +4,7 @@ MP3 without FFmpeg), and the reference clipping f5-tts does with pydub, in numpy
 from __future__ import annotations
 
 import io
+import struct
 import zlib
 from pathlib import Path
 
@@ -202,6 +203,19 @@ def encoded(audio: np.ndarray, rate: int, fmt: str) -> memoryview:
     if container == "OGG":
         _fixed_serial(data)
     return data
+
+
+#: The data size of a WAV stream whose length is unknown when its header is sent.
+UNKNOWN_SIZE = 0xFFFFFFFF
+
+
+def streaming_wav_header(rate: int) -> bytes:
+    """The header of a 16-bit mono WAV stream whose length is not known when it begins: the RIFF
+    and data sizes are 0xFFFFFFFF, as ffmpeg writes WAV to a pipe. Followed by `pcm16` samples,
+    libsndfile (soundfile) and Python's `wave` read it to the end of the bytes."""
+    return (b"RIFF" + struct.pack("<I", UNKNOWN_SIZE) + b"WAVE"
+            + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, rate, 2 * rate, 2, 16)
+            + b"data" + struct.pack("<I", UNKNOWN_SIZE))
 
 
 def pcm16(audio: np.ndarray) -> np.ndarray:

@@ -5,6 +5,7 @@
     python bench.py --stream           # time to first audio and total: stock's streaming, ours whole and streamed
     python bench.py --dialogue         # four speakers batched together, against one segment at a time
     python bench.py --normalize        # text normalisation: grammar load time, time per text
+    python bench.py --concurrent       # 1, 4, 16 concurrent clients over HTTP (SERVE=http) against one at a time
     python bench.py --arch tiny --runs 2   # fast on a CPU
 
 Weights are random (written into a models directory of the bench's own, laid out as `prefetch`
@@ -24,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import cold, dialogue, normalization, resample, streaming, warm
+from benchmarks import cold, concurrent, dialogue, normalization, resample, streaming, warm
 from benchmarks.inputs import prepare_models
 
 
@@ -55,6 +56,10 @@ def parse_args():
                    "44100, 48000, 22050, 22051, 23999, 383999)")
     p.add_argument("--normalize", action="store_true", help="text normalisation: the grammars' compile and load "
                    "times, and the time to normalise the long text with and without numbers, and a Chinese one")
+    p.add_argument("--concurrent", action="store_true", help="concurrent clients through real HTTP: the worker "
+                   "started with SERVE=http, streamed pcm speech of short texts, against the same requests one at a "
+                   "time: aggregate audio seconds per second, time to first byte p50/p95")
+    p.add_argument("--levels", help="with --concurrent: the numbers of clients, comma-separated (default 1,4,16)")
     p.add_argument("--drop-caches", action="store_true", help="drop the page cache before each cold start (root)")
     p.add_argument("--json", help="also write the results here")
     return p.parse_args()
@@ -91,6 +96,9 @@ def main():
     if args.cold:
         result = cold.measure(args, arch, env)
         cold.report(result)
+    elif args.concurrent:
+        result = concurrent.measure(args, arch, env)
+        concurrent.report(result)
     elif args.stream:
         result = streaming.measure(args, arch)
         streaming.report(result)

@@ -75,6 +75,21 @@ class Settings(BaseModel):
     #: The handler streams: a generator that yields each piece of audio as it is made (read from
     #: /stream/<id>), then the whole result; /run and /runsync return the list of all of them.
     stream: bool = Field(False, alias="STREAM")
+
+    # --- the HTTP door (SERVE=http) ------------------------------------------------------
+    #: queue: RunPod's job queue, through the RunPod SDK; http: the worker's own HTTP server
+    #: (OpenAI's speech API and the native job contract), for RunPod's load-balancing endpoints.
+    serve: Literal["queue", "http"] = Field("queue", alias="SERVE")
+    #: The HTTP server's port, and the port /ping is also answered on (None: PORT's alone), as
+    #: RunPod's load balancer names them.
+    port: int = Field(80, ge=1, le=65535, alias="PORT")
+    port_health: Optional[int] = Field(None, ge=1, le=65535, alias="PORT_HEALTH")
+    #: Requests being served at once (synthesis and native jobs); one more is answered 429 at once.
+    max_concurrent_requests: int = Field(16, ge=1, le=1024, alias="MAX_CONCURRENT_REQUESTS")
+    #: Outside RunPod: every request but /ping must carry `Authorization: Bearer <API_KEY>`.
+    api_key: Optional[str] = Field(None, min_length=16, max_length=512, alias="API_KEY", repr=False)
+    #: Voices by name without S3: a folder laid out as the bucket (<VOICES_DIR>/<S3_VOICES_PREFIX><name>).
+    voices_dir_override: Optional[Path] = Field(None, alias="VOICES_DIR")
     job_tmp_dir: Path = Field(Path("/tmp"), alias="JOB_TMP_DIR")
     #: Below the size of JOB_TMP_DIR's disk (checked at start), or every job would be refused.
     min_free_disk_mb: int = Field(200, ge=0, alias="MIN_FREE_DISK_MB")
@@ -139,6 +154,18 @@ class Settings(BaseModel):
     @classmethod
     def _upper(cls, value):
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("serve", mode="before")
+    @classmethod
+    def _lower(cls, value):
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("api_key")
+    @classmethod
+    def _key(cls, value):
+        if value is not None and (any(ch.isspace() for ch in value) or not value.isprintable()):
+            raise ValueError("must be one word of printable characters (no spaces), as an Authorization header carries it")
+        return value
 
     @field_validator("f5_model")
     @classmethod
@@ -206,6 +233,11 @@ class Settings(BaseModel):
         if self.max_voice_seconds < self.min_voice_seconds:
             raise ValueError(f"MAX_VOICE_SECONDS ({self.max_voice_seconds:g}) must be at least MIN_VOICE_SECONDS "
                              f"({self.min_voice_seconds:g}): every voice would be too long or too short")
+        if _is_within(self.local_voices_dir, self.job_tmp_dir) and any(
+                part.startswith("f5job-") for part in self.local_voices_dir.absolute().relative_to(
+                    self.job_tmp_dir.absolute()).parts):
+            raise ValueError(f"VOICES_DIR ({self.local_voices_dir}) must not be inside a job's scratch directory "
+                             "under JOB_TMP_DIR: those are removed when the job ends")
         disk = _disk_bytes(self.job_tmp_dir)
         if disk is not None and self.min_free_disk_mb and self.min_free_disk_mb * 2**20 >= disk:  # 0: no floor
             raise ValueError(f"MIN_FREE_DISK_MB ({self.min_free_disk_mb}) must be below the size of the disk that "
@@ -216,6 +248,13 @@ class Settings(BaseModel):
     @property
     def s3_enabled(self) -> bool:
         return bool(self.s3_bucket)
+
+    @property
+    def local_voices_dir(self) -> Path:
+        """Where voices by name are kept without S3: VOICES_DIR, else `<MODELS_DIR>/voices` (on
+        the network volume when there is one: kept across restarts and shared by every worker of
+        the endpoint, where OUTPUT_DIR is on each worker's own disk)."""
+        return (self.voices_dir_override or self.models_dir / "voices").absolute()
 
     @property
     def local_output_enabled(self) -> bool:

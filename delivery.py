@@ -1,5 +1,6 @@
 """The result to the caller: uploaded to S3 with a presigned URL, inline as base64 (within
-RunPod's payload limit), and copied to OUTPUT_DIR when that is on."""
+RunPod's payload limit), and copied to OUTPUT_DIR when that is on (`Delivery`); or, for a door
+that answers with the audio itself, kept as the response's body (`BodyDelivery`)."""
 
 from __future__ import annotations
 
@@ -111,6 +112,42 @@ class Delivery:
         except OSError as exc:
             raise os_error(exc, "the local copy of the result", "OUTPUT_DIR", folder) from None
         return local
+
+
+#: What a RunPod load-balancing endpoint carries in one request or response.
+LB_PAYLOAD_BYTES = 30 * 2**20
+
+
+class BodyDelivery:
+    """The audio as the body of an HTTP response (one per request): no upload, no local copy; the
+    body must fit `limit` bytes (a load-balancing endpoint's payload limit). A streamed request's
+    body is its stream: nothing is kept then."""
+
+    def __init__(self, limit: int = LB_PAYLOAD_BYTES):
+        self.limit = limit
+        self.body: bytes | None = None
+        self.content_type: str | None = None
+
+    def key(self, name: str) -> str:
+        return name
+
+    def check_planned_size(self, return_base64: bool, fmt: str, samples: int, stream_fmt: str | None = None) -> None:
+        self.check_size(audio_io.least_encoded_bytes(stream_fmt or fmt, samples) or 0, fmt, planned=True)
+
+    def check_size(self, size: int, fmt: str, planned: bool = False) -> None:
+        if size <= self.limit:
+            return
+        smaller = "" if fmt in COMPRESSED else ", ask for response_format mp3 or opus"
+        raise LimitExceeded(f"The audio {'would be at least' if planned else 'is'} {_human(size)}, over the "
+                            f"{_human(self.limit)} an HTTP answer can carry (RunPod's load balancer refuses larger "
+                            f"payloads): send a shorter text{smaller}.")
+
+    def deliver(self, path: Path, key: str, content_type: str, return_base64: bool, captions=None,
+                streamed: int = 0) -> dict:
+        if not streamed:
+            self.check_size(path.stat().st_size, path.suffix.lstrip("."))
+            self.body, self.content_type = path.read_bytes(), content_type
+        return {}
 
 
 def _human(size: int) -> str:

@@ -129,10 +129,12 @@ class Timings:
 class Engine:
     """Runs jobs against one set of settings; `storage` is None when no bucket is configured."""
 
-    def __init__(self, settings: Settings, storage=None):
+    def __init__(self, settings: Settings, storage=None, voice_storage=None):
         self.settings = settings
         if storage is not None:
             self.__dict__["storage"] = storage
+        if voice_storage is not None:
+            self.__dict__["voice_storage"] = voice_storage
         self.transcripts = Transcripts(settings)
         self.grammars = text_normalization.grammars(text_normalization.grammar_root(settings.models_dir),
                                                     settings.allow_model_download)
@@ -147,6 +149,12 @@ class Engine:
         return S3Storage(self.settings)
 
     @cached_property
+    def voice_storage(self):
+        """Where voices named by `voice_name` are read: the bucket, or a door's own store (the HTTP
+        door's local folder without S3)."""
+        return self.storage
+
+    @cached_property
     def delivery(self) -> Delivery:
         return Delivery(self.settings, self.storage)
 
@@ -155,9 +163,10 @@ class Engine:
         """The job's path. Yields its result last; before it, when `stream`, each part of its audio.
         `progress(chunks_done=, chunks=, audio_s=)` hears of a job of several batches as it moves.
         `delivery`: where the answer goes and the limits it must fit (the worker's own by default:
-        S3, inline, a local copy); a front door that sends the bytes itself passes its own."""
+        S3, inline, a local copy); a front door that sends the bytes itself passes its own.
+        `raw_input` may be a `JobInput` a door has parsed by its own rules."""
         s, timings, delivery = self.settings, Timings(), delivery or self.delivery
-        job = parse_job_input(raw_input, s)
+        job = raw_input if isinstance(raw_input, JobInput) else parse_job_input(raw_input, s)  # a door may parse it
         params = synthesis_params(job)
         with timings("normalize"):
             script = self.spoken(job, script_of(job))
@@ -219,7 +228,7 @@ class Engine:
         def stage(n: int, name: str | None) -> StagedAudio:
             with voice_named(name):
                 voice = voices.stage(voice_of(job, name), job_dir if name is None else job_dir / f"voice-{n}", s,
-                                     self.storage)
+                                     self.voice_storage)
                 return StagedAudio(voice, *audio_io.read_audio(voice.path, s.max_voice_seconds,
                                                                keep_seconds=s.ref_clip_seconds + 1))
 

@@ -133,8 +133,10 @@ def _is_gpu_failure(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and ("CUDA" in text or "cuDNN" in text or "CUBLAS" in text)
 
 
-def to_runpod_result(exc: BaseException, job_id: str) -> dict:
-    """Turn any exception into RunPod's failed-job shape: {"error": str, "refresh_worker"?: True}."""
+def as_job_error(exc: BaseException, job_id: str) -> JobError:
+    """Any exception as the typed error its caller reads (logged once here): an unwritable or full
+    disk no site anticipated, a GPU failure (which asks for a fresh worker), or an internal error
+    named by its type only. Every front door maps what this returns its own way."""
     if isinstance(exc, OSError) and exc.errno in _FULL | _NOT_WRITABLE:  # a write no site anticipated
         log.error("job %s: %s", job_id, exc)
         exc = os_error(exc, "a file", "check the disk and the folder settings")
@@ -150,6 +152,12 @@ def to_runpod_result(exc: BaseException, job_id: str) -> dict:
             exc = JobError(f"Internal error ({type(exc).__name__}); the job was not completed.")
     else:
         log.warning("job %s failed: %s: %s", job_id, type(exc).__name__, exc.message)
+    return exc
+
+
+def to_runpod_result(exc: BaseException, job_id: str) -> dict:
+    """Turn any exception into RunPod's failed-job shape: {"error": str, "refresh_worker"?: True}."""
+    exc = as_job_error(exc, job_id)
     result = {"error": exc.message}
     if exc.refresh_worker:
         result["refresh_worker"] = True

@@ -248,7 +248,10 @@ def _problem(err: dict) -> str:
     return f"{field}: {msg}" if field else msg
 
 
-def parse_job_input(raw, settings: Settings) -> JobInput:
+def parse_job_input(raw, settings: Settings, streamed: bool | None = None) -> JobInput:
+    """`raw` as a job, or InvalidInput / LimitExceeded with one sentence. `streamed`: whether this
+    job's audio is sent as it is made, for a door that decides it per request (the HTTP door);
+    None: as the worker's STREAM setting says (the queue door)."""
     if not isinstance(raw, dict):
         raise InvalidInput("Invalid input: the job's input must be a JSON object.")
     # Counted before validation: a payload of a million voices, segments or tags is refused
@@ -277,6 +280,9 @@ def parse_job_input(raw, settings: Settings) -> JobInput:
             if segment.pause_after > settings.max_pause_seconds:
                 raise LimitExceeded(f"segments.{n}.pause_after is {segment.pause_after:g} s; at most "
                                     f"{settings.max_pause_seconds:g} s is accepted (MAX_PAUSE_SECONDS).")
+    if streamed is not None:
+        _check_streaming(job, streamed)
+        return job
     if "stream_format" in job.model_fields_set and not settings.stream:
         raise InvalidInput("Invalid input: stream_format: this worker does not stream (its STREAM setting is off); "
                            "leave it out, or send the job to a streaming endpoint.")
@@ -284,6 +290,26 @@ def parse_job_input(raw, settings: Settings) -> JobInput:
         raise InvalidInput("Invalid input: remove_silence: not available on a streaming worker (it shortens pauses "
                            "across the whole audio, and a stream sends the audio before it is whole).")
     return job
+
+
+def _check_streaming(job: JobInput, streamed: bool) -> None:
+    """A door's own rule: how a request's audio is sent is the door's to choose (stream_format is not
+    the job's), and a streamed request cannot remove silence."""
+    if "stream_format" in job.model_fields_set:
+        raise InvalidInput("Invalid input: stream_format: is not a field of this request (the audio of a streamed "
+                           "request is sent as it is made, in the format the request asks for).")
+    if job.remove_silence and streamed:
+        raise InvalidInput("Invalid input: remove_silence: not available on a streamed request (it shortens pauses "
+                           "across the whole audio, and a stream sends the audio before it is whole); ask for the "
+                           "audio whole (a response_format of mp3, opus or flac is sent whole).")
+
+
+def parse_voice(raw: dict) -> VoiceInput:
+    """One voice alone (a voice stored for later jobs), by the rules of a job's voice."""
+    try:
+        return VoiceInput.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidInput(_sentence(exc)) from None
 
 
 class JobResult(BaseModel):

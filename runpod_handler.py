@@ -3,6 +3,7 @@
     python runpod_handler.py                      # serve (on RunPod), or run ./test_input.json locally
     python runpod_handler.py --test_input '{...}'  # one local job
     python runpod_handler.py --rp_serve_api        # local HTTP API: POST /runsync, /run
+    SERVE=http python runpod_handler.py            # the HTTP door instead (http_server: OpenAI's speech API)
 
 This is the queue's front door: a RunPod job in, the engine's path for it (`engine`: validate ->
 numbers and symbols as words -> stage the voices -> prepare the references -> plan -> synthesize
@@ -28,7 +29,7 @@ from functools import partial
 
 import engine
 import loaded_model
-from config import Settings, in_job_queue
+from config import Settings, get_settings, in_job_queue
 from engine import Engine, StreamPart
 from errors import preview, to_runpod_result
 
@@ -209,12 +210,18 @@ def exit_now(code) -> None:
 
 
 def main() -> None:
-    configure_logging(get_settings().log_level)
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    if settings.serve == "http":  # the HTTP door (RunPod's load-balancing endpoints) instead of the queue's
+        import http_server
+
+        http_server.serve(settings, load=load_at_start, model=lambda: loaded_model.get_model(settings))
+        exit_now(0)
     # Seconds of loading overlap the SDK's import and start-up (seconds too) instead of following them.
     threading.Thread(target=load_at_start, name="load", daemon=True).start()
     import runpod
 
-    if get_settings().stream:
+    if settings.stream:
         # One job from the command line runs the handler as a plain function, not as a stream.
         one_job = runs_locally() and "--rp_serve_api" not in sys.argv
         SDK_CONFIG.update(handler=local_stream_job if one_job else stream_handler, return_aggregate_stream=True)

@@ -108,14 +108,29 @@ class S3Storage:
         except (ClientError, BotoCoreError) as exc:
             raise self._fail("upload", key, exc) from None
 
-    def upload(self, path: Path, key: str, content_type: str) -> None:
+    def upload(self, path: Path, key: str, content_type: str, metadata: dict | None = None) -> None:
         # One PUT (results are a few MB at most): S3 stores the object whole or not at all,
         # so a failed upload never leaves a partial result under the output prefix.
         try:
             with open(path, "rb") as fh:
-                self.client.put_object(Bucket=self.bucket, Key=key, Body=fh, ContentType=content_type)
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=fh, ContentType=content_type,
+                                       Metadata=metadata or {})
         except (ClientError, BotoCoreError) as exc:
             raise self._fail("upload", key, exc) from None
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail("deletion", key, exc) from None
+
+    def listing(self, prefix: str) -> list[tuple[str, float]]:
+        """(key, last modified as a Unix time) of every object under `prefix`."""
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+            return [(o["Key"], o["LastModified"].timestamp()) for page in pages for o in page.get("Contents", [])]
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail("listing", prefix, exc) from None
 
     def presign(self, key: str, expires: int) -> str:
         try:

@@ -128,7 +128,8 @@ def from_s3(storage, settings: Settings, name: str, job_dir: Path) -> StagedVoic
             except OSError as exc:
                 raise os_error(exc, "the voice", "JOB_TMP_DIR", path) from None
             return StagedVoice(path, "name", S3Sidecar(storage, sidecar_key_for(candidate), candidate, etag))
-    raise VoiceNotFound(f"No voice named '{preview(name)}' under '{settings.s3_voices_prefix}' in the bucket.")
+    raise VoiceNotFound(f"No voice named '{preview(name)}' under '{settings.s3_voices_prefix}' "
+                        f"{getattr(storage, 'place', 'in the bucket')}.")
 
 
 def from_base64(data: str, settings: Settings, job_dir: Path) -> StagedVoice:

@@ -8,7 +8,7 @@ from conftest import ROOT
 #: Top to bottom: the job's path, then the model below it, then settings and errors. The README's
 #: code map describes the same order.
 ORDER = [
-    "runpod_handler", "engine",
+    "runpod_handler", "http_server", "openai_api", "voice_store", "engine",
     "job_schema", "scratch", "transcripts", "asr", "voices", "url_fetch", "delivery", "captions", "s3_utils", "synthesis",
     "batching", "audio_io",
     "loaded_model", "sampler", "model_cache", "random_weights", "fp16_copy", "checkpoints", "hub_cache",
