@@ -192,6 +192,17 @@ def s3(s3_server):
 
 
 @pytest.fixture
+def private_tmp(tmp_path_factory, monkeypatch) -> Path:
+    """A folder of this test's own as the process's temporary directory (tempfile's, and TMPDIR for
+    what it starts): whatever the worker, or a library it calls, leaves in "/tmp" shows there, and
+    nothing that another process on the machine writes to the real /tmp does."""
+    path = tmp_path_factory.mktemp("private-tmp")
+    monkeypatch.setattr(tempfile, "tempdir", str(path))
+    monkeypatch.setenv("TMPDIR", str(path))
+    return path
+
+
+@pytest.fixture
 def ref_wav_bytes() -> bytes:
     return REF_WAV.read_bytes()
 
