@@ -50,6 +50,11 @@ TEST_ENV = {
     "ASR_MODEL": ASR_REPO,
 }
 os.environ.update(TEST_ENV)
+# One thread for torch's CPU kernels, here and in every process a test starts: the tiny model's
+# operations are too small to gain from a second thread, and on a machine whose cores are busy two
+# threads spin on each other (a tiny job took 7 to 10 times longer with two on a loaded 2-core
+# machine). Set it in the environment to use more.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 for name in ("WRITE_LOCAL_OUTPUT", "RUNPOD_WEBHOOK_GET_JOB", "RUNPOD_LOG_LEVEL", "REQUIRE_VOLUME", "F5_CKPT_FILE",
              "F5_VOCAB_FILE", "COMPILE", "WARMUP"):
     os.environ.pop(name, None)
