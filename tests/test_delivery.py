@@ -95,8 +95,8 @@ def test_a_streamed_answer_counts_its_pieces(tmp_path):
     assert raised.value.message.endswith("(with S3, its answer is a URL).")
     with pytest.raises(LimitExceeded) as raised:  # inline: the pieces and the file together
         Delivery(settings(tmp_path), None).check_inline_size(False, LIMIT // 2, "wav", streamed=LIMIT // 2 + 1)
-    assert raised.value.message.startswith("A streamed job's pieces and its audio together is 64.0 KB, over the 64.0 KB "
-                                           "that can be returned inline")
+    assert raised.value.message.startswith("A streamed job's pieces and its audio together is 64.0 KB, over the "
+                                           "64.0 KB that can be returned inline")
 
 
 # --- deliver -------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import time
 
 import pytest
 import requests
-from conftest import BUCKET, REF_TEXT, REF_WAV, ROOT, free_port, run_py, subprocess_env
+from conftest import BUCKET, REF_TEXT, REF_WAV, ROOT, SHORT_REF_TEXT, SHORT_REF_WAV, free_port, run_py, subprocess_env
 
 pytestmark = pytest.mark.usefixtures("tiny_model")  # the worker's processes run on the session's models dir
 
@@ -46,10 +46,16 @@ def api(s3_server):
     yield from serve_api(subprocess_env())
 
 
+@pytest.fixture
+def ref_wav_bytes() -> bytes:
+    """The short voice for these jobs: what they check is the worker as RunPod runs it, not the voice."""
+    return SHORT_REF_WAV.read_bytes()
+
+
 def test_runsync_good_and_bad_jobs_over_http(api, s3_server, ref_wav_bytes):
     voice = base64.b64encode(ref_wav_bytes).decode()
-    good = {"input": {"text": "Hello over HTTP.", "voice_base64": voice, "ref_text": REF_TEXT, "nfe_step": 4}}
-    bad = {"input": {"text": "Hello", "voice_name": "../../secret", "ref_text": REF_TEXT}}
+    good = {"input": {"text": "Hello over HTTP.", "voice_base64": voice, "ref_text": SHORT_REF_TEXT, "nfe_step": 4}}
+    bad = {"input": {"text": "Hello", "voice_name": "../../secret", "ref_text": SHORT_REF_TEXT}}
 
     response = requests.post(api + "/runsync", json=bad, timeout=120).json()
     assert response["status"] == "FAILED"
@@ -70,7 +76,8 @@ def test_a_streaming_worker_over_http_returns_every_piece_and_the_result(ref_wav
     the pieces at once (on RunPod /stream gives each as it is made)."""
     voice = base64.b64encode(ref_wav_bytes).decode()
     text = "Hello over a stream. " + "This sentence makes the text long enough for a few pieces. " * 3
-    job = {"input": {"text": text, "voice_base64": voice, "ref_text": REF_TEXT, "nfe_step": 4, "stream_format": "pcm"}}
+    job = {"input": {"text": text, "voice_base64": voice, "ref_text": SHORT_REF_TEXT, "nfe_step": 4,
+                     "stream_format": "pcm"}}
     env = subprocess_env(STREAM="true", S3_BUCKET=None, OUTPUT_DIR=tmp_path)
     for url in serve_api(env):
         response = requests.post(url + "/runsync", json=job, timeout=120).json()
@@ -93,7 +100,7 @@ def test_a_streaming_worker_over_http_returns_every_piece_and_the_result(ref_wav
 
 def test_a_streamed_job_from_the_command_line_prints_its_pieces(s3_server, ref_wav_bytes):
     s3_server.put_object(Bucket=BUCKET, Key="voices/cli-voice.wav", Body=ref_wav_bytes)
-    s3_server.put_object(Bucket=BUCKET, Key="voices/cli-voice.txt", Body=REF_TEXT.encode())
+    s3_server.put_object(Bucket=BUCKET, Key="voices/cli-voice.txt", Body=SHORT_REF_TEXT.encode())
     job = {"id": "cli-stream", "input": {"text": "Hello from the command line, in pieces. And a second sentence.",
                                         "voice_name": "cli-voice", "nfe_step": 4}}
     result = run_py(["runpod_handler.py", "--test_input", json.dumps(job)], env=subprocess_env(STREAM="true"))
@@ -107,7 +114,7 @@ def test_a_streamed_job_from_the_command_line_prints_its_pieces(s3_server, ref_w
 def test_test_input_cli_exits_0_and_leaves_the_output_in_s3(s3_server, ref_wav_bytes):
     # A named voice keeps the command line short; the transcript comes from its sidecar.
     s3_server.put_object(Bucket=BUCKET, Key="voices/cli-voice.wav", Body=ref_wav_bytes)
-    s3_server.put_object(Bucket=BUCKET, Key="voices/cli-voice.txt", Body=REF_TEXT.encode())
+    s3_server.put_object(Bucket=BUCKET, Key="voices/cli-voice.txt", Body=SHORT_REF_TEXT.encode())
     job = {"id": "cli-job-1", "input": {"text": "Hello from the command line.", "voice_name": "cli-voice",
                                        "nfe_step": 4}}
     result = run_py(["runpod_handler.py", "--test_input", json.dumps(job)])
