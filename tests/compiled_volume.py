@@ -41,7 +41,8 @@ print("RESULT " + json.dumps({{
     "compile_s": compile_s, "waited_for_first_synthesis": waited, "served_while_compiling": compiling and compiling_after,
     "diff_during": diff(during), "diff": diff(first), "same_length": len(first) == len(reference),
     "uses_compiled": model.blocks[0] is not model.cfm.transformer.transformer_blocks[0],
-    "graphs": graphs, "graphs_after": torch._dynamo.utils.counters["stats"]["unique_graphs"]}}))
+    "graphs": graphs, "graphs_after": torch._dynamo.utils.counters["stats"]["unique_graphs"],
+    "caches": {{name: dict(torch._dynamo.utils.counters[name]) for name in ("inductor", "aot_autograd")}}}}))
 """
 
 

@@ -51,6 +51,11 @@ TEST_ENV = {
     "ASR_MODEL": ASR_REPO,
 }
 os.environ.update(TEST_ENV)
+# One thread for torch's CPU kernels, here and in every process a test starts: the tiny model's
+# operations are too small to gain from a second thread, and on a machine whose cores are busy two
+# threads spin on each other (a tiny job took 7 to 10 times longer with two on a loaded 2-core
+# machine). Set it in the environment to use more.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 for name in ("WRITE_LOCAL_OUTPUT", "RUNPOD_WEBHOOK_GET_JOB", "RUNPOD_LOG_LEVEL", "REQUIRE_VOLUME", "F5_CKPT_FILE",
              "F5_VOCAB_FILE", "COMPILE", "WARMUP"):
     os.environ.pop(name, None)
@@ -199,6 +204,17 @@ def s3(s3_server):
     for obj in s3_server.list_objects_v2(Bucket=BUCKET).get("Contents", []):
         s3_server.delete_object(Bucket=BUCKET, Key=obj["Key"])
     return s3_server
+
+
+@pytest.fixture
+def private_tmp(tmp_path_factory, monkeypatch) -> Path:
+    """A folder of this test's own as the process's temporary directory (tempfile's, and TMPDIR for
+    what it starts): whatever the worker, or a library it calls, leaves in "/tmp" shows there, and
+    nothing that another process on the machine writes to the real /tmp does."""
+    path = tmp_path_factory.mktemp("private-tmp")
+    monkeypatch.setattr(tempfile, "tempdir", str(path))
+    monkeypatch.setenv("TMPDIR", str(path))
+    return path
 
 
 @pytest.fixture

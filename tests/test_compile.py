@@ -18,6 +18,14 @@ def test_compiled_model_matches_eager_and_its_cache_serves_the_next_worker(first
     cache = Path(env["MODELS_DIR"]) / "torch" / "inductor"
     assert cache.is_dir() and any(p.is_file() for p in cache.rglob("*"))
 
+    cold = first["caches"]["inductor"]
+    assert cold.get("fxgraph_cache_miss") == first["graphs"] and not cold.get("fxgraph_cache_hit"), first["caches"]
+
     second = run_worker(env)  # a new worker on the same volume: inductor's generated code comes
     assert second["diff"] < 1e-4  # from the cache; dynamo still traces
-    assert second["compile_s"] < 0.75 * first["compile_s"], (first["compile_s"], second["compile_s"])
+    # Counted, not timed (two processes' wall clocks on a busy machine say little): every graph's
+    # code came from the volume's cache, none was generated again.
+    warm = second["caches"]
+    assert warm["inductor"].get("fxgraph_cache_hit") == first["graphs"] and not warm["inductor"].get(
+        "fxgraph_cache_miss"), (warm, first["compile_s"], second["compile_s"])
+    assert warm["aot_autograd"].get("autograd_cache_hit", 0) >= first["graphs"], warm

@@ -244,7 +244,7 @@ def snapshot(s3) -> dict:
         "output": tree(Path(TEST_ENV["OUTPUT_DIR"])),
         "models": tree(STORE.models_dir),
         "repo": tree(ROOT, recursive=False),
-        "tmp": tree(Path(tempfile.gettempdir()), recursive=False),
+        "tmp": tree(Path(tempfile.gettempdir())),  # with private_tmp: this test's own
         "bucket": {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])},
     }
 
@@ -259,7 +259,7 @@ def test_the_corpus_is_large_enough():
     assert len({c[0] for c in CASES}) == len(CASES)
 
 
-def test_every_hostile_job_gets_a_clear_error_and_nothing_is_written(worker, s3):
+def test_every_hostile_job_gets_a_clear_error_and_nothing_is_written(worker, s3, private_tmp):
     before = snapshot(s3)
     for case_id, raw, expected in CASES:
         out = worker({"id": f"hostile-{case_id}", "input": raw})

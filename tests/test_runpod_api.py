@@ -10,7 +10,7 @@ import time
 
 import pytest
 import requests
-from conftest import BUCKET, REF_TEXT, REF_WAV, ROOT, free_port, run_py, subprocess_env
+from conftest import BUCKET, REF_TEXT, REF_WAV, ROOT, SHORT_REF_TEXT, SHORT_REF_WAV, free_port, run_py, subprocess_env
 
 pytestmark = pytest.mark.usefixtures("tiny_model")  # the worker's processes run on the session's models dir
 
@@ -46,10 +46,16 @@ def api(s3_server):
     yield from serve_api(subprocess_env())
 
 
+@pytest.fixture
+def ref_wav_bytes() -> bytes:
+    """The short voice for these jobs: what they check is the worker as RunPod runs it, not the voice."""
+    return SHORT_REF_WAV.read_bytes()
+
+
 def test_runsync_good_and_bad_jobs_over_http(api, s3_server, ref_wav_bytes):
     voice = base64.b64encode(ref_wav_bytes).decode()
-    good = {"input": {"text": "Hello over HTTP.", "voice_base64": voice, "ref_text": REF_TEXT, "nfe_step": 4}}
-    bad = {"input": {"text": "Hello", "voice_name": "../../secret", "ref_text": REF_TEXT}}
+    good = {"input": {"text": "Hello over HTTP.", "voice_base64": voice, "ref_text": SHORT_REF_TEXT, "nfe_step": 4}}
+    bad = {"input": {"text": "Hello", "voice_name": "../../secret", "ref_text": SHORT_REF_TEXT}}
 
     response = requests.post(api + "/runsync", json=bad, timeout=120).json()
     assert response["status"] == "FAILED"
@@ -70,7 +76,8 @@ def test_a_streaming_worker_over_http_returns_every_piece_and_the_result(ref_wav
     the pieces at once (on RunPod /stream gives each as it is made)."""
     voice = base64.b64encode(ref_wav_bytes).decode()
     text = "Hello over a stream. " + "This sentence makes the text long enough for a few pieces. " * 3
-    job = {"input": {"text": text, "voice_base64": voice, "ref_text": REF_TEXT, "nfe_step": 4, "stream_format": "pcm"}}
+    job = {"input": {"text": text, "voice_base64": voice, "ref_text": SHORT_REF_TEXT, "nfe_step": 4,
+                     "stream_format": "pcm"}}
     env = subprocess_env(STREAM="true", S3_BUCKET=None, OUTPUT_DIR=tmp_path)
     for url in serve_api(env):
         response = requests.post(url + "/runsync", json=job, timeout=120).json()
@@ -93,7 +100,7 @@ def test_a_streaming_worker_over_http_returns_every_piece_and_the_result(ref_wav
 
 def test_a_streamed_job_from_the_command_line_prints_its_pieces(s3_server, ref_wav_bytes):
     s3_server.put_object(Bucket=BUCKET, Key="voices/cli-voice.wav", Body=ref_wav_bytes)
-    s3_server.put_object(Bucket=BUCKET, Key="voices/cli-voice.txt", Body=REF_TEXT.encode())
+    s3_server.put_object(Bucket=BUCKET, Key="voices/cli-voice.txt", Body=SHORT_REF_TEXT.encode())
     job = {"id": "cli-stream", "input": {"text": "Hello from the command line, in pieces. And a second sentence.",
                                         "voice_name": "cli-voice", "nfe_step": 4}}
     result = run_py(["runpod_handler.py", "--test_input", json.dumps(job)], env=subprocess_env(STREAM="true"))
@@ -107,7 +114,7 @@ def test_a_streamed_job_from_the_command_line_prints_its_pieces(s3_server, ref_w
 def test_test_input_cli_exits_0_and_leaves_the_output_in_s3(s3_server, ref_wav_bytes):
     # A named voice keeps the command line short; the transcript comes from its sidecar.
     s3_server.put_object(Bucket=BUCKET, Key="voices/cli-voice.wav", Body=ref_wav_bytes)
-    s3_server.put_object(Bucket=BUCKET, Key="voices/cli-voice.txt", Body=REF_TEXT.encode())
+    s3_server.put_object(Bucket=BUCKET, Key="voices/cli-voice.txt", Body=SHORT_REF_TEXT.encode())
     job = {"id": "cli-job-1", "input": {"text": "Hello from the command line.", "voice_name": "cli-voice",
                                        "nfe_step": 4}}
     result = run_py(["runpod_handler.py", "--test_input", json.dumps(job)])
@@ -136,7 +143,7 @@ def test_repository_test_input_runs_without_s3(tmp_path):
 
 
 FAKE_SDK = """
-import base64, json, sys, time
+import base64, json, sys, threading, time
 loaded_model = sys.modules["loaded_model"]
 deadline = time.time() + 60
 while loaded_model._model is None and time.time() < deadline:  # importing the real SDK takes seconds
@@ -146,18 +153,34 @@ print("LOADED_WHILE_THE_SDK_IMPORTED", loaded_model._model is not None)
 class serverless:
     @staticmethod
     def start(config):
+        # On RunPod the first job comes long after the warm-up; in a one-job local run the process
+        # exits with the job, whether or not the warm-up (waiting for the model's lock) ran.
+        [load] = [thread for thread in threading.enumerate() if thread.name == "load"] or [None]
+        if load is not None:
+            load.join(120)
+        print("LOAD_THREAD_DONE", load is None or not load.is_alive(), flush=True)
         job = {"id": "fake-sdk", "input": {"text": "Hello.", "ref_text": %r, "nfe_step": 4,
                                           "voice_base64": base64.b64encode(open(%r, "rb").read()).decode()}}
         print("RESULT " + json.dumps(config["handler"](job)))
 """
 
 
-def test_the_worker_loads_the_model_while_the_sdk_starts_and_the_job_uses_that_load(tmp_path):
-    (tmp_path / "runpod").mkdir()
-    (tmp_path / "runpod" / "__init__.py").write_text(FAKE_SDK % (REF_TEXT, str(REF_WAV)))
-    env = subprocess_env(S3_BUCKET=None, WRITE_LOCAL_OUTPUT="false", PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}")
+@pytest.fixture(scope="module")
+def worker_on_a_fake_sdk(tmp_path_factory):
+    """`runpod_handler.py` with WARMUP on and an SDK of our own: one process that both tests below
+    read (its result, its log)."""
+    folder = tmp_path_factory.mktemp("fake-sdk")
+    (folder / "runpod").mkdir()
+    (folder / "runpod" / "__init__.py").write_text(FAKE_SDK % (REF_TEXT, str(REF_WAV)))
+    env = subprocess_env(WARMUP="true", S3_BUCKET=None, WRITE_LOCAL_OUTPUT="false", LOG_LEVEL="INFO",
+                         PYTHONPATH=f"{folder}{os.pathsep}{ROOT}")
     result = run_py(["runpod_handler.py"], env=env)
     assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
+def test_the_worker_loads_the_model_while_the_sdk_starts_and_the_job_uses_that_load(worker_on_a_fake_sdk):
+    result = worker_on_a_fake_sdk
     assert "LOADED_WHILE_THE_SDK_IMPORTED True" in result.stdout
     output = json.loads(next(l for l in result.stdout.splitlines() if l.startswith("RESULT "))[7:])
     assert "error" not in output and output["duration_s"] > 0.5
@@ -166,13 +189,14 @@ def test_the_worker_loads_the_model_while_the_sdk_starts_and_the_job_uses_that_l
     assert re.search(r"ready [0-9.]+ s after the process started", log)
 
 
-def test_warmup_synthesizes_once_after_the_load_at_start(tmp_path):
-    env = subprocess_env(WARMUP="true", S3_BUCKET=None, OUTPUT_DIR=tmp_path, LOG_LEVEL="INFO")
-    result = run_py(["runpod_handler.py"], env=env)
-    assert result.returncode == 0, result.stderr[-2000:]
+def test_warmup_synthesizes_once_after_the_load_at_start(worker_on_a_fake_sdk):
+    result = worker_on_a_fake_sdk
+    assert "LOAD_THREAD_DONE True" in result.stdout  # the SDK waited for it, as RunPod's first job would
     log = result.stdout + result.stderr
-    assert "warm-up done" in log
+    assert log.count("warm-up done") == 1 and "warm-up failed" not in log
     assert log.count("loaded tiny from") == 1
+    assert log.index("loaded tiny from") < log.index("warm-up done")
+    assert '"error"' not in next(l for l in result.stdout.splitlines() if l.startswith("RESULT "))
 
 
 EXITING_SDK = """

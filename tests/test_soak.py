@@ -31,7 +31,7 @@ def listing(path: Path) -> set:
     return {p.name for p in path.iterdir()} if path.exists() else set()
 
 
-def test_many_jobs_leave_tmp_as_it_was_and_memory_flat():
+def test_many_jobs_leave_tmp_as_it_was_and_memory_flat(private_tmp):  # "/tmp": its own, only this test writes
     worker = Worker(get_settings().model_copy(update={"s3_bucket": None, "write_local_output": False}))
     voice = base64.b64encode(SHORT_REF_WAV.read_bytes()).decode()  # fewer frames in every job
 
