@@ -7,8 +7,10 @@ a job's audio does not depend on who else is served beside it, beyond what paddi
 batched row (see synthesis.MIN_BATCH_FILL, which merged calls obey too). The rows of one job are
 never merged beyond its plan: a job served alone gets exactly the calls it planned, and so the
 same audio as before this service existed. Continuous batching: a call starts as soon as the
-loop is free, with what is waiting; a job's first batch goes before any job's second, so a new
-job's first audio does not wait behind long texts; within that, jobs in order of arrival.
+loop is free, with what is waiting, oldest first; a job's first batch counts as queued
+FIRST_BATCH_LEAD_S earlier than it was, so a new job's first audio does not wait behind long
+texts, and a long job's later batches, once they have waited that long, are not held back by
+newcomers' first batches.
 """
 
 from __future__ import annotations
@@ -16,11 +18,16 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
 log = logging.getLogger("f5worker.batching")
+
+#: How much sooner a job's first batch is due than when it was queued: about one call of long
+#: text on an H100 (a batch takes 0.3-2.5 s there).
+FIRST_BATCH_LEAD_S = 2.0
 
 @dataclass(frozen=True)
 class Sampling:
@@ -47,8 +54,11 @@ class Row:
 class Request:
     """One planned batch of one job, waiting, in a call, or done."""
 
-    def __init__(self, job: object, order: int, seq: int, rows: list[Row], sampling: Sampling, budget: int):
+    def __init__(self, job: object, order: int, seq: int, rows: list[Row], sampling: Sampling, budget: int,
+                 queued_at: float | None = None):
         self.job, self.order, self.seq, self.rows, self.sampling, self.budget = job, order, seq, rows, sampling, budget
+        queued_at = time.monotonic() if queued_at is None else queued_at
+        self.due = queued_at - (FIRST_BATCH_LEAD_S if order == 0 else 0.0)
         self.taken = False  # in a call: it will finish, cancelled or not
         self.done = threading.Event()
         self.waves: list[np.ndarray] | None = None
@@ -113,7 +123,7 @@ class Batcher:
     def next_call(self) -> list[Request]:
         """The requests of the next call (taken off the queue): the first waiting by priority, and
         other jobs' requests that fit beside it (same sampling, within its budget and fill)."""
-        self.waiting.sort(key=lambda r: (r.order, r.seq))
+        self.waiting.sort(key=lambda r: (r.due, r.seq))
         first = self.waiting[0]
         call, jobs = [first], {id(first.job)}
         rows, longest, shortest = len(first.rows), first.longest, first.shortest
@@ -132,26 +142,48 @@ class Batcher:
         return call
 
     def _loop(self) -> None:
-        while True:
+        try:
+            while True:
+                with self.changed:
+                    while not self.waiting:
+                        self.changed.wait()
+                    call = self.next_call()
+                self.serve(call)
+        except BaseException as exc:  # the loop itself failed: nobody may wait for it forever
+            log.error("the sampling loop stopped: %s: %s", type(exc).__name__, exc)
             with self.changed:
-                while not self.waiting:
-                    self.changed.wait()
-                call = self.next_call()
-            try:
-                with self.model.lock:  # the model's modules are not thread-safe: one call at a time
-                    waves = self.sample(call)
-            except BaseException as exc:  # noqa: BLE001 - each job raises it in its own thread
-                for request in call:
+                for request in self.waiting:
                     request.error = exc
                     request.done.set()
-                continue
-            self.calls += 1
-            self.shared_calls += len(call) > 1
-            at = 0
+                self.waiting, self.thread = [], None  # the next submit starts a fresh loop
+            raise
+
+    def serve(self, call: list[Request]) -> None:
+        """One call's rows sampled and handed to their jobs. A shared call that fails is run again
+        one job at a time, so that an error lands on the job whose rows caused it."""
+        try:
+            with self.model.lock:  # the model's modules are not thread-safe: one call at a time
+                waves = self.sample(call)
+        except Exception as exc:  # noqa: BLE001 - each job raises it in its own thread
+            if len(call) > 1:
+                for request in call:
+                    self.serve([request])
+                return
+            call[0].error = exc
+            call[0].done.set()
+            return
+        except BaseException as exc:
             for request in call:
-                request.waves = waves[at:at + len(request.rows)]
-                at += len(request.rows)
+                request.error = exc
                 request.done.set()
+            raise
+        self.calls += 1
+        self.shared_calls += len(call) > 1
+        at = 0
+        for request in call:
+            request.waves = waves[at:at + len(request.rows)]
+            at += len(request.rows)
+            request.done.set()
 
     def sample(self, call: list[Request]) -> list[np.ndarray]:
         import torch

@@ -40,6 +40,16 @@ def test_a_job_s_first_batch_goes_before_any_job_s_second(batcher):
     assert jobs_of(batcher.next_call())[0] == ("b", 0)
 
 
+def test_a_later_batch_that_has_waited_long_goes_before_a_newcomer_s_first(batcher):
+    """No starvation: first batches jump the queue by FIRST_BATCH_LEAD_S, no more."""
+    now = time.monotonic()
+    old = batching.Request("long", 5, next(batcher.seq), rows(900), HOW, 10_000,
+                           queued_at=now - batching.FIRST_BATCH_LEAD_S - 1)
+    batcher.waiting.append(old)
+    waiting(batcher, ("new", 0, [2000]))  # too long to share the call with the old batch's row
+    assert jobs_of(batcher.next_call()) == [("long", 5)]
+
+
 def test_batches_of_other_jobs_that_fit_share_the_call(batcher):
     waiting(batcher, ("a", 0, [1000, 900]), ("b", 0, [950]), ("c", 0, [1000]))
     call = batcher.next_call()
@@ -74,11 +84,12 @@ def test_cancelled_requests_leave_the_queue_and_taken_ones_are_waited_for(batche
     assert batcher.waiting == [] and taken.done.is_set()
 
 
-def test_a_failed_call_fails_each_request_in_it():
-    class Model:
-        lock = threading.Lock()
+class FakeModel:
+    lock = threading.Lock()
 
-    loop = Batcher(Model(), 0.8)
+
+def test_a_failed_call_fails_each_request_in_it():
+    loop = Batcher(FakeModel(), 0.8)
 
     def sample(call):
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
@@ -88,6 +99,44 @@ def test_a_failed_call_fails_each_request_in_it():
     for request in (first, second):
         with pytest.raises(RuntimeError, match="illegal memory access"):
             request.result()
+
+
+def test_a_shared_call_that_fails_is_run_again_one_job_at_a_time():
+    """The job whose rows fail gets the error; the one beside it gets its audio."""
+    loop = Batcher(FakeModel(), 0.8)
+    bad, good = (batching.Request(job, 0, next(loop.seq), rows(1000), HOW, 10_000) for job in ("bad", "good"))
+
+    def sample(call):
+        if any(r.job == "bad" for r in call):
+            raise ValueError("this job's rows cannot be sampled")
+        return [np.zeros(3, dtype=np.float32) for r in call for _ in r.rows]
+
+    loop.sample = sample
+    loop.serve([bad, good])
+    with pytest.raises(ValueError):
+        bad.result()
+    assert len(good.result()) == 1 and loop.calls == 1 and loop.shared_calls == 0
+
+
+def test_a_loop_that_dies_fails_what_waits_and_the_next_submit_starts_a_new_one():
+    loop = Batcher(FakeModel(), 0.8)
+    gate = threading.Event()
+
+    def next_call():
+        gate.wait(10)
+        raise MemoryError("the loop itself failed")
+
+    loop.next_call = next_call
+    waiting_one = loop.submit("a", 0, rows(1000), HOW, 10_000)
+    gate.set()
+    with pytest.raises(MemoryError):
+        waiting_one.result()
+    deadline = time.monotonic() + 10
+    while loop.thread is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    del loop.next_call  # the real choice again
+    loop.sample = lambda call: [np.zeros(3, dtype=np.float32) for r in call for _ in r.rows]
+    assert len(loop.submit("b", 0, rows(1000), HOW, 10_000).result()) == 1
 
 
 # --- on the tiny model ------------------------------------------------------------------------
