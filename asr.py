@@ -13,7 +13,6 @@ import time
 
 import numpy as np
 
-import hub_cache
 import loaded_model
 import model_cache
 from audio_io import resample
@@ -78,8 +77,8 @@ def get_transcriber(settings: Settings, remedy: str = "send ref_text") -> Transc
                 why = "it is not on the volume and ALLOW_MODEL_DOWNLOAD is false" if not settings.allow_model_download \
                     else "it is not on the volume and could not be downloaded"
                 try:
-                    folder = hub_cache.hub_snapshot(model_cache.ModelStore.from_settings(settings).hub_dir,
-                                                      settings.asr_model, download=settings.allow_model_download)
+                    folder = model_cache.ModelStore.from_settings(settings).hub_snapshot(
+                        settings.asr_model, download=settings.allow_model_download)
                     why = "its copy on the volume could not be loaded"
                     _transcriber = Transcriber(folder, device)
                 except ModelLoadError as exc:
