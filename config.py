@@ -93,6 +93,8 @@ class Settings(BaseModel):
     #: number alone is read without a grammar and does not count.
     max_normalize_chars: int = Field(3_000, ge=0, le=1_000_000, alias="MAX_NORMALIZE_CHARS")
     max_voice_bytes: int = Field(50 * 1024 * 1024, ge=1024, alias="MAX_VOICE_BYTES")
+    #: Memory for prepared references kept across jobs (`voice_cache`); a 12 s one is 1.1 MB. 0: none kept.
+    voice_cache_mb: int = Field(256, ge=0, le=65_536, alias="VOICE_CACHE_MB")
     #: MIN_VOICE_SECONDS <= MAX_VOICE_SECONDS, and MIN_VOICE_SECONDS < REF_CLIP_SECONDS: the
     #: reference is clipped first, then must be that long (checked at start).
     max_voice_seconds: float = Field(600.0, gt=0, alias="MAX_VOICE_SECONDS")

@@ -58,7 +58,7 @@ class Transcripts:
                     if text:
                         return Transcript(text, "sidecar")
                 may_store = sidecar.may_replace(meta)
-        cache_key = (hashlib.sha256(voice.path.read_bytes()).hexdigest(), language)
+        cache_key = (voice.identity or hashlib.sha256(voice.path.read_bytes()).hexdigest(), language)
         text = self.cache.get(cache_key)
         if text is None:
             remedy = "send ref_text"
