@@ -5,6 +5,7 @@
     python bench.py --stream           # time to first audio and total: stock's streaming, ours whole and streamed
     python bench.py --dialogue         # four speakers batched together, against one segment at a time
     python bench.py --normalize        # text normalisation: grammar load time, time per text
+    python bench.py --voice-cache      # a short job with an S3 voice (moto): warm voice against cold
     python bench.py --arch tiny --runs 2   # fast on a CPU
 
 Weights are random (written into a models directory of the bench's own, laid out as `prefetch`
@@ -24,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import cold, dialogue, normalization, resample, streaming, warm
+from benchmarks import cold, dialogue, normalization, resample, streaming, voice_cache, warm
 from benchmarks.inputs import prepare_models
 
 
@@ -55,6 +56,8 @@ def parse_args():
                    "44100, 48000, 22050, 22051, 23999, 383999)")
     p.add_argument("--normalize", action="store_true", help="text normalisation: the grammars' compile and load "
                    "times, and the time to normalise the long text with and without numbers, and a Chinese one")
+    p.add_argument("--voice-cache", action="store_true", help="a short job with an S3 voice on a local moto server: "
+                   "the voice's prepared reference kept from an earlier job, against the same job cold")
     p.add_argument("--drop-caches", action="store_true", help="drop the page cache before each cold start (root)")
     p.add_argument("--json", help="also write the results here")
     return p.parse_args()
@@ -97,6 +100,9 @@ def main():
     elif args.dialogue:
         result = dialogue.measure(args, arch)
         dialogue.report(result)
+    elif args.voice_cache:
+        result = voice_cache.measure(args, arch)
+        voice_cache.report(result)
     else:
         result = warm.measure(args, arch)
         warm.report(result)
