@@ -30,13 +30,13 @@ import synthesis
 import text_normalization
 import voices
 from config import Settings
-from voice_cache import VoiceCache
 from delivery import Delivery
 from errors import InvalidInput, JobError
 from job_schema import JobInput, JobResult, VoiceInput, parse_job_input
 from scratch import job_directory, sweep_job_directories
 from synthesis import Line, Plan, SynthesisParams
 from transcripts import Transcript, Transcripts
+from voice_cache import VoiceCache
 
 log = logging.getLogger("f5worker.engine")
 

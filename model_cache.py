@@ -269,8 +269,8 @@ def status(settings: Settings) -> int:
     store = ModelStore.from_settings(settings)
     print(f"models dir   {store.models_dir}  ({'network volume' if settings.on_volume else 'NOT on the network volume'})")
     held = "present, read first, never written" if store.runpod_cache and store.runpod_cache.is_dir() else \
-        "absent (set the endpoint's Model field to SWivid/F5-TTS to have RunPod place the checkpoint there)"
-    print(f"{runpod_cache.STORE_NAME}  {store.runpod_cache}  ({held})")
+        "absent: the endpoint's Model field set to SWivid/F5-TTS has RunPod place the checkpoint there"
+    print(f"{runpod_cache.STORE_NAME}  {store.runpod_cache}  {held}")
     for name, value in cache_environment(store.models_dir).items():
         print(f"  {name}={value}")
     for name in LAYOUT:
