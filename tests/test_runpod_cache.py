@@ -142,3 +142,20 @@ def test_runpods_mount_folder_alone_is_no_network_volume(tmp_path):
     assert Settings.from_env({"RUNPOD_VOLUME": str(tmp_path)}).on_volume
     assert Settings.from_env({"RUNPOD_MODEL_CACHE": str(tmp_path / "x")}).runpod_model_cache == tmp_path / "x"
 
+
+
+def test_whisper_is_not_downloaded_onto_a_disk_too_small_for_it(monkeypatch):
+    """Without a network volume the models folder is on the container disk: Whisper (1.6 GB) is
+    downloaded only where it fits beside the jobs' scratch space; else such a job fails alone."""
+    from types import SimpleNamespace
+
+    import asr
+    from errors import TranscriptUnavailable
+
+    monkeypatch.setattr(asr, "_transcriber", None)
+    monkeypatch.setattr(asr, "_failed_at", None)
+    monkeypatch.setattr(asr.shutil, "disk_usage", lambda path: SimpleNamespace(free=900 * 2**20))
+    settings = get_settings().model_copy(update={"asr_model": "test/whisper-not-here", "allow_model_download": True})
+    with pytest.raises(TranscriptUnavailable) as err:
+        asr.get_transcriber(settings)
+    assert "has 900 MB free, too little to download it" in err.value.message and "send ref_text" in err.value.message
