@@ -60,6 +60,8 @@ class VoiceCache:
             known = voices.identify(voice, settings, storage)
             if known is not None and (prepared := self.get(known.identity)) is not None:
                 return known, prepared
+            if known is not None and known.source == "name":  # staged by the key just found: no second search
+                voice = voice.model_copy(update={"voice_name": known.sidecar.voice_key[len(settings.s3_voices_prefix):]})
         staged = voices.stage(voice, folder, settings, storage)
         if staged.identity is None and self.max_bytes:
             staged = voices.StagedVoice(staged.path, staged.source, staged.sidecar,

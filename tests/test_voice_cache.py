@@ -54,7 +54,8 @@ def test_an_s3_voice_is_downloaded_once_until_it_is_uploaded_again(s3):
 
     cold, cold_calls = run("cold")
     assert cold["voice_cached"] is False
-    assert ("GetObject", "voices/alice.wav") in cold_calls
+    key = "voices/alice.wav"
+    assert cold_calls == [("HeadObject", key), ("HeadObject", key), ("GetObject", key)]  # identified, then staged
     warm, warm_calls = run("warm")
     assert warm["voice_cached"] is True
     assert warm_calls == [("HeadObject", "voices/alice.wav")]  # one request, no download
