@@ -8,12 +8,12 @@ The decoded array is passed in, so no FFmpeg is involved.
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 
 import numpy as np
 
-import hub_cache
 import loaded_model
 import model_cache
 from audio_io import resample
@@ -26,6 +26,10 @@ WHISPER_RATE = 16_000
 #: After Whisper could not be loaded, jobs without a transcript fail at once for this long
 #: instead of each trying again (a download from a hub that is down retries for 20 s and more).
 RETRY_AFTER_SECONDS = 300.0
+#: What the default ASR_MODEL (whisper-large-v3-turbo, 1.6 GB) takes on disk, with a margin: it is
+#: not downloaded where less than this is free beside MIN_FREE_DISK_MB (a small container disk with
+#: no network volume), which every job's scratch space needs.
+ASR_DOWNLOAD_MB = 1700
 
 
 class Transcriber:
@@ -77,9 +81,14 @@ def get_transcriber(settings: Settings, remedy: str = "send ref_text") -> Transc
                 device = loaded_model.get_model(settings).device  # beside the TTS model
                 why = "it is not on the volume and ALLOW_MODEL_DOWNLOAD is false" if not settings.allow_model_download \
                     else "it is not on the volume and could not be downloaded"
+                store = model_cache.ModelStore.from_settings(settings)
                 try:
-                    folder = hub_cache.hub_snapshot(model_cache.ModelStore.from_settings(settings).hub_dir,
-                                                      settings.asr_model, download=settings.allow_model_download)
+                    free = None if not settings.allow_model_download else _free_mb_unless_present(store, settings)
+                    if free is not None and free < ASR_DOWNLOAD_MB + settings.min_free_disk_mb:
+                        why = (f"it is not on the volume, and the disk of {store.hub_dir} has {free} MB free, too "
+                               f"little to download it (about {ASR_DOWNLOAD_MB} MB beside MIN_FREE_DISK_MB)")
+                        raise ModelLoadError(why)
+                    folder = store.hub_snapshot(settings.asr_model, download=settings.allow_model_download)
                     why = "its copy on the volume could not be loaded"
                     _transcriber = Transcriber(folder, device)
                 except ModelLoadError as exc:
@@ -87,6 +96,22 @@ def get_transcriber(settings: Settings, remedy: str = "send ref_text") -> Transc
                     log.error("the ASR model is unavailable: %s", exc.message)
                     raise _unavailable(settings, remedy, why) from None
     return _transcriber
+
+
+def _free_mb_unless_present(store: model_cache.ModelStore, settings: Settings) -> int | None:
+    """Megabytes free where ASR_MODEL would be downloaded; None when it is already there (or the
+    disk cannot be asked)."""
+    try:
+        store.hub_snapshot(settings.asr_model, download=False)
+        return None
+    except ModelLoadError:
+        pass
+    for folder in (store.hub_dir, *store.hub_dir.parents):
+        try:
+            return shutil.disk_usage(folder).free // 2**20
+        except OSError:
+            continue
+    return None
 
 
 def _unavailable(settings: Settings, remedy: str, why: str) -> TranscriptUnavailable:

@@ -156,7 +156,6 @@ class Batcher:
                     request.error = exc
                     request.done.set()
                 self.waiting, self.thread = [], None  # the next submit starts a fresh loop
-            raise
 
     def serve(self, call: list[Request]) -> None:
         """One call's rows sampled and handed to their jobs. A shared call that fails is run again

@@ -47,6 +47,8 @@ class Settings(BaseModel):
     runpod_volume: Path = Field(Path("/runpod-volume"), alias="RUNPOD_VOLUME")
     models_dir_override: Optional[Path] = Field(None, alias="MODELS_DIR")
     require_volume: bool = Field(False, alias="REQUIRE_VOLUME")
+    #: RunPod's model cache (the endpoint's Model field), read-only; None: <RUNPOD_VOLUME>/huggingface-cache/hub.
+    runpod_model_cache: Optional[Path] = Field(None, alias="RUNPOD_MODEL_CACHE")
     #: Filled in by the validator: where models and caches live, and whether that is the volume.
     models_dir: Path = Field(Path("models"), exclude=True)
     on_volume: bool = Field(False, exclude=True)
@@ -106,6 +108,8 @@ class Settings(BaseModel):
     #: number alone is read without a grammar and does not count.
     max_normalize_chars: int = Field(3_000, ge=0, le=1_000_000, alias="MAX_NORMALIZE_CHARS")
     max_voice_bytes: int = Field(50 * 1024 * 1024, ge=1024, alias="MAX_VOICE_BYTES")
+    #: Memory for prepared references kept across jobs (`voice_cache`); a 12 s one is 1.1 MB. 0: none kept.
+    voice_cache_mb: int = Field(256, ge=0, le=65_536, alias="VOICE_CACHE_MB")
     #: MIN_VOICE_SECONDS <= MAX_VOICE_SECONDS, and MIN_VOICE_SECONDS < REF_CLIP_SECONDS: the
     #: reference is clipped first, then must be that long (checked at start).
     max_voice_seconds: float = Field(600.0, gt=0, alias="MAX_VOICE_SECONDS")
@@ -211,7 +215,7 @@ class Settings(BaseModel):
     def _derive(self) -> "Settings":
         if self.models_dir_override is not None:
             models_dir, on_volume = self.models_dir_override, _is_within(self.models_dir_override, self.runpod_volume)
-        elif self.runpod_volume.is_dir():
+        elif _volume_mounted(self.runpod_volume):
             models_dir, on_volume = self.runpod_volume / "models", True
         elif self.require_volume:
             raise ValueError(
@@ -222,6 +226,8 @@ class Settings(BaseModel):
             models_dir, on_volume = Path("models"), False
         object.__setattr__(self, "models_dir", models_dir.absolute())
         object.__setattr__(self, "on_volume", on_volume)
+        if self.runpod_model_cache is None:
+            object.__setattr__(self, "runpod_model_cache", self.runpod_volume / "huggingface-cache" / "hub")
         return self
 
     @model_validator(mode="after")
@@ -287,6 +293,20 @@ def in_job_queue() -> bool:
     return "RUNPOD_WEBHOOK_GET_JOB" in os.environ
 
 
+def _volume_mounted(volume: Path) -> bool:
+    """Whether the network volume is at `volume`. Without one, RunPod still makes the folder to
+    mount its model cache in (`<volume>/huggingface-cache/hub`): a folder holding only that, and
+    no mount point itself, is no volume."""
+    if not volume.is_dir():
+        return False
+    if os.path.ismount(volume):
+        return True
+    try:
+        return {p.name for p in volume.iterdir()} != {"huggingface-cache"}
+    except OSError:
+        return True
+
+
 def _is_within(path: Path, parent: Path) -> bool:
     try:
         path.absolute().relative_to(parent.absolute())
@@ -318,7 +338,13 @@ def _describe(exc: ValidationError) -> str:
 def get_settings() -> Settings:
     """The process's settings, read from the environment on first use and never again."""
     settings = Settings.from_env(os.environ)
-    if not settings.on_volume and settings.models_dir_override is None and settings.f5_model != "tiny":
+    if not settings.on_volume and settings.models_dir_override is None and settings.f5_model != "tiny" \
+            and settings.runpod_model_cache.is_dir():
+        log.warning("Network volume %s is not mounted: model files are read from RunPod's model cache %s first, and "
+                    "what it lacks is downloaded to %s on local disk at every cold start (the start-up log names "
+                    "where each file came from).", settings.runpod_volume, settings.runpod_model_cache,
+                    settings.models_dir)
+    elif not settings.on_volume and settings.models_dir_override is None and settings.f5_model != "tiny":
         log.warning(
             "Network volume %s is not mounted: models and caches go to %s on local disk. "
             "Every cold start will download the models again. Attach a network volume "

@@ -36,6 +36,7 @@ from job_schema import JobInput, JobResult, VoiceInput, parse_job_input
 from scratch import job_directory, sweep_job_directories
 from synthesis import Line, Plan, SynthesisParams
 from transcripts import Transcript, Transcripts
+from voice_cache import VoiceCache
 
 log = logging.getLogger("f5worker.engine")
 
@@ -55,11 +56,13 @@ class Script:
 
 @dataclass(frozen=True)
 class StagedAudio:
-    """A voice's recording in the job directory, and its audio as read."""
+    """A voice's recording in the job directory, and its audio as read; or, for a recording this
+    worker has prepared before, that reference (`prepared`) and nothing read."""
 
     voice: voices.StagedVoice
-    audio: np.ndarray
+    audio: np.ndarray | None
     rate: int
+    prepared: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,8 @@ class Reference:
 
     audio: np.ndarray
     transcript: Transcript
+    #: Whether it came from the worker's memory (`voice_cache`) rather than staged and prepared.
+    cached: bool = False
 
 
 @dataclass(frozen=True)
@@ -136,6 +141,7 @@ class Engine:
         if voice_storage is not None:
             self.__dict__["voice_storage"] = voice_storage
         self.transcripts = Transcripts(settings)
+        self.voice_cache = VoiceCache(settings.voice_cache_mb * 2**20)
         self.grammars = text_normalization.grammars(text_normalization.grammar_root(settings.models_dir),
                                                     settings.allow_model_download)
         sweep_job_directories(settings.job_tmp_dir)
@@ -227,8 +233,10 @@ class Engine:
 
         def stage(n: int, name: str | None) -> StagedAudio:
             with voice_named(name):
-                voice = voices.stage(voice_of(job, name), job_dir if name is None else job_dir / f"voice-{n}", s,
-                                     self.voice_storage)
+                voice, prepared = self.voice_cache.stage(voice_of(job, name), job_dir if name is None else
+                                                         job_dir / f"voice-{n}", s, self.voice_storage)
+                if prepared is not None:
+                    return StagedAudio(voice, None, 0, prepared)
                 return StagedAudio(voice, *audio_io.read_audio(voice.path, s.max_voice_seconds,
                                                                keep_seconds=s.ref_clip_seconds + 1))
 
@@ -247,10 +255,13 @@ class Engine:
         for name, voice in zip(names, staged):
             spec = voice_of(job, name)
             with voice_named(name):
-                audio = audio_io.prepare_reference(voice.audio, voice.rate, rate, s.ref_clip_seconds,
-                                                   s.min_voice_seconds)
+                audio = voice.prepared
+                if audio is None:
+                    audio = audio_io.prepare_reference(voice.audio, voice.rate, rate, s.ref_clip_seconds,
+                                                       s.min_voice_seconds)
+                    self.voice_cache.put(voice.voice.identity, audio)  # at the model's rate: one per process
                 transcript = self.transcripts.find(spec.ref_text, spec.language, voice.voice, audio, rate)
-            references.append(Reference(audio, transcript))
+            references.append(Reference(audio, transcript, voice.prepared is not None))
         return references
 
     def plan(self, job: JobInput, script: Script, references: list[Reference], params: SynthesisParams, model,
@@ -384,12 +395,13 @@ def job_result(job: JobInput, script: Script, references: list[Reference], plan:
     duration = len(speech.wave) / model.sample_rate
     names, transcripts = script.names, [r.transcript for r in references]
     if job.voices:
-        about = {"voices": {name: {"ref_text": t.text, "ref_text_source": t.source}
-                            for name, t in zip(names, transcripts)}, "segments": len(script.lines),
+        about = {"voices": {name: {"ref_text": r.transcript.text, "ref_text_source": r.transcript.source,
+                                   "voice_cached": r.cached} for name, r in zip(names, references)},
+                 "segments": len(script.lines),
                  "normalized_text": " ".join(f"[{names[line.ref]}] {line.text}" for line in script.lines)}
     else:
         about = {"ref_text": transcripts[0].text, "ref_text_source": transcripts[0].source,
-                 "normalized_text": script.lines[0].text}
+                 "voice_cached": references[0].cached, "normalized_text": script.lines[0].text}
     return JobResult(
         **delivered, duration_s=round(duration, 3), sample_rate=model.sample_rate, format=job.output_format,
         seed=params.seed, model=model.files.name, **about, chunks=len(plan.chunks), batches=len(plan.batches),

@@ -335,11 +335,14 @@ class JobResult(BaseModel):
     seed: int
     model: str
     #: A dialogue's voices: each one's transcript and where it came from; and its segments.
-    voices: Optional[dict[str, dict[str, str]]] = None
+    voices: Optional[dict[str, dict[str, str | bool]]] = None
     segments: Optional[int] = None
     #: A single voice's transcript and where it came from (request, sidecar or asr).
     ref_text: Optional[str] = None
     ref_text_source: Optional[str] = None
+    #: Whether the voice's prepared reference was this worker's from an earlier job (S3: one HEAD,
+    #: no download); a dialogue says it of each voice in `voices`.
+    voice_cached: Optional[bool] = None
     normalized_text: str
     chunks: int
     batches: int

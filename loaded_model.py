@@ -19,6 +19,7 @@ import fp16_copy
 import hub_cache
 import model_cache
 import proc_stat
+import runpod_cache
 from checkpoints import HOP_LENGTH, SAMPLE_RATE, ModelFiles, build_cfm, read_checkpoint
 from config import Settings
 from errors import JobError, ModelLoadError
@@ -88,14 +89,32 @@ def get_model(settings: Settings) -> LoadedModel:
 
 def load_model(settings: Settings) -> LoadedModel:
     started = time.perf_counter()
-    model_cache.ModelStore.from_settings(settings).ensure_layout()
+    store = model_cache.ModelStore.from_settings(settings)
+    store.ensure_layout()
+    # A checkpoint in RunPod's model cache is checked as it is read ahead, beside the imports, not
+    # before: one that does not match its sha256 is passed over for the volume or a download.
     files = model_cache.resolve_model_files(settings)
+    try:
+        return load_resolved(settings, store, files, started)
+    except ModelLoadError:
+        if not runpod_cache.holds(store.runpod_cache, files.checkpoint) or runpod_cache.intact(files.checkpoint):
+            raise
+        # intact() logged the mismatch once and remembers it: resolving again passes that copy over
+        return load_resolved(settings, store, model_cache.resolve_model_files(settings), started)
+
+
+def load_resolved(settings: Settings, store: model_cache.ModelStore, files: ModelFiles, started: float) -> LoadedModel:
+    # which store each file came from: a warning without a network volume (what is not in RunPod's
+    # model cache was downloaded to local disk, and the next cold start downloads it again)
+    log.log(logging.WARNING if not settings.on_volume and settings.f5_model != "tiny" else logging.INFO,
+            "model files: %s", "; ".join(f"{name} from {store.store_of(path)} ({path})" for name, path in
+                                         (("checkpoint", files.checkpoint), ("vocoder", files.vocoder_dir))))
     # Read the weights into the page cache while torch and f5-tts import (seconds of CPU work):
     # from a network volume that read takes seconds too, and the two overlap.
     # What load_files picks on a GPU: the fp16 copy when it is current.
     manifest = fp16_copy.fp16_manifest(files) if settings.device != "cpu" else None
     weights = {fp16_copy.fp16_artifact(files): manifest.get("sha256")} if manifest else \
-        {files.checkpoint: hub_cache.hub_digest(files.checkpoint)}
+        {files.checkpoint: None if runpod_cache.checked(files.checkpoint) else hub_cache.hub_digest(files.checkpoint)}
     reader = read_ahead({**weights, files.vocoder_dir / "pytorch_model.bin": None})
     return load_files(files, settings.device, started, compile_blocks=settings.compile,
                       cuda_graphs=settings.cuda_graphs, reader=reader)

@@ -27,13 +27,14 @@ if __name__ == "__main__":  # the command line: a bad setting is one line, not a
 
     cache_env.configure(settings_or_exit())
 
+import runpod_cache
 import text_normalization
 from cache_env import cache_environment
 from checkpoints import HUB_CHECKPOINTS, VOCOS_FILES, VOCOS_REPO, ModelFiles, f5_package_dir, model_config
 from config import Settings, get_settings
 from errors import ModelLoadError, WorkerSetupError, os_error
 from fp16_copy import fp16_artifact, fp16_copy_is_current, fp16_copy_is_intact, write_fp16_artifact
-from hub_cache import hub_file, hub_snapshot, verify_hub_file
+from hub_cache import SNAPSHOT_PATTERNS, hub_file, hub_snapshot, verify_hub_file
 from random_weights import make_test_model
 
 log = logging.getLogger("f5worker.model_cache")
@@ -48,6 +49,10 @@ class ModelStore:
     section), built from the settings."""
 
     models_dir: Path
+    #: RunPod's model cache (RUNPOD_MODEL_CACHE): read first, never written; None: not consulted.
+    runpod_cache: Path | None = None
+    #: Whether the models directory is on the network volume (how logs and `status` name it).
+    on_volume: bool = False
     #: <models>/hub: the Hugging Face hub cache (checkpoints, Vocos, Whisper).
     hub_dir: Path = field(init=False)
     #: <models>/f5-tts: this worker's own files (fp16 copies, the test model, the grammars).
@@ -65,7 +70,28 @@ class ModelStore:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "ModelStore":
-        return cls(settings.models_dir)
+        return cls(settings.models_dir, settings.runpod_model_cache, settings.on_volume)
+
+    def hub_file(self, repo_id: str, filename: str, *, download: bool, downloads_allowed: bool = True,
+                 check: bool = True) -> Path:
+        """A hub file local first across both stores: RunPod's model cache (intact files only;
+        `check` False: not hashed now, for a caller that checks it as it reads it), then
+        <models>/hub, then a download into <models>/hub (`hub_cache.hub_file`)."""
+        return runpod_cache.cached_file(self.runpod_cache, repo_id, filename, check=check) or \
+            hub_file(self.hub_dir, repo_id, filename, download=download, downloads_allowed=downloads_allowed)
+
+    def hub_snapshot(self, repo_id: str, *, download: bool) -> Path:
+        """A whole model repository (Whisper), local first across both stores like `hub_file`."""
+        return runpod_cache.cached_snapshot(self.runpod_cache, repo_id, SNAPSHOT_PATTERNS) or \
+            hub_snapshot(self.hub_dir, repo_id, download=download)
+
+    def store_of(self, path: Path) -> str:
+        """Which store holds `path`, as logs and `status` name it."""
+        if runpod_cache.holds(self.runpod_cache, path):
+            return runpod_cache.STORE_NAME
+        if runpod_cache.holds(self.models_dir, path):
+            return "network volume" if self.on_volume else "models folder (not a network volume)"
+        return "outside the models folder"
 
     def fp16_copy(self, name: str) -> Path:
         """Where the fp16 copy of model `name` is kept."""
@@ -88,18 +114,22 @@ class ModelStore:
 # --------------------------------------------------------------------------------------
 
 
-def resolve_model_files(settings: Settings, *, download: bool | None = None) -> ModelFiles:
-    """Find (and, if allowed, fetch) everything the configured model needs."""
+def resolve_model_files(settings: Settings, *, download: bool | None = None,
+                        check_checkpoint: bool = False) -> ModelFiles:
+    """Find (and, if allowed, fetch) everything the configured model needs. A checkpoint in
+    RunPod's cache is hashed here only with `check_checkpoint`: the loader checks it as it reads
+    it ahead, beside the imports (and calls `runpod_cache.intact` on a mismatch); one already
+    found corrupt is passed over."""
     download = settings.allow_model_download if download is None else download
     backbone, arch = model_config(settings.f5_model)
-    checkpoint = resolve_checkpoint(settings, download)
+    checkpoint = resolve_checkpoint(settings, download, check_checkpoint)
     vocoder_dir = resolve_vocoder(settings, download)
     vocab = resolve_vocab(settings)
     return ModelFiles(settings.f5_model, backbone, arch, checkpoint, vocab, vocoder_dir,
                       ModelStore.from_settings(settings).fp16_copy(settings.f5_model))
 
 
-def resolve_checkpoint(settings: Settings, download: bool) -> Path:
+def resolve_checkpoint(settings: Settings, download: bool, check: bool = True) -> Path:
     store = ModelStore.from_settings(settings)
     if settings.f5_model == "tiny":
         checkpoint = store.tiny_dir / "model.safetensors"
@@ -112,8 +142,8 @@ def resolve_checkpoint(settings: Settings, download: bool) -> Path:
             raise ModelLoadError(f"F5_CKPT_FILE {checkpoint} does not exist.")
         return checkpoint
     if settings.f5_model in HUB_CHECKPOINTS:
-        return hub_file(store.hub_dir, *HUB_CHECKPOINTS[settings.f5_model], download=download,
-                        downloads_allowed=settings.allow_model_download)
+        return store.hub_file(*HUB_CHECKPOINTS[settings.f5_model], download=download,
+                              downloads_allowed=settings.allow_model_download, check=check)
     raise ModelLoadError(f"{settings.f5_model} has no published checkpoint; set F5_CKPT_FILE to yours.")
 
 
@@ -122,8 +152,12 @@ def resolve_vocoder(settings: Settings, download: bool) -> Path:
     store = ModelStore.from_settings(settings)
     if settings.f5_model == "tiny":
         return store.tiny_dir / "vocos"
-    return [hub_file(store.hub_dir, VOCOS_REPO, filename, download=download,
-                     downloads_allowed=settings.allow_model_download) for filename in VOCOS_FILES][0].parent
+    allowed = settings.allow_model_download
+    paths = [store.hub_file(VOCOS_REPO, name, download=download, downloads_allowed=allowed) for name in VOCOS_FILES]
+    if len({path.parent for path in paths}) > 1:  # one in RunPod's cache, one on the volume: Vocos reads one folder
+        paths = [hub_file(store.hub_dir, VOCOS_REPO, name, download=download, downloads_allowed=allowed)
+                 for name in VOCOS_FILES]
+    return paths[0].parent
 
 
 def resolve_vocab(settings: Settings) -> Path:
@@ -169,12 +203,19 @@ def prefetch(settings: Settings, verify: bool = True) -> int:
         prefetch_grammars(store.models_dir)
         print(f"ASR model not prefetched ({asr_prefetch_skipped(settings)}): {_asr_fetched_by(settings)}")
         return 0
-    for repo_id, filename in required_hub_files(settings):
-        path = hub_file(store.hub_dir, repo_id, filename, download=True)
-        if verify and not verify_hub_file(path):
-            print(f"CORRUPT  {repo_id}/{filename} at {os.path.realpath(path)}: downloading it again")
-            path = hub_file(store.hub_dir, repo_id, filename, download=True, force=True)  # verified, or raises
-        print(f"ok       {repo_id}/{filename}  {_size(path)}  {path}")
+    required = required_hub_files(settings)
+    # RunPod's model cache is read, never written: what it holds intact is not fetched again
+    cached = {file: runpod_cache.cached_file(store.runpod_cache, *file) for file in required}
+    if not all(cached.get((VOCOS_REPO, name)) for name in VOCOS_FILES):  # Vocos is read from one folder
+        cached.update({(VOCOS_REPO, name): None for name in VOCOS_FILES})
+    for repo_id, filename in required:
+        path = cached[(repo_id, filename)]
+        if path is None:
+            path = hub_file(store.hub_dir, repo_id, filename, download=True)
+            if verify and not verify_hub_file(path):
+                print(f"CORRUPT  {repo_id}/{filename} at {os.path.realpath(path)}: downloading it again")
+                path = hub_file(store.hub_dir, repo_id, filename, download=True, force=True)  # verified, or raises
+        print(f"ok       {repo_id}/{filename}  {_size(path)}  {path}  ({store.store_of(path)})")
     files = resolve_model_files(settings, download=False)
     if not fp16_copy_is_current(files):
         print(f"writing the fp16 copy of {files.checkpoint} (what GPU workers load at cold start)")
@@ -185,13 +226,15 @@ def prefetch(settings: Settings, verify: bool = True) -> int:
     print(f"ok       {fp16_artifact(files)}  {_size(fp16_artifact(files))}")
     print(f"model {files.name} ready under {store.models_dir}")
     if asr_prefetch_skipped(settings) is None:
-        snapshot = hub_snapshot(store.hub_dir, settings.asr_model, download=True)
-        corrupt = [p for p in snapshot.rglob("*") if p.is_file() and verify and not verify_hub_file(p)]
+        snapshot = store.hub_snapshot(settings.asr_model, download=True)
+        corrupt = [p for p in snapshot.rglob("*") if p.is_file() and verify and not verify_hub_file(p)] \
+            if not runpod_cache.holds(store.runpod_cache, snapshot) else []
         if corrupt:
             print(f"CORRUPT  {settings.asr_model}: {', '.join(p.name for p in corrupt)}: downloading again")
             for path in corrupt:
                 hub_file(store.hub_dir, settings.asr_model, str(path.relative_to(snapshot)), download=True, force=True)
-        print(f"ok       {settings.asr_model} (ASR, for references without a transcript)  {snapshot}")
+        print(f"ok       {settings.asr_model} (ASR, for references without a transcript)  {snapshot}  "
+              f"({store.store_of(snapshot)})")
     else:
         print(f"ASR model not prefetched ({asr_prefetch_skipped(settings)}): {_asr_fetched_by(settings)}")
     prefetch_grammars(store.models_dir)
@@ -225,6 +268,9 @@ def status(settings: Settings) -> int:
     """What is present where: every file on its own line, each found (or not) on its own."""
     store = ModelStore.from_settings(settings)
     print(f"models dir   {store.models_dir}  ({'network volume' if settings.on_volume else 'NOT on the network volume'})")
+    held = "present, read first, never written" if store.runpod_cache and store.runpod_cache.is_dir() else \
+        "absent: the endpoint's Model field set to SWivid/F5-TTS has RunPod place the checkpoint there"
+    print(f"{runpod_cache.STORE_NAME}  {store.runpod_cache}  {held}")
     for name, value in cache_environment(store.models_dir).items():
         print(f"  {name}={value}")
     for name in LAYOUT:
@@ -239,7 +285,7 @@ def status(settings: Settings) -> int:
         except (ModelLoadError, WorkerSetupError) as exc:
             print(f"  {label:<11} MISSING   {exc.message}")
             return None
-        print(f"  {label:<11} ok       {_size(path):>9}  {path}")
+        print(f"  {label:<11} ok       {_size(path):>9}  {path}  ({store.store_of(path)})")
         return path
 
     checkpoint = line("checkpoint", lambda: resolve_checkpoint(settings, download=False))
@@ -262,7 +308,8 @@ def status(settings: Settings) -> int:
             "MISSING  (prefetch compiles it; else the first job with a number in it does)"
         print(f"grammar {language}   {found}  {folder}")
     try:
-        print(f"ASR          ok        {hub_snapshot(store.hub_dir, settings.asr_model, download=False)}")
+        snapshot = store.hub_snapshot(settings.asr_model, download=False)
+        print(f"ASR          ok        {snapshot}  ({store.store_of(snapshot)})")
     except ModelLoadError:
         skipped = asr_prefetch_skipped(settings)
         prefetched = "prefetch downloads it" if skipped is None else f"prefetch skips it: {skipped}"

@@ -56,12 +56,15 @@ class S3Storage:
         return StorageError(f"S3 {action} of '{preview(key)}' failed ({code or 'error'}).")
 
     def exists(self, key: str) -> bool:
+        return self.head(key) is not None
+
+    def head(self, key: str) -> str | None:
+        """The object's ETag now (one HEAD), or None when there is none."""
         try:
-            self.client.head_object(Bucket=self.bucket, Key=key)
-            return True
+            return self.client.head_object(Bucket=self.bucket, Key=key)["ETag"].strip('"')
         except ClientError as exc:
             if _missing(exc):
-                return False
+                return None
             raise self._fail("lookup", key, exc) from None
         except BotoCoreError as exc:
             raise self._fail("lookup", key, exc) from None

@@ -1,7 +1,7 @@
 """The reference's transcript: the caller's, the voice's sidecar (a `voices.Sidecar`, which
-reads and writes itself), or Whisper's (`asr`) on the clipped reference, remembered by content
-and language. Whisper's transcript is written back as the voice's sidecar once the job has
-succeeded.
+reads and writes itself), or Whisper's (`asr`) on the clipped reference, remembered by the
+recording's identity (its S3 key and ETag, or its content's sha256) and language. Whisper's
+transcript is written back as the voice's sidecar once the job has succeeded.
 
 Sidecars in S3 (`voices.S3Sidecar`): one you store as `<stem>.txt` is used for every recording of
 that stem. One the worker writes names the recording it was made from (key and ETag, as object
@@ -36,7 +36,7 @@ class Transcript:
 
 
 class Transcripts:
-    """Finds each job's transcript; keeps Whisper's by (recording's sha256, language)."""
+    """Finds each job's transcript; keeps Whisper's by (recording's identity, language)."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -58,7 +58,7 @@ class Transcripts:
                     if text:
                         return Transcript(text, "sidecar")
                 may_store = sidecar.may_replace(meta)
-        cache_key = (hashlib.sha256(voice.path.read_bytes()).hexdigest(), language)
+        cache_key = (voice.identity or hashlib.sha256(voice.path.read_bytes()).hexdigest(), language)
         text = self.cache.get(cache_key)
         if text is None:
             remedy = "send ref_text"
@@ -81,7 +81,7 @@ class Transcripts:
 
 
 class TranscriptCache:
-    """Whisper's transcripts by (content hash, language asked for); the oldest go first."""
+    """Whisper's transcripts by (recording's identity, language asked for); the oldest go first."""
 
     def __init__(self, size: int = 256):
         self.size = size

@@ -1,7 +1,8 @@
 """The voices a job's `voice_name` reads, kept by the HTTP door's voice endpoints: stored, listed,
 deleted. One layout for both doors: `<S3_VOICES_PREFIX><name><ext>` with its transcript sidecar
 `<stem>.txt`, in the bucket, or without S3 in a local folder laid out the same (`LocalFolder`,
-under VOICES_DIR), so a voice stored through one door is the voice the other reads.
+under VOICES_DIR). With S3, a voice stored through this door is the voice a queue job's
+`voice_name` reads; the queue door reads the bucket only.
 
 A stored voice is checked as a job's voice is (its name, size, audio and transcript); the
 speaker's consent is kept with it as metadata (`f5-consent`).
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
+import uuid
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -21,7 +24,7 @@ import soundfile as sf
 
 import audio_io
 from config import Settings
-from errors import AudioError, InvalidInput, LimitExceeded, VoiceNotFound, os_error, preview
+from errors import AudioError, InvalidInput, LimitExceeded, StorageError, VoiceNotFound, preview
 from job_schema import parse_voice
 from checkpoints import SAMPLE_RATE
 from voices import candidate_names, check_voice_name, sidecar_key_for
@@ -38,6 +41,8 @@ class LocalFolder:
     through a temporary name (several workers may share the folder on a network volume)."""
 
     place = "in the voices folder (VOICES_DIR)"
+    #: What a voice's identity names as its store (voice_cache keys prepared voices by it).
+    bucket = "voices-folder"
 
     def __init__(self, root: Path):
         self.root = root
@@ -53,15 +58,29 @@ class LocalFolder:
         return path.with_name(f".{path.name}.json")
 
     def exists(self, key: str) -> bool:
-        return self.path(key).is_file()
+        return self.head(key) is not None
+
+    def head(self, key: str) -> str | None:
+        """The file's tag (size and modification time: what changes when it is stored again), or None."""
+        try:
+            stat = self.path(key).stat()
+        except FileNotFoundError:
+            return None
+        return f"{stat.st_size}-{stat.st_mtime_ns}"
 
     def download(self, key: str, target: Path, max_bytes: int) -> str:
         path = self.path(key)
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise LimitExceeded(f"'{key}' is {size} bytes; at most {max_bytes} bytes are accepted.")
-        target.write_bytes(path.read_bytes())
-        stat = path.stat()
+        try:
+            stat = path.stat()
+            if stat.st_size > max_bytes:
+                raise LimitExceeded(f"'{key}' is {stat.st_size} bytes; at most {max_bytes} bytes are accepted.")
+            data = path.read_bytes()
+        except FileNotFoundError:  # removed since it was found
+            raise VoiceNotFound(f"The voice '{preview(key)}' is no longer {self.place}.") from None
+        except OSError as exc:
+            raise StorageError(f"Could not read the voice '{preview(key)}' {self.place} ({type(exc).__name__}).") \
+                from None
+        target.write_bytes(data)  # the job directory's own errors are the caller's to map
         return f"{stat.st_size}-{stat.st_mtime_ns}"
 
     def read_text(self, key: str, max_bytes: int = 64 * 1024) -> tuple[str, dict] | None:
@@ -70,6 +89,8 @@ class LocalFolder:
             data = path.read_bytes()[: max_bytes + 1]
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise StorageError(f"Could not read '{preview(key)}' {self.place} ({type(exc).__name__}).") from None
         if len(data) > max_bytes:
             raise LimitExceeded(f"'{key}' is over {max_bytes} bytes.")
         return data.decode("utf-8", errors="replace"), self.metadata(key)
@@ -90,11 +111,16 @@ class LocalFolder:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             for target, content in ((self._meta_path(path), json.dumps(metadata or {}).encode()), (path, data)):
-                tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-                tmp.write_bytes(content)
-                os.replace(tmp, target)
-        except OSError as exc:
-            raise os_error(exc, "the voice", "VOICES_DIR", path.parent) from None
+                # of this write alone: two requests may store the same voice's transcript at once
+                tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.{uuid.uuid4().hex}.tmp")
+                try:
+                    tmp.write_bytes(content)
+                    os.replace(tmp, target)
+                finally:
+                    tmp.unlink(missing_ok=True)
+        except OSError as exc:  # a full or read-only folder: this store's failure, not the worker's
+            raise StorageError(f"Could not write '{preview(path.name)}' {self.place} ({type(exc).__name__}: "
+                               f"{exc.strerror or exc}).") from None
 
     def delete(self, key: str) -> None:
         path = self.path(key)
@@ -161,6 +187,9 @@ class VoiceStore:
         """Every recording stored under `name` (and their transcripts); whether there was one."""
         found = False
         for candidate in candidate_names(check_voice_name(name)):
+            suffix = PurePosixPath(candidate).suffix.lower()
+            if suffix and suffix not in EXTENSIONS.values():
+                continue  # never a transcript (`alice.txt`) or anything else that is not a recording
             key = self._key(candidate)
             if self.storage.exists(key):
                 found = True

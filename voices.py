@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -82,11 +83,15 @@ class S3Sidecar:
 
 @dataclass(frozen=True)
 class StagedVoice:
-    path: Path
+    #: Where it was written in the job directory; None for a voice only identified (`identify`).
+    path: Path | None
     #: The label of the source it came from (`SOURCES`): name, url or base64.
     source: str
     #: Its transcript's place beside it; None: the source keeps none.
     sidecar: Sidecar | None = None
+    #: What names this recording exactly (`s3://<bucket>/<key>#<ETag>`, or `sha256:<content>`);
+    #: None: not known until its content is read.
+    identity: str | None = None
 
 
 def check_voice_name(name: str) -> str:
@@ -117,22 +122,37 @@ def voice_path(job_dir: Path, name: str) -> Path:
     return job_dir / ("voice" + (suffix if suffix in VOICE_EXTENSIONS else ""))
 
 
-def from_s3(storage, settings: Settings, name: str, job_dir: Path) -> StagedVoice:
+def find_in_s3(storage, settings: Settings, name: str, look=None) -> tuple[str, object]:
+    """The key a voice named `name` is stored under, and what `look(key)` (one HEAD per name
+    tried; `storage.exists` by default) said of it."""
     if storage is None:
         raise InvalidInput("voice_name needs S3 (set S3_BUCKET); send voice_url or voice_base64 instead.")
     for candidate in [settings.s3_voices_prefix + c for c in candidate_names(check_voice_name(name))]:
-        if storage.exists(candidate):
-            path = voice_path(job_dir, candidate)
-            try:
-                etag = storage.download(candidate, path, settings.max_voice_bytes)
-            except OSError as exc:
-                raise os_error(exc, "the voice", "JOB_TMP_DIR", path) from None
-            return StagedVoice(path, "name", S3Sidecar(storage, sidecar_key_for(candidate), candidate, etag))
+        found = (look or storage.exists)(candidate)
+        if found:
+            return candidate, found
     raise VoiceNotFound(f"No voice named '{preview(name)}' under '{settings.s3_voices_prefix}' "
                         f"{getattr(storage, 'place', 'in the bucket')}.")
 
 
-def from_base64(data: str, settings: Settings, job_dir: Path) -> StagedVoice:
+def s3_voice(storage, key: str, etag: str, path: Path | None = None) -> StagedVoice:
+    """The voice stored at `key` with `etag`, its sidecar and its identity."""
+    return StagedVoice(path, "name", S3Sidecar(storage, sidecar_key_for(key), key, etag),
+                       f"s3://{storage.bucket}/{key}#{etag}")
+
+
+def from_s3(storage, settings: Settings, name: str, job_dir: Path) -> StagedVoice:
+    candidate, _ = find_in_s3(storage, settings, name)
+    path = voice_path(job_dir, candidate)
+    try:
+        etag = storage.download(candidate, path, settings.max_voice_bytes)  # what was read: it may have changed
+    except OSError as exc:
+        raise os_error(exc, "the voice", "JOB_TMP_DIR", path) from None
+    return s3_voice(storage, candidate, etag, path)
+
+
+def decoded_base64(data: str, settings: Settings) -> bytes:
+    """The bytes of `voice_base64` (a data: URL or bare base64), within MAX_VOICE_BYTES."""
     if data.startswith("data:"):  # data:audio/wav;base64,....
         data = data.partition(",")[2]
     data = "".join(data.split())
@@ -144,6 +164,11 @@ def from_base64(data: str, settings: Settings, job_dir: Path) -> StagedVoice:
         raise InvalidInput("voice_base64 is not valid base64.") from None
     if not raw:
         raise InvalidInput("voice_base64 is empty.")
+    return raw
+
+
+def from_base64(data: str, settings: Settings, job_dir: Path) -> StagedVoice:
+    raw = decoded_base64(data, settings)
     path = job_dir / "voice"
     try:
         path.write_bytes(raw)
@@ -190,6 +215,22 @@ def source_for(voice) -> Source:
 def source_of(voice) -> str:
     """How results and logs name `voice`'s source: name, url or base64."""
     return source_for(voice).label
+
+
+def identify(voice, settings: Settings, storage) -> StagedVoice | None:
+    """`voice` (a VoiceInput) identified without staging it, where its source allows: S3 by its
+    key and current ETag (a HEAD), base64 by its content; None for a URL (its content is known
+    only once fetched). Raises what its stager would for a voice that is not there or not valid."""
+    if voice.voice_name is not None:
+        return s3_voice(storage, *find_in_s3(storage, settings, voice.voice_name, storage and storage.head))
+    if voice.voice_base64 is not None:
+        return StagedVoice(None, "base64", None, content_identity(decoded_base64(voice.voice_base64, settings)))
+    return None
+
+
+def content_identity(data: bytes) -> str:
+    """The identity of a recording known by its content (base64 and URL voices)."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def stage(voice, folder: Path, settings: Settings, storage) -> StagedVoice:

@@ -131,7 +131,7 @@ def test_a_single_voice_result_names_its_transcript_and_no_voices():
     answer = result_of(job, engine.script_of(job), [Reference(np.zeros(1), Transcript("Hello.", "request"))],
                        delivered={"audio_base64": "AAAA"}).answer()
     assert list(answer) == ["audio_base64", "duration_s", "sample_rate", "format", "seed", "model", "ref_text",
-                            "ref_text_source", "normalized_text", "chunks", "batches", "captions", "timings", "rtf"]
+                            "ref_text_source", "voice_cached", "normalized_text", "chunks", "batches", "captions", "timings", "rtf"]
     assert answer["seed"] == 9 and answer["rtf"] == 0.25 and answer["ref_text_source"] == "request"
 
 
@@ -139,8 +139,8 @@ def test_a_dialogue_result_names_each_voice_s_transcript_and_its_segments():
     job = parsed(voices={"a": VOICE, "b": VOICE}, text="[a] Hi. [b] Hello!")
     refs = [Reference(np.zeros(1), Transcript("Hello.", "request")), Reference(np.zeros(1), Transcript("Yo.", "asr"))]
     answer = result_of(job, engine.script_of(job), refs).answer()
-    assert answer["voices"] == {"a": {"ref_text": "Hello.", "ref_text_source": "request"},
-                                "b": {"ref_text": "Yo.", "ref_text_source": "asr"}}
+    assert answer["voices"] == {"a": {"ref_text": "Hello.", "ref_text_source": "request", "voice_cached": False},
+                                "b": {"ref_text": "Yo.", "ref_text_source": "asr", "voice_cached": False}}
     assert answer["segments"] == 2 and answer["normalized_text"] == "[a] Hi. [b] Hello!"
     assert "ref_text" not in answer and "s3_key" not in answer
 

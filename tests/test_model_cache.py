@@ -65,7 +65,7 @@ def test_the_store_is_built_from_the_settings(tmp_path):
     assert store.fp16_copy("F5TTS_v1_Base") == tmp_path / "f5-tts" / "F5TTS_v1_Base" / "model_fp16.safetensors"
     assert store.custom_path(Path("mine/model.pt")) == tmp_path / "checkpoints" / "mine" / "model.pt"
     assert store.custom_path(Path("/elsewhere/model.pt")) == Path("/elsewhere/model.pt")
-    assert store == model_cache.ModelStore(str(tmp_path))
+    assert store == model_cache.ModelStore(str(tmp_path), get_settings().runpod_model_cache, False)
     with pytest.raises(dataclasses.FrozenInstanceError):
         store.hub_dir = tmp_path
 

@@ -32,6 +32,8 @@ class FakeStorage:
     """S3Storage's calls that voices make, over a dict of key -> (bytes, metadata); it notes
     every key looked up, in order."""
 
+    bucket = "fake-bucket"
+
     def __init__(self, **objects: bytes):
         self.objects = {key: (data, {}) for key, data in objects.items()}
         self.looked_up: list[str] = []
