@@ -218,7 +218,11 @@ class Door:
         failed before its first item."""
         if not self.admission.enter():
             return None, self.busy()
-        run = Run(lambda: self.engine.run(job_id, job, stream, delivery=delivery), self.admission.leave)
+        try:
+            run = Run(lambda: self.engine.run(job_id, job, stream, delivery=delivery), self.admission.leave)
+        except BaseException:  # no thread, so no one else frees the place
+            self.admission.leave()
+            raise
         try:
             return run, await run.next()
         except asyncio.CancelledError:
@@ -289,7 +293,8 @@ def create_app(settings: Settings, engine: Engine | None = None, health: Health 
             job = job.model_copy(update=changes)
         except Exception as exc:  # noqa: BLE001 - mapped once
             return door.failure(exc, job_id)
-        delivery = BodyDelivery()
+        # SSE carries the audio as base64: four bytes on the wire for three of audio
+        delivery = BodyDelivery(LB_PAYLOAD_BYTES * 3 // 4 if asked.stream_format == "sse" else LB_PAYLOAD_BYTES)
         run, first = await door.begin(job_id, job, asked.streamed, delivery)
         if run is None:
             return first

@@ -18,11 +18,16 @@ The network pass mirrors `DiT.forward(..., cfg_infer=True, cache=True)` (F5-TTS)
 from __future__ import annotations
 
 import logging
+import threading
 
 import torch
 import torch.nn.functional as F
 
 log = logging.getLogger("sampler")
+
+#: Held while a call seeds torch's global generator and draws its rows' noise: the sampling loop
+#: and a background compile's warm-up calls both draw, from two threads.
+_NOISE = threading.Lock()
 
 #: CFM.sample's cap on a row's length, in mel frames.
 MAX_FRAMES = 65536
@@ -206,11 +211,12 @@ def sample(
 
     # The same noise as CFM.sample: each row drawn after re-seeding, in the model's dtype.
     noise = []
-    for n, row_frames in enumerate(lengths):
-        row_seed = seed[n] if isinstance(seed, list) else seed  # rows of several jobs: each its own
-        if row_seed is not None:
-            torch.manual_seed(row_seed)
-        noise.append(torch.randn(row_frames, cfm.num_channels, device=device, dtype=dtype))
+    with _NOISE:  # re-seeding is global: a compile's warm-up drawing meanwhile would move our noise
+        for n, row_frames in enumerate(lengths):
+            row_seed = seed[n] if isinstance(seed, list) else seed  # rows of several jobs: each its own
+            if row_seed is not None:
+                torch.manual_seed(row_seed)
+            noise.append(torch.randn(row_frames, cfm.num_channels, device=device, dtype=dtype))
     y = torch.nn.utils.rnn.pad_sequence(noise, padding_value=0, batch_first=True).float()
 
     t = time_grid(steps, sway_sampling_coef, device)
