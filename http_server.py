@@ -335,6 +335,15 @@ def create_app(settings: Settings, engine: Engine | None = None, health: Health 
     @api.post("/v1/audio/voices")
     async def create_voice(request: Request):
         job_id = uuid.uuid4().hex
+        # an upload holds a place as a speech request does: its body lands on disk, its audio is read
+        if not door.admission.enter():
+            return door.busy()
+        try:
+            return await stored_voice(request, job_id)
+        finally:
+            door.admission.leave()
+
+    async def stored_voice(request: Request, job_id: str):
         try:
             async with request.form(max_files=1, max_fields=len(VOICE_FORM_FIELDS)) as form:
                 unknown = sorted(set(form) - VOICE_FORM_FIELDS)

@@ -352,6 +352,9 @@ def test_past_the_limit_429_at_once_and_a_client_gone_frees_its_run(pretend):
             third = httpx.post(f"{url}/v1/audio/speech", json=SPEECH, headers=AUTH)
             assert third.status_code == 429 and third.headers["retry-after"] == "1"
             assert time.perf_counter() - started < 0.5 and "MAX_CONCURRENT_REQUESTS" in third.text
+            upload = httpx.post(f"{url}/v1/audio/voices", headers=AUTH, data={"name": "late", "consent": "yes"},
+                                files={"audio_sample": ("late.wav", b"RIFF" + bytes(40))})
+            assert upload.status_code == 429  # an upload holds a place too
             engine.closed.clear()
         # both clients hung up mid-stream: their runs are closed and their places free
         assert engine.closed.wait(2)
