@@ -81,12 +81,23 @@ def test_the_worker_loads_from_runpods_cache_and_writes_nothing_there(runpod_hub
     assert not list((settings().models_dir / "hub").glob("models--*"))  # nothing copied onto the volume
 
 
-def test_the_fake_cache_refuses_writes_as_runpods_does(runpod_hub):
-    """What makes a write by the worker above fail rather than pass unseen (as root, chmod does not)."""
+def test_a_write_into_the_fake_cache_would_not_pass_unseen(runpod_hub):
+    """What makes a write by the worker in the tests above fail or show: the cache refuses it, as
+    RunPod's does; where modes do not keep writes out (root), the tree they compare sees each kind
+    of write the hub's client makes (a lock file, a blob rewritten in place, a new snapshot entry)."""
     cache, _ = runpod_hub
-    if os.geteuid() == 0 or writable(cache):
-        pytest.skip("running as root: chmod does not keep writes out (the tests above compare the whole tree)")
-    assert not writable(cache / f"models--{REPO.replace('/', '--')}")
+    repo = cache / f"models--{REPO.replace('/', '--')}"
+    if not writable(cache):
+        assert not writable(repo)
+        return
+    blob = next(p for p in (repo / "blobs").iterdir() if p.is_file())
+    for write in (lambda: (cache / ".locks").mkdir(),
+                  lambda: blob.write_bytes(blob.read_bytes()),
+                  lambda: (repo / "snapshots" / "new").mkdir()):
+        os.utime(blob, ns=(blob.stat().st_atime_ns, blob.stat().st_mtime_ns - 10**9))  # an older mtime to move from
+        before = tree(cache)
+        write()
+        assert tree(cache) != before
 
 
 def test_a_file_missing_or_corrupt_there_comes_from_the_volume(runpod_hub, tiny_sized, caplog):
