@@ -93,10 +93,15 @@ class Batcher:
         self.shared_calls = 0  # of those, calls that held rows of two or more jobs
         self.thread: threading.Thread | None = None
 
-    def submit(self, job: object, order: int, rows: list[Row], sampling: Sampling, budget: int) -> Request:
+    def submit(self, job: object, order: int, rows: list[Row], sampling: Sampling, budget: int,
+               due: float | None = None) -> Request:
         """Queue one batch of `job` (`order`: its place among the job's batches). `budget`: the
-        padded frames a call may hold (MAX_BATCH_FRAMES); 0: never merged with another job's."""
+        padded frames a call may hold (MAX_BATCH_FRAMES); 0: never merged with another job's.
+        `due`: its place in the queue, where it is not its own (chunks sampled again take the place
+        of their first batch: the job waits for them before its later pieces)."""
         request = Request(job, order, next(self.seq), rows, sampling, budget)
+        if due is not None:
+            request.due = due
         with self.changed:
             self.waiting.append(request)
             if self.thread is None:

@@ -1,16 +1,29 @@
 """Captions of a result: one per chunk of text, timed to the sample in the returned audio, and the
-same as an SRT or WebVTT subtitle file."""
+same as an SRT or WebVTT subtitle file; for a verified job, also WebVTT with each word's time
+inside its cue (vtt_words)."""
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass
 from pathlib import Path
 
 from errors import os_error
 
 #: captions_format -> content type of the subtitle file.
-FORMATS = {"srt": "application/x-subrip", "vtt": "text/vtt"}
+FORMATS = {"srt": "application/x-subrip", "vtt": "text/vtt", "vtt_words": "text/vtt"}
+#: captions_format -> the subtitle file's extension.
+EXTENSIONS = {"srt": "srt", "vtt": "vtt", "vtt_words": "vtt"}
+
+
+@dataclass(frozen=True)
+class CueWord:
+    """A word of a cue, when it begins (seconds in the audio), and whether a space comes before it."""
+
+    text: str
+    start_s: float
+    spaced: bool = True
 
 
 def timed(texts: list[str], spans: list[tuple[int, int]], rate: int, voices: list[str] | None = None) -> list[dict]:
@@ -24,21 +37,41 @@ def timed(texts: list[str], spans: list[tuple[int, int]], rate: int, voices: lis
     return captions
 
 
-def subtitles(captions: list[dict], fmt: str) -> str:
+def subtitles(captions: list[dict], fmt: str, words: list[list[CueWord]] | None = None) -> str:
     """The captions as an SRT or WebVTT file: each cue its number (SRT), its timing line and one
-    line of text (`cue_text`); a caption with no visible text has no cue."""
+    line of text (`cue_text`); a caption with no visible text has no cue. vtt_words: WebVTT whose
+    cues hold each word's time (`words`: each caption's) as WebVTT's cue timestamps
+    ("<00:00:01.250>word"), with which browsers mark the words said so far; a player that does not
+    read them shows the cue as plain WebVTT."""
     cues = []
-    for caption in captions:
+    for n, caption in enumerate(captions):
         text = cue_text(caption["text"])
         if not text:
             continue
-        if fmt == "vtt":
-            text = _escaped(text)
+        if fmt != "srt":
+            timed_words = words[n] if fmt == "vtt_words" and words is not None else None
+            text = _timed_words(timed_words, caption["start_s"], caption["end_s"]) if timed_words else _escaped(text)
             if "voice" in caption:  # WebVTT's voice span; SRT has no speaker field, its text stays the chunk's
                 text = f"{_voice_tag(caption['voice'])}{text}"
         times = f"{_clock(caption['start_s'], fmt)} --> {_clock(caption['end_s'], fmt)}"
         cues.append(f"{len(cues) + 1}\n{times}\n{text}\n" if fmt == "srt" else f"{times}\n{text}\n")
-    return ("WEBVTT\n\n" if fmt == "vtt" else "") + "\n".join(cues)
+    return ("WEBVTT\n\n" if fmt != "srt" else "") + "\n".join(cues)
+
+
+def _timed_words(words: list[CueWord], start_s: float, end_s: float) -> str:
+    """A cue's text, each word after the first led by its time. WebVTT wants each such time after
+    the cue's start and every time before it, and before the cue's end: a word whose time is not
+    (it begins with the one before it, to the millisecond) follows without one."""
+    parts, last, end = [], round(start_s * 1000), round(end_s * 1000)
+    for word in words:
+        text = _escaped(cue_text(word.text))
+        if not text:
+            continue
+        at = round(word.start_s * 1000)
+        tag = f"<{_clock(at / 1000, 'vtt')}>" if parts and last < at < end else ""
+        last = at if tag else last
+        parts.append((" " if parts and word.spaced else "") + tag + text)
+    return "".join(parts)
 
 
 #: Dash characters a reader may take for the hyphens of "-->".
@@ -89,10 +122,10 @@ def _voice_tag(voice: str) -> str:
     return f"<v {name} >" if name.endswith("-") else f"<v {name}>"
 
 
-def write_subtitles(captions: list[dict], fmt: str, path: Path) -> str:
+def write_subtitles(captions: list[dict], fmt: str, path: Path, words: list[list[CueWord]] | None = None) -> str:
     """The subtitle file at `path`; returns its content type."""
     try:
-        path.write_text(subtitles(captions, fmt), encoding="utf-8")
+        path.write_text(subtitles(captions, fmt, words), encoding="utf-8")
     except OSError as exc:
         raise os_error(exc, "the captions", "JOB_TMP_DIR", path) from None
     return FORMATS[fmt]

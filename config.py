@@ -72,6 +72,16 @@ class Settings(BaseModel):
     #: Whisper model that transcribes a reference when the caller gives no transcript.
     asr_model: str = Field("openai/whisper-large-v3-turbo", alias="ASR_MODEL")
     prefetch_asr: bool = Field(True, alias="PREFETCH_ASR")
+    #: Every job's chunks heard back by Whisper and re-sampled when words were dropped or
+    #: repeated, unless the job says `verify: false` (`verification`).
+    verify: bool = Field(False, alias="VERIFY")
+    #: The Whisper model that hears the output; None: ASR_MODEL (one model in memory and on the volume).
+    verify_asr_model_override: Optional[str] = Field(None, alias="VERIFY_ASR_MODEL")
+    #: A chunk heard with more errors than this (word error rate; character error rate for Chinese
+    #: and Japanese) is sampled again. See `verification.MAX_ERROR` for why 0.2.
+    verify_max_error: float = Field(0.2, gt=0.0, le=1.0, alias="VERIFY_MAX_ERROR")
+    #: Samplings of one chunk at most, the first included: each retry costs a sampling and a hearing.
+    verify_attempts: int = Field(3, ge=1, le=5, alias="VERIFY_ATTEMPTS")
 
     # --- jobs --------------------------------------------------------------------------
     #: The handler streams: a generator that yields each piece of audio as it is made (read from
@@ -251,6 +261,10 @@ class Settings(BaseModel):
         return self
 
     # --- derived -----------------------------------------------------------------------
+    @property
+    def verify_asr_model(self) -> str:
+        return self.verify_asr_model_override or self.asr_model
+
     @property
     def s3_enabled(self) -> bool:
         return bool(self.s3_bucket)

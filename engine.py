@@ -23,15 +23,17 @@ from pathlib import Path
 
 import numpy as np
 
+import asr
 import audio_io
 import captions
 import loaded_model
 import synthesis
 import text_normalization
+import verification
 import voices
 from config import Settings
 from delivery import Delivery
-from errors import InvalidInput, JobError
+from errors import InvalidInput, JobError, LimitExceeded
 from job_schema import JobInput, JobResult, VoiceInput, parse_job_input
 from scratch import job_directory, sweep_job_directories
 from synthesis import Line, Plan, SynthesisParams
@@ -98,6 +100,8 @@ class Speech:
     wave: np.ndarray
     spans: list[tuple[int, int]]
     streamed_bytes: int = 0
+    #: A verified job's words, where they lie in `wave`.
+    words: list[verification.PlacedWord] | None = None
 
 
 @dataclass(frozen=True)
@@ -184,22 +188,26 @@ class Engine:
                 staged = self.stage_voices(job, script.names, job_dir)
             with timings("model"):
                 model = loaded_model.get_model(s)
+                verifier = self.verifier(job, params, model.sample_rate) if job.verify else None
             with timings("transcript"):
                 references = self.references(job, script.names, staged, model.sample_rate)
             with timings("synthesis"):
                 plan = self.plan(job, script, references, params, model, stream, delivery)
                 speech = yield from self.synthesize(job, script, references, plan, params, model, stream, progress,
-                                                    timings)
+                                                    timings, verifier)
                 speech = post_process(speech, plan, model.sample_rate, job.remove_silence)
                 timed = captions.timed([c.text for c in plan.chunks], speech.spans, model.sample_rate,
                                        speakers(script, plan))
+            if verifier is not None:
+                timings.seconds.update(verify=verifier.seconds, verify_asr=verifier.hearing_seconds)
             with timings("encode"):
-                files = encode(job, job_id, speech.wave, model.sample_rate, timed, job_dir)
+                files = encode(job, job_id, speech, model.sample_rate, timed, job_dir)
             with timings("upload"):
                 output = deliver(delivery, job, files, speech.streamed_bytes)
             for reference in references:  # only now: a failed job leaves no transcript behind
                 self.transcripts.keep(reference.transcript)
-        result = job_result(job, script, references, plan, params, speech, timed, output, model, timings.finish())
+        result = job_result(job, script, references, plan, params, speech, timed, output, model, timings.finish(),
+                            verifier)
         log.info("job %s: %.1f s of audio in %.2f s (synthesis %.2f s, %d chunks in %d batches%s)",
                  job_id, result.duration_s, result.timings["total"], result.timings["synthesis"], result.chunks,
                  result.batches, f"; first audio at {result.timings['first_audio']:.2f} s" if stream else "")
@@ -279,15 +287,32 @@ class Engine:
                                              job.stream_format if stream else None)
         return plan
 
+    def verifier(self, job: JobInput, params: SynthesisParams, rate: int) -> verification.Verifier:
+        """What checks a verified job's chunks; asked for before any synthesis, so that a worker
+        without its ASR model refuses the job at once."""
+        s = self.settings
+        listener = asr.get_listener(s)
+        reading = text_normalization.Reading(self.grammars, job.text_language, s.max_normalize_chars)
+
+        def read(texts: list[str]) -> list[str]:  # what was heard, with its numbers read as the text's were
+            try:
+                return text_normalization.normalize_all(texts, reading)
+            except LimitExceeded:  # heard symbols past the grammars' bound: compared as heard
+                return texts
+
+        return verification.Verifier(listener.hear, verification.Comparer(read), rate, params.seed,
+                                     s.verify_max_error, s.verify_attempts, job.text_language, s.verify_asr_model)
+
     def synthesize(self, job: JobInput, script: Script, references: list[Reference], plan: Plan,
-                   params: SynthesisParams, model, stream: bool, progress, timings: Timings) -> Iterator[StreamPart]:
+                   params: SynthesisParams, model, stream: bool, progress, timings: Timings,
+                   verifier: verification.Verifier | None = None) -> Iterator[StreamPart]:
         """The job's speech, piece by piece in reading order; a streamed job's pieces are sent
         (yielded, in parts) as they are made, and sampled ahead while one is sent. Returns the
-        whole `Speech`."""
+        whole `Speech`. With `verifier`, each chunk is heard before its piece is made (and sent)."""
         audio = [r.audio for r in references]
         # closed at once on a failure here: the sampling stops and the model is free again
-        pieces = synthesis.stream(model, audio, plan, params) if stream else \
-            synthesis.pieces(model, audio, plan, params, progress)
+        pieces = synthesis.stream(model, audio, plan, params, verifier) if stream else \
+            synthesis.pieces(model, audio, plan, params, progress, verify=verifier)
         made, spans, sent = [], [], 0
         names = speakers(script, plan)
         with closing(pieces):
@@ -300,7 +325,8 @@ class Engine:
                         timings.mark("first_audio")
                         sent += len(part.audio)
                         yield part
-        return Speech(np.concatenate(made), spans, sent)
+        words = None if verifier is None else verification.placed(verifier.checks, spans, model.sample_rate, names)
+        return Speech(np.concatenate(made), spans, sent, words)
 
 def script_of(job: JobInput) -> Script:
     """The job's voices and lines as written (before normalisation)."""
@@ -366,17 +392,26 @@ def post_process(speech: Speech, plan: Plan, rate: int, remove_silence: bool) ->
     cuts = [cut for cut in audio_io.long_pauses(speech.wave, rate)
             if not any(cut[0] < b and a < cut[1] for a, b in asked)]
     spans = [(audio_io.after_cuts(a, cuts), audio_io.after_cuts(b, cuts)) for a, b in speech.spans]
-    return Speech(audio_io.without(speech.wave, cuts), spans, speech.streamed_bytes)
+    words = None if speech.words is None else [
+        dataclasses.replace(w, start=audio_io.after_cuts(w.start, cuts), end=audio_io.after_cuts(w.end, cuts))
+        for w in speech.words]
+    return Speech(audio_io.without(speech.wave, cuts), spans, speech.streamed_bytes, words)
 
 
-def encode(job: JobInput, job_id: str, wave: np.ndarray, rate: int, timed: list[dict], job_dir: Path) -> Encoded:
-    """The audio in the job's output_format, and its subtitles in captions_format when asked for."""
+def encode(job: JobInput, job_id: str, speech: Speech, rate: int, timed: list[dict], job_dir: Path) -> Encoded:
+    """The audio in the job's output_format, and its subtitles in captions_format when asked for
+    (vtt_words: each word's time inside its cue, from a verified job's words)."""
     path = job_dir / f"{job_id}.{job.output_format}"
-    content_type = audio_io.encode_audio(wave, rate, job.output_format, path)
+    content_type = audio_io.encode_audio(speech.wave, rate, job.output_format, path)
     subtitles = None
     if job.captions_format is not None:
-        text_path = job_dir / f"{job_id}.{job.captions_format}"
-        subtitles = (text_path, captions.write_subtitles(timed, job.captions_format, text_path))
+        text_path = job_dir / f"{job_id}.{captions.EXTENSIONS[job.captions_format]}"
+        words = None
+        if speech.words is not None:
+            words = [[] for _ in timed]
+            for w in speech.words:
+                words[w.chunk].append(captions.CueWord(w.word, w.start / rate, w.spaced))
+        subtitles = (text_path, captions.write_subtitles(timed, job.captions_format, text_path, words))
     return Encoded(path, content_type, subtitles)
 
 
@@ -391,7 +426,8 @@ def deliver(delivery: Delivery, job: JobInput, files: Encoded, streamed_bytes: i
 
 
 def job_result(job: JobInput, script: Script, references: list[Reference], plan: Plan, params: SynthesisParams,
-               speech: Speech, timed: list[dict], delivered: dict, model, timings: dict[str, float]) -> JobResult:
+               speech: Speech, timed: list[dict], delivered: dict, model, timings: dict[str, float],
+               verifier: verification.Verifier | None = None) -> JobResult:
     duration = len(speech.wave) / model.sample_rate
     names, transcripts = script.names, [r.transcript for r in references]
     if job.voices:
@@ -402,6 +438,8 @@ def job_result(job: JobInput, script: Script, references: list[Reference], plan:
     else:
         about = {"ref_text": transcripts[0].text, "ref_text_source": transcripts[0].source,
                  "voice_cached": references[0].cached, "normalized_text": script.lines[0].text}
+    if verifier is not None:
+        about.update(verification=verifier.summary(), words=verification.word_dicts(speech.words, model.sample_rate))
     return JobResult(
         **delivered, duration_s=round(duration, 3), sample_rate=model.sample_rate, format=job.output_format,
         seed=params.seed, model=model.files.name, **about, chunks=len(plan.chunks), batches=len(plan.batches),

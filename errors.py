@@ -70,6 +70,11 @@ class TranscriptUnavailable(JobError):
     that bring a transcript still work here: no refresh."""
 
 
+class VerifyUnavailable(JobError):
+    """A job asks for `verify`, and the speech recogniser that hears it cannot be had on this
+    worker. Jobs without verify still work here: no refresh."""
+
+
 class ModelLoadError(JobError):
     """The model could not be found or loaded; the worker is useless until fixed."""
 

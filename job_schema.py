@@ -150,8 +150,12 @@ class JobInput(VoiceInput):
 
     output_format: Literal["wav", "flac", "mp3", "ogg", "opus", "pcm"] = "wav"
     return_base64: bool = False
-    #: A subtitle file of the captions, delivered beside the audio.
-    captions_format: Optional[Literal["srt", "vtt"]] = None
+    #: A subtitle file of the captions, delivered beside the audio; vtt_words: WebVTT with each
+    #: word's time inside its cue (a verified job's word timings).
+    captions_format: Optional[Literal["srt", "vtt", "vtt_words"]] = None
+    #: Each chunk heard back by the ASR model, sampled again when its words are wrong, and its words
+    #: timed (`verification`). None: the worker's VERIFY setting.
+    verify: Optional[bool] = None
     #: Each streamed piece's encoding (a worker with STREAM on): raw 16-bit PCM or a playable WAV.
     stream_format: Literal["pcm", "wav"] = "wav"
 
@@ -271,6 +275,11 @@ def parse_job_input(raw, settings: Settings, streamed: bool | None = None) -> Jo
         job = JobInput.model_validate(raw)
     except ValidationError as exc:
         raise InvalidInput(_sentence(exc)) from None
+    if job.verify is None:
+        job.verify = settings.verify
+    if job.captions_format == "vtt_words" and not job.verify:
+        raise InvalidInput("Invalid input: captions_format: vtt_words needs verify: true (each word's time comes from "
+                           "hearing the audio back); send verify: true, or ask for vtt.")
     chars = job.text_chars()
     if chars > settings.max_text_chars:
         what = "text is" if job.segments is None else "the segments' texts are"
@@ -348,8 +357,14 @@ class JobResult(BaseModel):
     batches: int
     #: Each chunk's text and its time in the audio (and its voice, in a dialogue).
     captions: list[dict]
+    #: A verified job's verdict (whether every chunk met VERIFY_MAX_ERROR, its worst chunk, what
+    #: was sampled again, and each chunk's heard text, error and attempts), and each spoken word's
+    #: time in the audio.
+    verification: Optional[dict] = None
+    words: Optional[list[dict]] = None
     #: Seconds per step (normalize, download, model, transcript, synthesis, encode, upload,
-    #: total; first_audio when streamed), and synthesis time per second of audio.
+    #: total; first_audio when streamed; verify and verify_asr, within synthesis, when verified),
+    #: and synthesis time per second of audio.
     timings: dict[str, float]
     rtf: Optional[float]
 

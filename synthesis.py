@@ -406,14 +406,20 @@ def run(model: LoadedModel, ref_audio: np.ndarray | list[np.ndarray], plan: Plan
 
 
 def pieces(model: LoadedModel, ref_audio: np.ndarray | list[np.ndarray], plan: Plan, params: SynthesisParams,
-           progress: Callable[..., None] | None = None, lead_alone: bool = False) -> Iterator[Piece]:
+           progress: Callable[..., None] | None = None, lead_alone: bool = False,
+           verify: Callable | None = None) -> Iterator[Piece]:
     """Sample `plan`'s batches (through the model's sampling loop, `batching`, beside other jobs'
     rows), and give out the audio in reading order as soon as a chunk and all before it are
     decoded. `ref_audio`: the reference, or one per voice of the plan. Joined, the pieces are
     `cross_fade` of each voice's runs of chunks, runs and pauses put end to end. The batches are
     queued at once, so later ones are sampled while the caller handles a piece; with `lead_alone`
     (a stream) only the first until the caller asks for a second piece: nothing competes with
-    the first audio. Closing the generator drops what is not yet sampled."""
+    the first audio. Closing the generator drops what is not yet sampled.
+
+    `verify(chunks, waves, resample)` (`verification.Verifier`) sees each batch's waves as they are
+    decoded, before anything is given out, and returns them with any chunk it had sampled again
+    (`resample(chunks, seed)`, one request in the place of the batch) in its place: the cross-fades,
+    spans and pieces are made of the waves it keeps."""
     import torch
 
     import batching
@@ -428,13 +434,20 @@ def pieces(model: LoadedModel, ref_audio: np.ndarray | list[np.ndarray], plan: P
 
     loop = batching.batcher_of(model, MIN_BATCH_FILL)
     how = batching.Sampling(params.nfe_step, params.cfg_strength, params.sway_sampling_coef)
-    job, queued = object(), []
+    job, queued, retries = object(), [], []
+
+    def rows(batch: list[Chunk], seed: int) -> list[batching.Row]:
+        return [batching.Row(refs[c.ref], plan.tokens[c.index], c.frames, plan.ref_frames[c.ref], gains[c.ref], seed)
+                for c in batch]
 
     def submit(batches: list[list[Chunk]], first: int) -> None:
         for order, batch in enumerate(batches, first):
-            rows = [batching.Row(refs[c.ref], plan.tokens[c.index], c.frames, plan.ref_frames[c.ref], gains[c.ref],
-                                 params.seed) for c in batch]
-            queued.append((batch, loop.submit(job, order, rows, how, plan.max_batch_frames)))
+            queued.append((batch, loop.submit(job, order, rows(batch, params.seed), how, plan.max_batch_frames)))
+
+    def resampled(of: batching.Request, chunks: list[Chunk], seed: int) -> list[np.ndarray]:
+        again = loop.submit(job, of.order, rows(chunks, seed), how, plan.max_batch_frames, due=of.due)
+        retries.append(again)
+        return again.result()
 
     waves: dict[int, np.ndarray] = {}
     fader = CrossFade(int(params.cross_fade_duration * model.sample_rate))
@@ -445,7 +458,10 @@ def pieces(model: LoadedModel, ref_audio: np.ndarray | list[np.ndarray], plan: P
             if lead_alone and n == 1:
                 submit(plan.batches[1:], 1)
             batch, request = queued[n]
-            for chunk, wave in zip(batch, request.result()):
+            made_waves = request.result()
+            if verify is not None:
+                made_waves = verify(batch, made_waves, lambda chunks, seed, of=request: resampled(of, chunks, seed))
+            for chunk, wave in zip(batch, made_waves):
                 waves[chunk.index] = wave
                 decoded += wave.size
             made = done + len(waves)
@@ -464,13 +480,14 @@ def pieces(model: LoadedModel, ref_audio: np.ndarray | list[np.ndarray], plan: P
                 yield Piece(chunk.index, chunk.text, audio, start, span)
                 start, done = start + len(audio), done + 1
     finally:
-        loop.cancel([request for _, request in queued])
+        loop.cancel([request for _, request in queued] + retries)
         model.served.set()  # a background compile waiting for a first synthesis may begin
 
 
 def stream(model: LoadedModel, ref_audio: np.ndarray | list[np.ndarray], plan: Plan,
-           params: SynthesisParams) -> Iterator[Piece]:
+           params: SynthesisParams, verify: Callable | None = None) -> Iterator[Piece]:
     """`pieces` for a stream: the first batch alone until the caller has the first piece, then
     the rest sampled ahead (in the sampling loop's thread) while the caller sends each piece.
-    Closing this generator stops the sampling after the batch under way."""
-    return pieces(model, ref_audio, plan, params, lead_alone=True)
+    Closing this generator stops the sampling after the batch under way. With `verify`, a piece
+    is sent once its chunk has been heard (and sampled again if it had to be)."""
+    return pieces(model, ref_audio, plan, params, lead_alone=True, verify=verify)

@@ -39,9 +39,8 @@ def test_language_passes_through_to_whisper(ref_wav_bytes, monkeypatch):
 @pytest.fixture
 def no_whisper_yet(monkeypatch):
     """The process's Whisper as if never loaded (restored after the test)."""
-    monkeypatch.setattr(asr, "_transcriber", None)
-    monkeypatch.setattr(asr, "_failed_at", None)
-    monkeypatch.setattr(asr, "_failed_why", "")
+    monkeypatch.setattr(asr, "_loaded", {})
+    monkeypatch.setattr(asr, "_failed", {})
 
 
 @pytest.mark.parametrize("broken", ["not on the volume", "unloadable"])
@@ -87,7 +86,7 @@ def test_asr_is_not_on_the_synthesis_path():
         f"voice = base64.b64encode(open({str(checkpoints.f5_package_dir() / 'infer/examples/basic/basic_ref_en.wav')!r}, 'rb').read()).decode()\n"
         f"out = w({{'id': 'x', 'input': {{'text': 'Hi there.', 'voice_base64': voice, 'ref_text': {REF_TEXT!r}, 'nfe_step': 4}}}})\n"
         "print(json.dumps({'ok': 'error' not in out, 'transformers': 'transformers' in sys.modules,"
-        " 'asr_loaded': asr._transcriber is not None}))"
+        " 'asr_loaded': bool(asr._loaded)}))"
     )
     result = run_py(["-c", code])
     assert result.returncode == 0, result.stderr[-3000:]

@@ -9,7 +9,7 @@ from conftest import ROOT
 #: code map describes the same order.
 ORDER = [
     "runpod_handler", "http_server", "openai_api", "voice_store", "engine",
-    "job_schema", "scratch", "voice_cache", "transcripts", "asr", "voices", "url_fetch", "delivery", "captions", "s3_utils",
+    "job_schema", "scratch", "voice_cache", "transcripts", "asr", "verification", "voices", "url_fetch", "delivery", "captions", "s3_utils",
     "synthesis",
     "batching", "audio_io",
     "loaded_model", "sampler", "model_cache", "random_weights", "fp16_copy", "checkpoints", "runpod_cache", "hub_cache",

@@ -163,8 +163,8 @@ def test_whisper_is_not_downloaded_onto_a_disk_too_small_for_it(monkeypatch):
     import asr
     from errors import TranscriptUnavailable
 
-    monkeypatch.setattr(asr, "_transcriber", None)
-    monkeypatch.setattr(asr, "_failed_at", None)
+    monkeypatch.setattr(asr, "_loaded", {})
+    monkeypatch.setattr(asr, "_failed", {})
     monkeypatch.setattr(asr.shutil, "disk_usage", lambda path: SimpleNamespace(free=900 * 2**20))
     settings = get_settings().model_copy(update={"asr_model": "test/whisper-not-here", "allow_model_download": True})
     with pytest.raises(TranscriptUnavailable) as err:

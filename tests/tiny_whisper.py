@@ -54,6 +54,8 @@ def make_tiny_whisper(target: Path, seed: int = 0) -> Path:
         lang_to_id={"<|en|>": ids["<|en|>"], "<|de|>": ids["<|de|>"]},
         task_to_id={"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]},
         no_timestamps_token_id=ids["<|notimestamps|>"], is_multilingual=True, max_length=24,
+        # the cross-attention heads word timestamps are read from (`return_timestamps="word"`)
+        alignment_heads=[[0, 0], [0, 1]],
         begin_suppress_tokens=[ids["<|endoftext|>"]],
         # Random weights would emit any byte; letting through only letters and the space makes
         # its transcripts look like words, which is what the worker checks for.
