@@ -39,7 +39,8 @@ from config import Settings
 from delivery import LB_PAYLOAD_BYTES, BodyDelivery
 from engine import Engine, StreamPart
 from errors import (AudioError, DiskSpaceError, GpuError, InvalidInput, JobError, LimitExceeded, ModelLoadError,
-                    StorageError, TranscriptUnavailable, VoiceFetchError, VoiceNotFound, as_job_error)
+                    StorageError, TranscriptUnavailable, VerifyUnavailable, VoiceFetchError, VoiceNotFound,
+                    as_job_error)
 from job_schema import JobResult, parse_job_input
 from scratch import job_directory
 from voice_store import LocalFolder, VoiceStore
@@ -50,7 +51,7 @@ log = logging.getLogger("f5worker.http")
 #: too: sending ref_text fixes it), an unknown voice 404, the worker's own faults 503 where a
 #: retry (elsewhere) may succeed, else 500.
 STATUS = ((VoiceNotFound, 404), (InvalidInput, 400), (LimitExceeded, 400), (AudioError, 400),
-          (VoiceFetchError, 400), (TranscriptUnavailable, 400), (StorageError, 503), (DiskSpaceError, 503),
+          (VoiceFetchError, 400), (TranscriptUnavailable, 400), (VerifyUnavailable, 400), (StorageError, 503), (DiskSpaceError, 503),
           (ModelLoadError, 503), (GpuError, 503))
 #: A busy worker's answer: try again in this many seconds (the balancer may pick another worker).
 RETRY_AFTER_S = 1
@@ -306,7 +307,8 @@ def create_app(settings: Settings, engine: Engine | None = None, health: Health 
             if asked.stream_format == "sse":
                 events = openai_api.audio_delta(delivery.body) + done_event(first, chars)
                 return Response(events, media_type="text/event-stream", headers=headers)
-            return Response(delivery.body, media_type=delivery.content_type, headers=headers)
+            return Response(delivery.body, media_type=delivery.content_type, headers={**headers,
+                                                                                     **verdict_headers(first)})
         media_type = "text/event-stream" if asked.stream_format == "sse" else FORMATS[fmt][2]
         return StreamingResponse(streamed(door, run, first, job_id, fmt, asked.stream_format, chars),
                                  media_type=media_type, headers={**headers, "Cache-Control": "no-cache"})
@@ -407,8 +409,18 @@ def copy_upload(sample: UploadFile, path, limit: int) -> None:
 
 
 def done_event(result: JobResult, chars: int) -> bytes:
+    """The last SSE event: usage, and ours (the seed, the duration; a verified job's verdict and words)."""
+    verified = {"verification": result.verification, "words": result.words} if result.verification else {}
     return openai_api.audio_done(chars, round(result.duration_s * FRAMES_PER_SECOND), seed=result.seed,
-                                 duration_s=result.duration_s)
+                                 duration_s=result.duration_s, **verified)
+
+
+def verdict_headers(result: JobResult) -> dict:
+    """A verified answer sent whole says its verdict in headers (its words: SSE or /v1/jobs)."""
+    if not result.verification:
+        return {}
+    return {"X-Verified": "true" if result.verification["passed"] else "false",
+            "X-Verify-Worst-Error": str(result.verification["worst_error"])}
 
 
 async def streamed(door: Door, run: Run, item, job_id: str, fmt: str, stream_format: str, chars: int):

@@ -135,7 +135,7 @@ def test_a_streamed_job_has_the_captions_of_its_pieces():
 @pytest.mark.usefixtures("tiny_model")
 def test_an_unknown_captions_format_is_refused():
     out = Worker(get_settings().model_copy(update={"s3_bucket": None}))(job(captions_format="ass"))
-    assert out == {"error": "Invalid input: captions_format: input should be 'srt' or 'vtt'."}
+    assert out == {"error": "Invalid input: captions_format: input should be 'srt', 'vtt' or 'vtt_words'."}
 
 
 @pytest.mark.usefixtures("tiny_model")

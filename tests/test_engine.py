@@ -16,6 +16,7 @@ from engine import Reference, Script, Speech, Timings
 from job_schema import JobResult, parse_job_input
 from synthesis import Chunk, Line, Piece, Plan
 from transcripts import Transcript
+from verification import PlacedWord
 
 RATE = 24_000
 VOICE = {"voice_base64": "UklGRg==", "ref_text": "Hello."}
@@ -107,14 +108,22 @@ def test_encoding_writes_the_audio_and_the_subtitles_in_the_job_directory(tmp_pa
     job = parsed(text="Hi.", output_format="flac", captions_format="vtt", **VOICE)
     wave = (0.1 * np.sin(np.arange(RATE) / 5.0)).astype(np.float32)
     captions = [{"start_s": 0.0, "end_s": 1.0, "text": "Hi."}]
-    files = engine.encode(job, "job-1", wave, RATE, captions, tmp_path)
+    files = engine.encode(job, "job-1", Speech(wave, [(0, RATE)]), RATE, captions, tmp_path)
     assert files.audio == tmp_path / "job-1.flac" and files.content_type == "audio/flac"
     audio, rate = sf.read(io.BytesIO(files.audio.read_bytes()))
     assert rate == RATE and len(audio) == RATE
     path, content_type = files.subtitles
     assert path == tmp_path / "job-1.vtt" and content_type == "text/vtt"
     assert "Hi." in path.read_text()
-    assert engine.encode(parsed(text="Hi.", **VOICE), "job-2", wave, RATE, captions, tmp_path).subtitles is None
+    assert engine.encode(parsed(text="Hi.", **VOICE), "job-2", Speech(wave, [(0, RATE)]), RATE, captions,
+                         tmp_path).subtitles is None
+    # a verified job's words, timed inside their cue
+    words = [PlacedWord("Hi", 0, RATE // 2, False, True, 0), PlacedWord("there.", RATE // 2, RATE, True, True, 0)]
+    job = parsed(text="Hi there.", captions_format="vtt_words", verify=True, **VOICE)
+    path, content_type = engine.encode(job, "job-3", Speech(wave, [(0, RATE)], words=words), RATE,
+                                       [{"start_s": 0.0, "end_s": 1.0, "text": "Hi there."}], tmp_path).subtitles
+    assert path == tmp_path / "job-3.vtt" and content_type == "text/vtt"
+    assert path.read_text().endswith("00:00:00.000 --> 00:00:01.000\nHi <00:00:00.500>there.\n")
 
 
 def result_of(job, script, references, timings=None, wave_seconds=2.0, delivered=None) -> JobResult:

@@ -184,6 +184,29 @@ def test_sse_events_carry_the_audio_then_done(client, nature):
     assert abs(len(audio) / 2 / 24000 - done["duration_s"]) < 0.001
 
 
+def test_verify_through_the_sdk_says_its_verdict(client, nature, monkeypatch):
+    """extra_body verify: a whole answer's verdict in headers; an SSE stream's, with the words, in
+    its done event (the logic of verify is tests/test_verification.py's)."""
+    import asr
+    from verification import Heard
+
+    class Deaf:  # hears nothing: every chunk fails, is sampled again, and the answer still comes
+        def hear(self, waves, rate, language):
+            return [Heard("", []) for _ in waves]
+
+    monkeypatch.setattr(asr, "get_listener", lambda settings: Deaf())
+    verified = {**FAST, "verify": True}
+    response = client.audio.speech.with_raw_response.create(model="f5-tts", voice=nature, input=TEXT,
+                                                            response_format="flac", extra_body=verified)
+    assert response.headers["x-verified"] == "false" and response.headers["x-verify-worst-error"] == "1.0"
+    with client.audio.speech.with_streaming_response.create(
+            model="f5-tts", voice=nature, input=TEXT, response_format="pcm", stream_format="sse",
+            extra_body=verified) as response:
+        done = json.loads(response.read().decode().split("\n\n")[-2].removeprefix("data: "))
+    assert done["type"] == "speech.audio.done" and done["verification"]["passed"] is False
+    assert [w["word"] for w in done["words"]] == TEXT.split()
+
+
 def expect_error(call, status: int):
     with pytest.raises(openai.APIStatusError) as err:
         call()
