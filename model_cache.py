@@ -226,19 +226,27 @@ def prefetch(settings: Settings, verify: bool = True) -> int:
     print(f"ok       {fp16_artifact(files)}  {_size(fp16_artifact(files))}")
     print(f"model {files.name} ready under {store.models_dir}")
     if asr_prefetch_skipped(settings) is None:
-        snapshot = store.hub_snapshot(settings.asr_model, download=True)
-        corrupt = [p for p in snapshot.rglob("*") if p.is_file() and verify and not verify_hub_file(p)] \
-            if not runpod_cache.holds(store.runpod_cache, snapshot) else []
-        if corrupt:
-            print(f"CORRUPT  {settings.asr_model}: {', '.join(p.name for p in corrupt)}: downloading again")
-            for path in corrupt:
-                hub_file(store.hub_dir, settings.asr_model, str(path.relative_to(snapshot)), download=True, force=True)
-        print(f"ok       {settings.asr_model} (ASR, for references without a transcript)  {snapshot}  "
-              f"({store.store_of(snapshot)})")
+        for model_id, use in asr_models(settings):
+            snapshot = store.hub_snapshot(model_id, download=True)
+            corrupt = [p for p in snapshot.rglob("*") if p.is_file() and verify and not verify_hub_file(p)] \
+                if not runpod_cache.holds(store.runpod_cache, snapshot) else []
+            if corrupt:
+                print(f"CORRUPT  {model_id}: {', '.join(p.name for p in corrupt)}: downloading again")
+                for path in corrupt:
+                    hub_file(store.hub_dir, model_id, str(path.relative_to(snapshot)), download=True, force=True)
+            print(f"ok       {model_id} (ASR, {use})  {snapshot}  ({store.store_of(snapshot)})")
     else:
         print(f"ASR model not prefetched ({asr_prefetch_skipped(settings)}): {_asr_fetched_by(settings)}")
     prefetch_grammars(store.models_dir)
     return 0
+
+
+def asr_models(settings: Settings) -> list[tuple[str, str]]:
+    """The Whisper models a worker may load, and what for: ASR_MODEL, and VERIFY_ASR_MODEL where it
+    is another."""
+    if settings.verify_asr_model == settings.asr_model:
+        return [(settings.asr_model, "for references without a transcript, and for verify")]
+    return [(settings.asr_model, "for references without a transcript"), (settings.verify_asr_model, "for verify")]
 
 
 def asr_prefetch_skipped(settings: Settings) -> str | None:
@@ -307,13 +315,18 @@ def status(settings: Settings) -> int:
         found = "ok      " if complete else \
             "MISSING  (prefetch compiles it; else the first job with a number in it does)"
         print(f"grammar {language}   {found}  {folder}")
-    try:
-        snapshot = store.hub_snapshot(settings.asr_model, download=False)
-        print(f"ASR          ok        {snapshot}  ({store.store_of(snapshot)})")
-    except ModelLoadError:
-        skipped = asr_prefetch_skipped(settings)
-        prefetched = "prefetch downloads it" if skipped is None else f"prefetch skips it: {skipped}"
-        print(f"ASR          MISSING   {settings.asr_model} ({prefetched}; else {_asr_fetched_by(settings)})")
+    for model_id, use in asr_models(settings):
+        label = "ASR" if model_id == settings.asr_model else "ASR verify"
+        try:
+            snapshot = store.hub_snapshot(model_id, download=False)
+            print(f"{label:<12} ok        {snapshot}  ({store.store_of(snapshot)})")
+        except ModelLoadError:
+            skipped = asr_prefetch_skipped(settings)
+            prefetched = "prefetch downloads it" if skipped is None else f"prefetch skips it: {skipped}"
+            fetched_by = _asr_fetched_by(settings) if model_id == settings.asr_model else (
+                "the first verified job downloads it" if settings.allow_model_download else
+                "verified jobs fail: ALLOW_MODEL_DOWNLOAD=false")
+            print(f"{label:<12} MISSING   {model_id} ({prefetched}; else {fetched_by})")
     return 1 if missing else 0
 
 

@@ -113,3 +113,21 @@ def test_prefetch_includes_the_asr_model_unless_told_not_to(tmp_path):
         hub.requests.clear()
         again = run_py(["model_cache.py", "prefetch"], env=prefetch_env(tmp_path / "b", hub, prefetch_asr=True))
         assert again.returncode == 0 and hub.requests == []
+        assert f"ok       {ASR_REPO} (ASR, for references without a transcript, and for verify)" in again.stdout
+
+
+def test_prefetch_and_status_include_a_verify_asr_model_of_its_own(tmp_path):
+    verify_repo = "test/whisper-for-verify"
+    files = {**hub_files(), **asr_hub_files(), **{(verify_repo, name): data for (_, name), data in
+                                                   asr_hub_files().items()}}
+    with FakeHub(files) as hub:
+        env = {**prefetch_env(tmp_path / "m", hub, prefetch_asr=True), "VERIFY_ASR_MODEL": verify_repo}
+        fetched = run_py(["model_cache.py", "prefetch"], env=env)
+        assert fetched.returncode == 0, fetched.stderr
+        assert f"ok       {ASR_REPO} (ASR, for references without a transcript)  " in fetched.stdout
+        assert f"ok       {verify_repo} (ASR, for verify)  " in fetched.stdout
+        assert next((tmp_path / "m").glob("hub/models--test--whisper-for-verify/snapshots/*/model.safetensors"))
+        status = run_py(["model_cache.py", "status"], env=env)
+        assert [line.split()[:3] for line in status.stdout.splitlines() if line.startswith("ASR")] == [
+            ["ASR", "ok", str(next((tmp_path / "m").glob("hub/models--test--whisper-tiny/snapshots/*")))],
+            ["ASR", "verify", "ok"]]
