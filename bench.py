@@ -7,6 +7,7 @@
     python bench.py --normalize        # text normalisation: grammar load time, time per text
     python bench.py --concurrent       # 1, 4, 16 concurrent clients over HTTP (SERVE=http) against one at a time
     python bench.py --voice-cache      # a short job with an S3 voice (moto): warm voice against cold
+    python bench.py --verify           # one sentence and long text unverified, heard back, and re-sampled
     python bench.py --arch tiny --runs 2   # fast on a CPU
 
 Weights are random (written into a models directory of the bench's own, laid out as `prefetch`
@@ -26,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import cold, concurrent, dialogue, normalization, resample, streaming, voice_cache, warm
+from benchmarks import cold, concurrent, dialogue, normalization, resample, streaming, verify, voice_cache, warm
 from benchmarks.inputs import prepare_models
 
 
@@ -63,6 +64,10 @@ def parse_args():
     p.add_argument("--levels", help="with --concurrent: the numbers of clients, comma-separated (default 1,4,16)")
     p.add_argument("--voice-cache", action="store_true", help="a short job with an S3 voice on a local moto server: "
                    "the voice's prepared reference kept from an earlier job, against the same job cold")
+    p.add_argument("--verify", action="store_true", help="verify's cost: one sentence and the long text through the "
+                   "engine unverified, verified with one attempt (heard, none sampled again) and with three")
+    p.add_argument("--asr-model", help="with --verify: a Whisper in the models dir's hub cache to hear with (default: "
+                   "a tiny random one written there)")
     p.add_argument("--drop-caches", action="store_true", help="drop the page cache before each cold start (root)")
     p.add_argument("--json", help="also write the results here")
     return p.parse_args()
@@ -108,6 +113,9 @@ def main():
     elif args.dialogue:
         result = dialogue.measure(args, arch)
         dialogue.report(result)
+    elif args.verify:
+        result = verify.measure(args, arch)
+        verify.report(result)
     elif args.voice_cache:
         result = voice_cache.measure(args, arch)
         voice_cache.report(result)

@@ -119,3 +119,17 @@ def test_bench_normalize_reports_load_and_per_text_times(tmp_path):
     numbered = texts["long text, a number in every sentence"]
     assert 0 < numbered["grammar_chars"] < numbered["chars"] < numbered["spoken_chars"]
     assert 150 <= data["at_limit"]["grammar_chars"] <= 260 and "load en grammar" in result.stdout
+
+
+def test_bench_verify_times_the_job_unverified_heard_and_resampled(tmp_path):
+    out = tmp_path / "verify.json"
+    result = run_py(["bench.py", "--verify", "--arch", "tiny", "--device", "cpu", "--runs", "1", "--nfe", "4",
+                     "--cases", "one", "--models-dir", str(tmp_path / "models"), "--json", str(out)],
+                    env=subprocess_env(MODELS_DIR=None), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [row] = json.loads(out.read_text())["rows"]
+    assert row["plain"]["samplings"] == row["heard"]["samplings"] == row["plain"]["chunks"] == 1
+    assert row["plain"]["verify_s"] == 0 and row["heard"]["verify_asr_s"] > 0
+    assert row["retried"]["samplings"] == 3  # random weights are heard wrong: every attempt made
+    assert row["heard"]["overhead"] == row["heard"]["synthesis_s"] / row["plain"]["synthesis_s"] - 1
+    assert "verify's cost" in result.stdout
