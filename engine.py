@@ -1,7 +1,8 @@
 """One job's path as named steps, the same for every front door:
 
     parse -> script and normalise -> stage voices -> references and transcripts -> plan
-    -> synthesise (pieces) -> post-process -> encode -> deliver -> result
+    -> synthesise (pieces; with verify, each chunk heard back first) -> post-process -> encode
+    -> deliver -> result
 
 `Engine.run` reads as that list; each step is a method (or a function, where it needs no worker
 state) that a front door or a test can call on its own. A front door turns its request into a
