@@ -218,6 +218,21 @@ def private_tmp(tmp_path_factory, monkeypatch) -> Path:
 
 
 @pytest.fixture
+def sampling_calls(monkeypatch):
+    """Every call of the sampler, in order: the number of rows it sampled."""
+    import sampler
+
+    calls, real = [], sampler.sample
+
+    def spy(cfm, ref_wave, text, duration, **kwargs):
+        calls.append(len(text))
+        return real(cfm, ref_wave, text, duration, **kwargs)
+
+    monkeypatch.setattr(sampler, "sample", spy)
+    return calls
+
+
+@pytest.fixture
 def ref_wav_bytes() -> bytes:
     return REF_WAV.read_bytes()
 

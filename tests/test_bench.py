@@ -59,16 +59,21 @@ def test_bench_resample_compares_torchaudio_and_soxr(tmp_path):
     assert "torchaudio" in result.stdout and "time ratio" in result.stdout
 
 
+def tiny_bench(tmp_path, mode: str, cases: str):
+    """`bench.py <mode>` on the tiny model, one run at NFE 4, of `cases`: its output and its rows."""
+    out = tmp_path / "bench.json"
+    result = run_py(["bench.py", mode, "--arch", "tiny", "--device", "cpu", "--runs", "1", "--nfe", "4",
+                     "--cases", cases, "--models-dir", str(tmp_path / "models"), "--json", str(out)],
+                    env=subprocess_env(MODELS_DIR=None), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result, json.loads(out.read_text())["rows"]
+
+
 def test_bench_stream_times_first_audio_for_stock_and_ours(tmp_path):
     from benchmarks.streaming import stall
 
     assert stall([(1.0, 2.0), (2.5, 1.0), (5.0, 1.0)]) == 1.0  # plays 1-3 s, then 3-4 s; waits 4-5 s
-    out = tmp_path / "stream.json"
-    result = run_py(["bench.py", "--stream", "--arch", "tiny", "--device", "cpu", "--runs", "1", "--nfe", "4",
-                     "--cases", "two", "--models-dir", str(tmp_path / "models"), "--json", str(out)],
-                    env=subprocess_env(MODELS_DIR=None), timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    [row] = json.loads(out.read_text())["rows"]
+    result, [row] = tiny_bench(tmp_path, "--stream", "two")
     who = row["who"]
     assert set(who) == {"stock stream", "ours whole", "ours stream", "stream, no bridge"}
     assert who["ours whole"]["pieces"] == 1 and who["ours stream"]["pieces"] == 2 and who["stock stream"]["pieces"] > 2
@@ -122,12 +127,7 @@ def test_bench_normalize_reports_load_and_per_text_times(tmp_path):
 
 
 def test_bench_verify_times_the_job_unverified_heard_and_resampled(tmp_path):
-    out = tmp_path / "verify.json"
-    result = run_py(["bench.py", "--verify", "--arch", "tiny", "--device", "cpu", "--runs", "1", "--nfe", "4",
-                     "--cases", "one", "--models-dir", str(tmp_path / "models"), "--json", str(out)],
-                    env=subprocess_env(MODELS_DIR=None), timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    [row] = json.loads(out.read_text())["rows"]
+    result, [row] = tiny_bench(tmp_path, "--verify", "one")
     assert row["plain"]["samplings"] == row["heard"]["samplings"] == row["plain"]["chunks"] == 1
     assert row["plain"]["verify_s"] == 0 and row["heard"]["verify_asr_s"] > 0
     assert row["retried"]["samplings"] == 3  # random weights are heard wrong: every attempt made

@@ -43,21 +43,6 @@ def job(voice, **fields):
                       **fields}}
 
 
-@pytest.fixture
-def sampling_calls(monkeypatch):
-    """Every call of the sampler, in order: the number of rows it sampled."""
-    import sampler
-
-    calls, real = [], sampler.sample
-
-    def spy(cfm, ref_wave, text, duration, **kwargs):
-        calls.append(len(text))
-        return real(cfm, ref_wave, text, duration, **kwargs)
-
-    monkeypatch.setattr(sampler, "sample", spy)
-    return calls
-
-
 # --- the first chunk ---------------------------------------------------------------------------
 
 

@@ -262,21 +262,6 @@ def lengths_of(out) -> dict[int, tuple[int, str]]:
     return lengths
 
 
-@pytest.fixture
-def sampled_rows(monkeypatch):
-    """The rows of every sampling call, in order."""
-    import sampler
-
-    calls, real = [], sampler.sample
-
-    def spy(cfm, ref_wave, text, duration, **kwargs):
-        calls.append(len(text))
-        return real(cfm, ref_wave, text, duration, **kwargs)
-
-    monkeypatch.setattr(sampler, "sample", spy)
-    return calls
-
-
 @pytest.fixture(scope="module")
 def plain(tiny_model):
     """The job unverified, and what each of its chunks says."""
@@ -286,7 +271,7 @@ def plain(tiny_model):
 
 
 @pytest.mark.usefixtures("tiny_model")
-def test_a_verified_job_resamples_only_the_chunk_heard_wrong_and_is_reproducible(plain, monkeypatch, sampled_rows):
+def test_a_verified_job_resamples_only_the_chunk_heard_wrong_and_is_reproducible(plain, monkeypatch, sampling_calls):
     lengths = lengths_of(plain)
     second = next(text for index, text in lengths.values() if index == 1).split()
     dropped = " ".join(second[:len(second) // 2])  # the end of the chunk missing: truncated speech
@@ -305,7 +290,7 @@ def test_a_verified_job_resamples_only_the_chunk_heard_wrong_and_is_reproducible
     assert [c["attempts"] for c in summary["chunks"]] == [1, 2, 1]
     assert summary["chunks"][1]["seed"] == attempt_seed(5, 1) and summary["chunks"][2]["error"] == 0.0  # "3 apples"
     # each run: the plan's batches, then one call of one row (chunk 1 again), no more
-    assert len(sampled_rows) == 2 * (plain["batches"] + 1) and sum(sampled_rows) == 2 * (len(lengths) + 1)
+    assert len(sampling_calls) == 2 * (plain["batches"] + 1) and sum(sampling_calls) == 2 * (len(lengths) + 1)
     # The audio differs from the unverified job's only where chunk 1 lies (cross-fades included):
     # the same frames, the other chunks bit for bit.
     verified, unverified = audio_of(first), audio_of(plain)
@@ -394,15 +379,15 @@ def test_the_real_asr_hears_each_chunk_with_word_times(plain):
 
 
 @pytest.mark.usefixtures("tiny_model")
-def test_verify_without_an_asr_model_is_one_sentence_before_any_synthesis(sampled_rows):
+def test_verify_without_an_asr_model_is_one_sentence_before_any_synthesis(sampling_calls):
     out = worker(verify_asr_model_override="test/whisper-not-here", allow_model_download=False)(job(verify=True))
     assert out == {"error": "verify: speech recognition (test/whisper-not-here) is unavailable on this worker (it is "
                             "not on the volume and ALLOW_MODEL_DOWNLOAD is false); send the job without verify."}
-    assert sampled_rows == [] and job_dirs() == []
+    assert sampling_calls == [] and job_dirs() == []
 
 
 @pytest.mark.usefixtures("tiny_model")
-def test_a_dialogue_of_many_tiny_segments_is_verified_in_bounded_work(monkeypatch, sampled_rows):
+def test_a_dialogue_of_many_tiny_segments_is_verified_in_bounded_work(monkeypatch, sampling_calls):
     class Deaf:
         calls = waves = 0
 
@@ -422,7 +407,7 @@ def test_a_dialogue_of_many_tiny_segments_is_verified_in_bounded_work(monkeypatc
     assert out["chunks"] == 40 and not out["verification"]["passed"]
     # every chunk heard twice, re-sampled once: the work is chunks x VERIFY_ATTEMPTS, and the
     # hearing is batched as the sampling is
-    assert sum(sampled_rows) == 2 * 40 and deaf.waves == 2 * 40 and deaf.calls <= 2 * out["batches"]
+    assert sum(sampling_calls) == 2 * 40 and deaf.waves == 2 * 40 and deaf.calls <= 2 * out["batches"]
     assert {w.get("voice") for w in out["words"]} == {"a", "b"} and all(w["interpolated"] for w in out["words"])
 
 
