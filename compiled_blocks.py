@@ -207,10 +207,14 @@ def load(net, device: str, dtype, folder: Path, fields: dict) -> list[CompiledBl
                                       False, True, True)
                 runners[form] = runner
             compiled.append(CompiledBlock(runners))
-    except RuntimeError as exc:
-        raise CompiledBlocksError(f"it does not load: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-    check(net, eager, compiled, device, dtype)
+        check(net, eager, compiled, device, dtype)
+    except RuntimeError as exc:  # what the runners raise, loading or running
+        raise CompiledBlocksError(f"it does not load or run: {first_line(exc)}") from None
     return compiled
+
+
+def first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def check(net, eager: list, compiled: list, device: str, dtype) -> None:
@@ -240,9 +244,10 @@ def load_if_built(net, device: str, dtype, root: Path) -> list[CompiledBlock] | 
     folder = root / key_of(fields)
     try:
         blocks = load(net, device, dtype, folder, fields)
-    except CompiledBlocksError as exc:
+    except Exception as exc:  # noqa: BLE001 - never fatal: the worker serves eagerly meanwhile
+        why = exc if isinstance(exc, CompiledBlocksError) else f"{type(exc).__name__}: {first_line(exc)}"
         log.log(logging.INFO if not folder.exists() else logging.WARNING,
-                "not using the compiled DiT blocks in %s: %s; building them after the first synthesis", folder, exc)
+                "not using the compiled DiT blocks in %s: %s; building them after the first synthesis", folder, why)
         return None
     log.info("loaded the compiled DiT blocks from %s in %.2f s", folder, time.perf_counter() - started)
     return blocks
