@@ -136,8 +136,8 @@ def example_inputs(net, device: str, dtype, masked: bool, frames: int = EXAMPLE_
 
 
 def build(net, device: str, dtype, folder: Path, fields: dict) -> None:
-    """Export one block in each form and compile it into `folder` (minutes on a GPU for the full
-    model, most of a minute on two CPU cores for the tiny one); the manifest is written last."""
+    """Export one block in each form and compile it into `folder` (about a minute on two CPU
+    cores for the tiny model; unmeasured on a GPU); the manifest is written last."""
     import torch
     from torch.export import Dim
 
@@ -185,8 +185,11 @@ def load(net, device: str, dtype, folder: Path, fields: dict) -> list[CompiledBl
         raise CompiledBlocksError("there is no manifest (never built, or a build that did not finish)") from None
     except (OSError, ValueError) as exc:
         raise CompiledBlocksError(f"its manifest cannot be read: {exc}") from None
-    if manifest.get("key") != key_of(fields) or manifest.get("fields") != fields:
-        raise CompiledBlocksError(f"it was built for {manifest.get('fields')}, not {fields}")
+    built_for = manifest.get("fields") if isinstance(manifest.get("fields"), dict) else {}
+    if manifest.get("key") != key_of(fields) or built_for != fields:
+        differing = sorted(name for name in fields.keys() | built_for.keys() if built_for.get(name) != fields.get(name))
+        raise CompiledBlocksError(f"it was built for another kind of worker (its {', '.join(differing) or 'key'} "
+                                  f"differ{'s' if len(differing) < 2 else ''})")
     for form in FORMS:
         path, expected = folder / f"{form}.pt2", manifest.get("files", {}).get(form, {}).get("sha256")
         try:
@@ -203,7 +206,9 @@ def load(net, device: str, dtype, folder: Path, fields: dict) -> list[CompiledBl
                 # The default runner serialises calls in a container of its own, which torch's
                 # documentation says conflicts with CUDA graphs; the model's lock serialises ours.
                 runner = torch._C._aoti.AOTIModelPackageLoader(str(folder / f"{form}.pt2"), "model", True, 1, -1)
-                # check_full_update: a runner called with a weight missing reads freed memory.
+                # (constants, use_inactive, check_full_update, user_managed): every weight must be
+                # given (a runner run without its weights killed the process here), and the runner
+                # uses the model's own tensors rather than a copy.
                 runner.load_constants({f"block.{name}": tensor for name, tensor in block.state_dict().items()},
                                       False, True, True)
                 runners[form] = runner

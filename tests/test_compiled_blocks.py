@@ -2,7 +2,8 @@
 workers at once over a corrupt package build one package between them, under the lock; a later
 worker loads it with its model, before its first job, without tracing; a package that is
 truncated, has flipped bytes or was built for another kind of worker is passed over with one log
-line. The build is most of a minute on two cores: the module does it once."""
+line; a build that fails leaves the worker on torch.compile. The build is most of a minute on
+two cores: the module does it once."""
 
 import json
 import logging
@@ -92,7 +93,7 @@ def foreign_manifest(folder):
 @pytest.mark.parametrize("spoil, why", [
     (lambda folder: truncate(folder / "one_row.pt2"), "one_row.pt2 does not match its sha256"),
     (lambda folder: corrupt_in_place(folder / "masked.pt2"), "masked.pt2 does not match its sha256"),
-    (foreign_manifest, "it was built for"),
+    (foreign_manifest, "it was built for another kind of worker (its torch differs)"),
     (lambda folder: (folder / "manifest.json").unlink(), "there is no manifest"),
 ])
 def test_a_spoilt_package_is_passed_over_with_one_line(aot_volume, tiny_net, tmp_path, caplog, spoil, why):
@@ -112,3 +113,22 @@ def test_a_spoilt_package_is_passed_over_with_one_line(aot_volume, tiny_net, tmp
 
 def env_models(env) -> Path:
     return Path(env["MODELS_DIR"])
+
+
+def test_a_build_that_fails_leaves_the_worker_on_torch_compile(tiny_model, tmp_path, monkeypatch, caplog):
+    import torch
+
+    def failing_build(*args):
+        raise OSError(28, "No space left on device")
+
+    compiled = []
+    monkeypatch.setattr(compiled_blocks, "build", failing_build)
+    monkeypatch.setattr(torch, "compile", lambda block, dynamic: compiled.append(block) or block)  # no cold compile
+    model = loaded_model.load_model(get_settings().model_copy(update={"compile": False}))
+    model.compile_done.clear()  # set by the load: compiling was off
+    with caplog.at_level(logging.WARNING, logger="f5worker"):
+        loaded_model.compile_in_background(model, tmp_path / "compiled")
+        model.served.set()
+        model.compile_thread.join(120)
+    assert "the compiled DiT blocks could not be had (OSError" in caplog.text and "with torch.compile" in caplog.text
+    assert model.compile_done.is_set() and compiled == list(model.cfm.transformer.transformer_blocks) == model.blocks
