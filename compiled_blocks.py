@@ -199,13 +199,15 @@ def load(net, device: str, dtype, folder: Path, fields: dict) -> list[CompiledBl
             raise CompiledBlocksError(f"{path.name} cannot be read: {exc}") from None
     eager = list(net.transformer_blocks)
     compiled = []
+    index = torch.device(device).index  # DEVICE=cuda:N; -1: the current device
+    index = -1 if index is None else index
     try:
         for block in eager:
             runners = {}
             for form in FORMS:
                 # The default runner serialises calls in a container of its own, which torch's
                 # documentation says conflicts with CUDA graphs; the model's lock serialises ours.
-                runner = torch._C._aoti.AOTIModelPackageLoader(str(folder / f"{form}.pt2"), "model", True, 1, -1)
+                runner = torch._C._aoti.AOTIModelPackageLoader(str(folder / f"{form}.pt2"), "model", True, 1, index)
                 # (constants, use_inactive, check_full_update, user_managed): every weight must be
                 # given (a runner run without its weights killed the process here), and the runner
                 # uses the model's own tensors rather than a copy.
