@@ -67,6 +67,10 @@ class Settings(BaseModel):
     #: torch.compile the DiT blocks (dynamic shapes) in the background; None: on CUDA only.
     #: Compiled code is cached under <models>/torch.
     compile: Optional[bool] = Field(None, alias="COMPILE")
+    #: With COMPILE: keep the DiT blocks compiled ahead of time (AOTInductor) under
+    #: <models>/f5-tts/compiled/, built by the first worker of a kind and loaded by the next ones
+    #: at load time. False: every worker compiles with torch.compile.
+    aot_compile: bool = Field(True, alias="AOT_COMPILE")
     #: On CUDA, capture one sampling step as a CUDA graph and replay it for the other steps.
     cuda_graphs: bool = Field(True, alias="CUDA_GRAPHS")
     #: Whisper model that transcribes a reference when the caller gives no transcript.

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import compiled_blocks
 import fp16_copy
 import hub_cache
 import model_cache
@@ -117,13 +118,16 @@ def load_resolved(settings: Settings, store: model_cache.ModelStore, files: Mode
         {files.checkpoint: None if runpod_cache.checked(files.checkpoint) else hub_cache.hub_digest(files.checkpoint)}
     reader = read_ahead({**weights, files.vocoder_dir / "pytorch_model.bin": None})
     return load_files(files, settings.device, started, compile_blocks=settings.compile,
-                      cuda_graphs=settings.cuda_graphs, reader=reader)
+                      cuda_graphs=settings.cuda_graphs, reader=reader,
+                      compiled_dir=compiled_blocks.compiled_root(store.artifacts_dir) if settings.aot_compile else None)
 
 
 def load_files(files: ModelFiles, requested_device: str = "auto", started: float | None = None,
                compile_blocks: bool | None = False, cuda_graphs: bool = False,
-               reader: ReadAhead | None = None) -> LoadedModel:
-    """Load resolved files onto the device: the CFM (DiT) in fp16 on CUDA, fp32 on CPU, and Vocos."""
+               reader: ReadAhead | None = None, compiled_dir: Path | None = None) -> LoadedModel:
+    """Load resolved files onto the device: the CFM (DiT) in fp16 on CUDA, fp32 on CPU, and Vocos.
+    With compiling on and `compiled_dir` (AOT_COMPILE), the DiT blocks compiled ahead of time are
+    loaded from there when a worker of this kind built them (`compiled_blocks`)."""
     started = time.perf_counter() if started is None else started
     phases = {}
     import torch
@@ -154,10 +158,14 @@ def load_files(files: ModelFiles, requested_device: str = "auto", started: float
              ", ".join(f"{name} {b - a:.2f} s" for name, a, b in zip(phases, marks, marks[1:])),
              f"; ready {age:.2f} s after the process started" if age is not None else "")
     model = LoadedModel(cfm, vocoder, files, device, dtype, seconds, checkpoint, cuda_graphs=cuda_graphs)
-    if (device.startswith("cuda") if compile_blocks is None else compile_blocks) and files.backbone == "DiT":
-        compile_in_background(model)
-    else:  # E2-TTS's UNetT runs its layers eagerly (CUDA graphs still apply)
+    if not ((device.startswith("cuda") if compile_blocks is None else compile_blocks) and files.backbone == "DiT"):
+        model.compile_done.set()  # E2-TTS's UNetT runs its layers eagerly (CUDA graphs still apply)
+    elif compiled_dir is not None and (blocks := compiled_blocks.load_if_built(cfm.transformer, device, dtype,
+                                                                              compiled_dir)):
+        model.blocks = blocks  # the first job runs them: nothing to compile
         model.compile_done.set()
+    else:
+        compile_in_background(model, compiled_dir)
     return model
 
 
@@ -249,8 +257,12 @@ def read_ahead(files: dict[Path, str | None]) -> ReadAhead:
     return reader
 
 
-def compile_in_background(model: LoadedModel) -> None:
+def compile_in_background(model: LoadedModel, compiled_dir: Path | None = None) -> None:
     """Regional compilation of the DiT blocks, off the request path.
+
+    With `compiled_dir`, the thread builds the blocks ahead of time into it (`compiled_blocks`),
+    or loads what another worker built there meanwhile, for this worker and the next ones; if
+    that fails, it compiles as follows.
 
     Requests keep running the eager blocks while a background thread compiles each block
     (dynamic shapes, so a new text length does not recompile; the blocks are identical and share
@@ -265,8 +277,24 @@ def compile_in_background(model: LoadedModel) -> None:
 
     import sampler
 
+    def build_ahead_of_time() -> bool:
+        started = time.perf_counter()
+        try:
+            model.blocks, built = compiled_blocks.build_and_load(model.cfm.transformer, model.device, model.dtype,
+                                                                 compiled_dir)
+        except Exception as exc:  # noqa: BLE001 - an optimisation: torch.compile, or eager, still serve
+            log.warning("COMPILE: the compiled DiT blocks could not be had (%s: %s); compiling them with torch.compile",
+                        type(exc).__name__, exc)
+            return False
+        log.info("%s the compiled DiT blocks in %.1f s; requests now use them", "built" if built else "loaded",
+                 time.perf_counter() - started)
+        return True
+
     def compile_blocks():
         model.served.wait()
+        if compiled_dir is not None and build_ahead_of_time():
+            model.compile_done.set()
+            return
         started = time.perf_counter()
         try:
             compiled = [torch.compile(block, dynamic=True) for block in model.cfm.transformer.transformer_blocks]

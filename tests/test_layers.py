@@ -12,7 +12,7 @@ ORDER = [
     "job_schema", "scratch", "voice_cache", "transcripts", "asr", "verification", "voices", "url_fetch", "delivery", "captions", "s3_utils",
     "synthesis",
     "batching", "audio_io",
-    "loaded_model", "sampler", "model_cache", "random_weights", "fp16_copy", "checkpoints", "runpod_cache", "hub_cache",
+    "loaded_model", "compiled_blocks", "sampler", "model_cache", "random_weights", "fp16_copy", "checkpoints", "runpod_cache", "hub_cache",
     "text_normalization", "english_numbers", "number_words", "lean_imports", "cache_env", "atomic", "proc_stat",
     "config", "errors", "invisible",
 ]
