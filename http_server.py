@@ -212,14 +212,16 @@ class Door:
         return JSONResponse(openai_api.error_body(message, 429, "too_many_requests"), 429,
                             headers={"Retry-After": str(RETRY_AFTER_S)})
 
-    async def begin(self, job_id: str, job, stream: bool, delivery=None):
+    async def begin(self, job_id: str, job, stream: bool, arrived: float, delivery=None):
         """The engine run of a parsed job and its first item (a streamed part, or a whole job's
         result); or (None, the response that refuses it): the worker at its limit, or the job
-        failed before its first item."""
+        failed before its first item. `arrived`: when the request came (`time.perf_counter()`),
+        where the job's timings begin."""
         if not self.admission.enter():
             return None, self.busy()
         try:
-            run = Run(lambda: self.engine.run(job_id, job, stream, delivery=delivery), self.admission.leave)
+            run = Run(lambda: self.engine.run(job_id, job, stream, delivery=delivery, arrived=arrived),
+                      self.admission.leave)
         except BaseException:  # no thread, so no one else frees the place
             self.admission.leave()
             raise
@@ -281,7 +283,7 @@ def create_app(settings: Settings, engine: Engine | None = None, health: Health 
 
     @api.post("/v1/audio/speech")
     async def speech(request: Request):
-        job_id = uuid.uuid4().hex
+        arrived, job_id = time.perf_counter(), uuid.uuid4().hex
         try:
             door.check_serving()
             asked = openai_api.speech_request(await json_body(request), settings.f5_model)
@@ -295,7 +297,7 @@ def create_app(settings: Settings, engine: Engine | None = None, health: Health 
             return door.failure(exc, job_id)
         # SSE carries the audio as base64: four bytes on the wire for three of audio
         delivery = BodyDelivery(LB_PAYLOAD_BYTES * 3 // 4 if asked.stream_format == "sse" else LB_PAYLOAD_BYTES)
-        run, first = await door.begin(job_id, job, asked.streamed, delivery)
+        run, first = await door.begin(job_id, job, asked.streamed, arrived, delivery)
         if run is None:
             return first
         headers = {"X-Seed": str(job.seed)}
@@ -313,7 +315,7 @@ def create_app(settings: Settings, engine: Engine | None = None, health: Health 
 
     @api.post("/v1/jobs")
     async def jobs(request: Request):
-        job_id = uuid.uuid4().hex
+        arrived, job_id = time.perf_counter(), uuid.uuid4().hex
         try:
             door.check_serving()
             body = await json_body(request)
@@ -327,7 +329,7 @@ def create_app(settings: Settings, engine: Engine | None = None, health: Health 
             job = parse_job_input(body["input"], settings, streamed=False)
         except Exception as exc:  # noqa: BLE001
             return door.failure(exc, job_id)
-        run, result = await door.begin(job_id, job, False)
+        run, result = await door.begin(job_id, job, False, arrived)
         if run is None:
             return result
         return JSONResponse({"id": job_id, "status": "COMPLETED", "output": result.answer()})

@@ -23,6 +23,7 @@ import os
 import re
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from functools import partial
@@ -46,23 +47,25 @@ class Worker:
     def __init__(self, settings: Settings, storage=None, progress=None):
         self.engine, self.progress = Engine(settings, storage), progress
 
-    def __call__(self, job: dict) -> dict:
-        """The job's result, or its error."""
-        return next(self.results(job, stream=False))  # not streamed: the one item is the result
+    def __call__(self, job: dict, arrived: float | None = None) -> dict:
+        """The job's result, or its error. `arrived`: when the job reached the worker
+        (`time.perf_counter()`; now by default), where its timings begin."""
+        return next(self.results(job, stream=False, arrived=arrived))  # not streamed: the one item is the result
 
-    def stream(self, job: dict) -> Iterator[dict]:
+    def stream(self, job: dict, arrived: float | None = None) -> Iterator[dict]:
         """The job's pieces of audio as they are made, then its result (`"type": "done"`); a
         failure ends the stream with an error item, whatever was sent before it."""
-        yield from self.results(job, stream=True)
+        yield from self.results(job, stream=True, arrived=arrived)
 
-    def results(self, job: dict, stream: bool) -> Iterator[dict]:
+    def results(self, job: dict, stream: bool, arrived: float | None = None) -> Iterator[dict]:
         job_id = str(job.get("id", "")) if isinstance(job, dict) else ""
         if not JOB_ID.fullmatch(job_id):
             job_id = uuid.uuid4().hex
         report = partial(self.report_progress, job, job_id) if self.progress is not None and isinstance(job, dict) \
             else None
         try:
-            for item in self.engine.run(job_id, job.get("input") if isinstance(job, dict) else None, stream, report):
+            for item in self.engine.run(job_id, job.get("input") if isinstance(job, dict) else None, stream, report,
+                                        arrived=arrived):
                 if isinstance(item, StreamPart):
                     yield stream_item(item)
                 else:
@@ -108,15 +111,17 @@ def worker() -> Worker:
 
 
 def handler(job: dict) -> dict:
-    """RunPod's entry point."""
-    return worker()(job)
+    """RunPod's entry point. The job's clock starts here, before anything its caller waits for."""
+    arrived = time.perf_counter()
+    return worker()(job, arrived)
 
 
 def stream_handler(job: dict) -> Iterator[dict]:
     """RunPod's entry point with STREAM on (a generator, started with `return_aggregate_stream`).
     The SDK ends a stream at an item with `error`, but takes no `refresh_worker` from one: a
     failure that needs a fresh worker asks for it through the configuration the SDK reads."""
-    for item in worker().stream(job):
+    arrived = time.perf_counter()  # the SDK's first next(): the job's clock starts here
+    for item in worker().stream(job, arrived):
         if item.pop("refresh_worker", False):
             SDK_CONFIG["refresh_worker"] = True
         yield item

@@ -288,8 +288,10 @@ class PretendEngine:
 
     def __init__(self):
         self.closed = threading.Event()
+        self.runs = []  # (the arrival the door gave, the run's start)
 
-    def run(self, job_id, job, stream, progress=None, delivery=None):
+    def run(self, job_id, job, stream, progress=None, delivery=None, arrived=None):
+        self.runs.append((arrived, time.perf_counter()))
         try:
             for n in range(500):
                 time.sleep(0.02)
@@ -338,6 +340,18 @@ def test_ping_says_starting_ready_broken_and_auth_guards_the_rest(pretend):
     failed = httpx.post(f"{url}/v1/audio/speech", json=SPEECH, headers=AUTH)
     assert failed.status_code == 503 and "cannot serve" in failed.json()["error"]["message"]
     door.health = health
+
+
+def test_a_request_s_clock_starts_when_it_arrives(pretend):
+    """The engine's run counts from the request's arrival: reading and parsing its body and
+    starting its thread are in the job's timings."""
+    url, engine, _ = pretend
+    engine.runs.clear()
+    sent = time.perf_counter()
+    with httpx.stream("POST", f"{url}/v1/audio/speech", json=SPEECH, headers=AUTH) as answer:
+        next(answer.iter_bytes())
+    [(arrived, started)] = engine.runs
+    assert sent <= arrived <= started
 
 
 def test_past_the_limit_429_at_once_and_a_client_gone_frees_its_run(pretend):
