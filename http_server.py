@@ -1,6 +1,6 @@
 """The HTTP front door (SERVE=http), for RunPod's load-balancing endpoints: FastAPI on uvicorn.
 
-    GET  /ping                          204 while the model loads, 200 ready, 503 broken
+    GET  /ping                          204 while the model loads and warms up, 200 ready, 503 broken
     GET  /v1/models                     the models `model` may name
     POST /v1/audio/speech               OpenAI's speech API: the audio, streamed as it is made
     POST /v1/audio/voices               store a voice (multipart, as OpenAI's SDK sends it)
@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import suppress
+from functools import partial
 
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -60,8 +61,9 @@ VOICE_FORM_FIELDS = {"name", "audio_sample", "consent", "type", "ref_text"}
 
 
 class Health:
-    """What /ping says: starting (204) until the model is loaded, then ready (200); broken (503)
-    once the load failed or a request's failure asked for a fresh worker."""
+    """What /ping says: starting (204) until the model is loaded and warmed up (WARMUP), then
+    ready (200): the balancer sends no request that would pay for the warm-up. Broken (503) once
+    the load failed or a request's failure asked for a fresh worker."""
 
     def __init__(self):
         self.state, self.reason = "starting", None
@@ -440,12 +442,14 @@ async def streamed(door: Door, run: Run, item, job_id: str, fmt: str, stream_for
         run.cancel()  # a client gone (the response cancelled) or an end: the run lets go either way
 
 
-def serve(settings: Settings, load: Callable[[], None], model: Callable[[], object]) -> None:
-    """Serve on PORT (and /ping on PORT_HEALTH too) until stopped; `load` loads the model in the
-    background at start, `model()` then says whether it can serve."""
+def serve(settings: Settings, load: Callable[[Engine], None], model: Callable[[], object]) -> None:
+    """Serve on PORT (and /ping on PORT_HEALTH too) until stopped; `load(engine)` loads the model
+    in the background at start (and warms the door's engine: /ping says ready after that),
+    `model()` then says whether it can serve."""
     health = Health()
-    threading.Thread(target=health.start, args=(load, model), name="load", daemon=True).start()
     app = create_app(settings, health=health)
+    threading.Thread(target=health.start, args=(partial(load, app.state.door.engine), model), name="load",
+                     daemon=True).start()
     if settings.port_health is not None and settings.port_health != settings.port:
         ping_only = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
         ping_only.add_api_route("/ping", next(r.endpoint for r in app.routes if getattr(r, "path", "") == "/ping"))

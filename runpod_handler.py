@@ -28,10 +28,10 @@ import uuid
 from collections.abc import Iterator
 from functools import partial
 
-import engine
 import loaded_model
+import text_normalization
 from config import Settings, get_settings, in_job_queue
-from engine import Engine, StreamPart
+from engine import Engine, StreamPart, warm_up as synthesize_once
 from errors import preview, to_runpod_result
 
 log = logging.getLogger("f5worker.handler")
@@ -102,12 +102,19 @@ SDK_CONFIG: dict = {}
 
 
 def worker() -> Worker:
+    """The process's worker: built by `main` at start, before the load, so that no job builds it."""
     global _worker
     if _worker is None:
-        import runpod
-
-        _worker = Worker(get_settings(), progress=None if runs_locally() else runpod.serverless.progress_update)
+        _worker = Worker(get_settings(), progress=None if runs_locally() else progress_update)
     return _worker
+
+
+def progress_update(job: dict, update: dict) -> None:
+    """RunPod's `progress_update`; the SDK is imported by then (`main` imports it before it
+    starts taking jobs), so the worker can be built before it."""
+    import runpod
+
+    runpod.serverless.progress_update(job, update)
 
 
 def handler(job: dict) -> dict:
@@ -181,23 +188,41 @@ def configure_logging(level: str) -> None:
     os.environ.setdefault("RUNPOD_LOG_LEVEL", "WARN" if runs_locally() else "INFO")
 
 
-def load_at_start() -> None:
-    """Load the model (and with WARMUP, run one tiny synthesis: CUDA kernels, cuBLAS and cuDNN
-    handles) while the RunPod SDK imports and fetches the first job. Jobs that arrive meanwhile
-    wait for this load, not for a second one."""
+def load_at_start(engine: Engine) -> None:
+    """Load the model while the RunPod SDK imports and fetches the first job (or, at the HTTP
+    door, while /ping answers 204), then with WARMUP (the default) `warm_up` the door's `engine`.
+    Jobs that arrive meanwhile wait for this load, not for a second one."""
+    settings = get_settings()
     try:
-        model = loaded_model.get_model(get_settings())
+        model = loaded_model.get_model(settings)
     except Exception as exc:  # the first job loads again and reports the error to its caller
         log.error("loading the model at start failed: %s: %s", type(exc).__name__, exc)
         return
-    if not get_settings().warmup:
+    if not settings.warmup:
         return
     try:
-        engine.warm_up(model, get_settings().max_batch_frames)
+        warm_up(engine, model)
         age = loaded_model.process_age()
         log.info("warm-up done%s", f" {age:.2f} s after the process started" if age is not None else "")
     except Exception as exc:  # noqa: BLE001 - a job reports its own errors
         log.error("warm-up failed: %s: %s", type(exc).__name__, exc)
+
+
+def warm_up(engine: Engine, model) -> None:
+    """Pay at start what a fresh worker's first job paid and later jobs did not (a fresh process's
+    first and second jobs, 2-core CPU, tiny model; docs/benchmarks.md): a first synthesis (the
+    sampling loop's thread; on a GPU also CUDA kernels, cuBLAS and cuDNN handles), the English
+    text normalisation grammar (1.8 s there; a text's first number or symbol loads it) and the
+    S3 client (0.6 s). Left to the jobs that need them: Chinese text's grammar and pinyin
+    dictionary (0.8 s), the number reader of another language (0.1 s), Whisper for a voice sent
+    without its transcript. The encoders cost a first call no more than a later one."""
+    synthesize_once(model, engine.settings.max_batch_frames)
+    grammars = engine.grammars
+    # Only a grammar the volume holds: compiling one (half a minute) is `prefetch`'s work, and a
+    # first job that needs it would compile it anyway.
+    if text_normalization.grammar_is_complete(text_normalization.grammar_dir(grammars.root, "en"), "en"):
+        grammars.get("en")
+    engine.delivery  # noqa: B018 - a cached property: builds the S3 client
 
 
 def exit_now(code) -> None:
@@ -222,8 +247,9 @@ def main() -> None:
 
         http_server.serve(settings, load=load_at_start, model=lambda: loaded_model.get_model(settings))
         exit_now(0)
-    # Seconds of loading overlap the SDK's import and start-up (seconds too) instead of following them.
-    threading.Thread(target=load_at_start, name="load", daemon=True).start()
+    # Seconds of loading overlap the SDK's import and start-up (seconds too) instead of following
+    # them; the worker is built first (milliseconds), so that the warm-up warms its engine.
+    threading.Thread(target=load_at_start, args=(worker().engine,), name="load", daemon=True).start()
     import runpod
 
     if settings.stream:

@@ -379,8 +379,9 @@ def test_past_the_limit_429_at_once_and_a_client_gone_frees_its_run(pretend):
 
 
 def test_serve_http_starts_the_server_instead_of_the_queue_worker(tmp_path):
+    """With the default warm-up: /ping says ready only once it is done."""
     port, health_port = free_port(), free_port()
-    env = subprocess_env(SERVE="http", PORT=port, PORT_HEALTH=health_port)
+    env = subprocess_env(SERVE="http", PORT=port, PORT_HEALTH=health_port, WARMUP=None)
     process = subprocess.Popen([sys.executable, "runpod_handler.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     try:
@@ -404,6 +405,7 @@ def test_serve_http_starts_the_server_instead_of_the_queue_worker(tmp_path):
         output = process.communicate(timeout=20)[0]
     assert process.returncode == -signal.SIGTERM, output  # uvicorn stops, then dies of the signal it caught
     assert "serving HTTP on port" in output and "ready to serve" in output
+    assert output.index("loaded tiny from") < output.index("warm-up done") < output.index("ready to serve")
 
 
 def test_a_failure_mid_stream_ends_sse_with_an_error_event_and_audio_cut_short(pretend):

@@ -159,20 +159,27 @@ class serverless:
         if load is not None:
             load.join(120)
         print("LOAD_THREAD_DONE", load is None or not load.is_alive(), flush=True)
-        job = {"id": "fake-sdk", "input": {"text": "Hello.", "ref_text": %r, "nfe_step": 4,
+        worker = sys.modules["__main__"]._worker
+        print("WORKER_BUILT_BEFORE_THE_FIRST_JOB", worker is not None)
+        print("GRAMMAR_LOADED_BEFORE_THE_FIRST_JOB", worker is not None and "en" in worker.engine.grammars._loaded)
+        # "F5-TTS" reaches the English grammar, as a text's first number or symbol does
+        job = {"id": "fake-sdk", "input": {"text": "Hello from F5-TTS.", "ref_text": %r, "nfe_step": 4,
                                           "voice_base64": base64.b64encode(open(%r, "rb").read()).decode()}}
-        print("RESULT " + json.dumps(config["handler"](job)))
+        before = set(sys.modules)
+        result = config["handler"](job)
+        print("IMPORTED_BY_THE_FIRST_JOB " + json.dumps(sorted(set(sys.modules) - before)))
+        print("RESULT " + json.dumps(result))
 """
 
 
 @pytest.fixture(scope="module")
 def worker_on_a_fake_sdk(tmp_path_factory):
-    """`runpod_handler.py` with WARMUP on and an SDK of our own: one process that both tests below
-    read (its result, its log)."""
+    """`runpod_handler.py` with the default WARMUP (on) and an SDK of our own: one process that
+    the tests below read (its result, its log)."""
     folder = tmp_path_factory.mktemp("fake-sdk")
     (folder / "runpod").mkdir()
     (folder / "runpod" / "__init__.py").write_text(FAKE_SDK % (REF_TEXT, str(REF_WAV)))
-    env = subprocess_env(WARMUP="true", S3_BUCKET=None, WRITE_LOCAL_OUTPUT="false", LOG_LEVEL="INFO",
+    env = subprocess_env(WARMUP=None, S3_BUCKET=None, WRITE_LOCAL_OUTPUT="false", LOG_LEVEL="INFO",
                          PYTHONPATH=f"{folder}{os.pathsep}{ROOT}")
     result = run_py(["runpod_handler.py"], env=env)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -189,7 +196,7 @@ def test_the_worker_loads_the_model_while_the_sdk_starts_and_the_job_uses_that_l
     assert re.search(r"ready [0-9.]+ s after the process started", log)
 
 
-def test_warmup_synthesizes_once_after_the_load_at_start(worker_on_a_fake_sdk):
+def test_the_default_warm_up_runs_once_after_the_load_at_start(worker_on_a_fake_sdk):
     result = worker_on_a_fake_sdk
     assert "LOAD_THREAD_DONE True" in result.stdout  # the SDK waited for it, as RunPod's first job would
     log = result.stdout + result.stderr
@@ -197,6 +204,16 @@ def test_warmup_synthesizes_once_after_the_load_at_start(worker_on_a_fake_sdk):
     assert log.count("loaded tiny from") == 1
     assert log.index("loaded tiny from") < log.index("warm-up done")
     assert '"error"' not in next(l for l in result.stdout.splitlines() if l.startswith("RESULT "))
+
+
+def test_a_fresh_worker_s_first_job_does_no_first_time_work(worker_on_a_fake_sdk):
+    """What a first job paid and later jobs did not is paid at start: the worker is built, the
+    grammar loaded (once, by the warm-up), and the job imports nothing."""
+    result = worker_on_a_fake_sdk
+    assert "WORKER_BUILT_BEFORE_THE_FIRST_JOB True" in result.stdout
+    assert "GRAMMAR_LOADED_BEFORE_THE_FIRST_JOB True" in result.stdout
+    assert result.stderr.count("loaded the en text normalisation grammar") == 1
+    assert "IMPORTED_BY_THE_FIRST_JOB []" in result.stdout
 
 
 EXITING_SDK = """
@@ -224,3 +241,4 @@ def test_exit_after_a_local_job_keeps_its_status_while_threads_run_torch(tmp_pat
     result = run_py(["runpod_handler.py"], env=env)
     assert result.returncode == 1, (result.returncode, result.stderr[-2000:])
     assert "the local job failed" in result.stdout and "terminate called" not in result.stderr
+
