@@ -242,3 +242,18 @@ def test_exit_after_a_local_job_keeps_its_status_while_threads_run_torch(tmp_pat
     assert result.returncode == 1, (result.returncode, result.stderr[-2000:])
     assert "the local job failed" in result.stdout and "terminate called" not in result.stderr
 
+
+def test_the_sdk_is_imported_without_its_probe_of_the_cpu():
+    """py-cpuinfo's probe (a second Python that busies a core for a second) is left out of the
+    SDK's import: the library is never imported then, the SDK still has the CPU's name, and a
+    later import gets the real library."""
+    script = ("import sys, runpod_handler\n"
+              "runpod = runpod_handler.import_sdk()\n"
+              "from runpod.serverless.utils import rp_debugger\n"
+              "print('PROBED', 'cpuinfo' in sys.modules)\n"
+              "print('NAME', rp_debugger.PROCESSOR == runpod_handler.cpu_name()['brand_raw'])\n"
+              "import cpuinfo\n"
+              "print('REAL', hasattr(cpuinfo, 'get_cpu_info_json'))\n")
+    result = run_py(["-c", script], env=subprocess_env(S3_BUCKET=None))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["PROBED", "False", "NAME", "True", "REAL", "True"]
