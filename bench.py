@@ -1,7 +1,8 @@
 """Stock f5-tts against this worker, on the same model, inputs and seed, in one run.
 
     python bench.py                    # warm synthesis: one chunk and long text, medians, ratios, RTF, memory
-    python bench.py --cold             # cold start in fresh processes: process start to model ready / first audio
+    python bench.py --cold             # cold start in fresh processes: process start to model ready / first audio;
+                                       # a fresh worker's first jobs against its later ones
     python bench.py --stream           # time to first audio and total: stock's streaming, ours whole and streamed
     python bench.py --dialogue         # four speakers batched together, against one segment at a time
     python bench.py --normalize        # text normalisation: grammar load time, time per text

@@ -63,7 +63,10 @@ class Settings(BaseModel):
     #: Padded mel frames (batch x longest chunk) per batched sampling call: the memory budget.
     #: At least 4000: an ordinary chunk is at most about 2,100 frames (22 s), and is never split across calls.
     max_batch_frames: int = Field(24_000, ge=4_000, le=1_000_000, alias="MAX_BATCH_FRAMES")
-    warmup: bool = Field(False, alias="WARMUP")
+    #: After the load at start, in its thread, pay what a fresh worker's first job would (a tiny
+    #: synthesis, the English grammar, the S3 client: `runpod_handler.warm_up`); the HTTP door's
+    #: /ping says 200 only after it.
+    warmup: bool = Field(True, alias="WARMUP")
     #: torch.compile the DiT blocks (dynamic shapes) in the background; None: on CUDA only.
     #: Compiled code is cached under <models>/torch.
     compile: Optional[bool] = Field(None, alias="COMPILE")

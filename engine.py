@@ -115,10 +115,11 @@ class Encoded:
 
 
 class Timings:
-    """Seconds per step of one job, from its start: `with timings("encode"): ...`."""
+    """Seconds per step of one job, from its arrival (`started`, a `time.perf_counter()` reading;
+    now by default): `with timings("encode"): ...`."""
 
-    def __init__(self):
-        self.started = time.perf_counter()
+    def __init__(self, started: float | None = None):
+        self.started = time.perf_counter() if started is None else started
         self.seconds: dict[str, float] = {}
 
     @contextmanager
@@ -128,7 +129,7 @@ class Timings:
         self.seconds[step] = time.perf_counter() - start
 
     def mark(self, event: str) -> None:
-        """The first time `event` happens, counted from the job's start."""
+        """The first time `event` happens, counted from the job's arrival."""
         self.seconds.setdefault(event, time.perf_counter() - self.started)
 
     def finish(self) -> dict[str, float]:
@@ -170,13 +171,14 @@ class Engine:
         return Delivery(self.settings, self.storage)
 
     def run(self, job_id: str, raw_input, stream: bool = False, progress=None,
-            delivery: Delivery | None = None) -> Iterator[StreamPart | JobResult]:
+            delivery: Delivery | None = None, arrived: float | None = None) -> Iterator[StreamPart | JobResult]:
         """The job's path. Yields its result last; before it, when `stream`, each part of its audio.
         `progress(chunks_done=, chunks=, audio_s=)` hears of a job of several batches as it moves.
         `delivery`: where the answer goes and the limits it must fit (the worker's own by default:
         S3, inline, a local copy); a front door that sends the bytes itself passes its own.
-        `raw_input` may be a `JobInput` a door has parsed by its own rules."""
-        s, timings, delivery = self.settings, Timings(), delivery or self.delivery
+        `raw_input` may be a `JobInput` a door has parsed by its own rules. `arrived`: when the job
+        reached the door (`time.perf_counter()`), so that its timings count all the caller waits for."""
+        s, timings, delivery = self.settings, Timings(arrived), delivery or self.delivery
         job = raw_input if isinstance(raw_input, JobInput) else parse_job_input(raw_input, s)  # a door may parse it
         params = synthesis_params(job)
         with timings("normalize"):

@@ -1,6 +1,6 @@
 """The HTTP front door (SERVE=http), for RunPod's load-balancing endpoints: FastAPI on uvicorn.
 
-    GET  /ping                          204 while the model loads, 200 ready, 503 broken
+    GET  /ping                          204 while the model loads and warms up, 200 ready, 503 broken
     GET  /v1/models                     the models `model` may name
     POST /v1/audio/speech               OpenAI's speech API: the audio, streamed as it is made
     POST /v1/audio/voices               store a voice (multipart, as OpenAI's SDK sends it)
@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import suppress
+from functools import partial
 
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -61,8 +62,9 @@ VOICE_FORM_FIELDS = {"name", "audio_sample", "consent", "type", "ref_text"}
 
 
 class Health:
-    """What /ping says: starting (204) until the model is loaded, then ready (200); broken (503)
-    once the load failed or a request's failure asked for a fresh worker."""
+    """What /ping says: starting (204) until the model is loaded and warmed up (WARMUP), then
+    ready (200): the balancer sends no request that would pay for the warm-up. Broken (503) once
+    the load failed or a request's failure asked for a fresh worker."""
 
     def __init__(self):
         self.state, self.reason = "starting", None
@@ -213,14 +215,16 @@ class Door:
         return JSONResponse(openai_api.error_body(message, 429, "too_many_requests"), 429,
                             headers={"Retry-After": str(RETRY_AFTER_S)})
 
-    async def begin(self, job_id: str, job, stream: bool, delivery=None):
+    async def begin(self, job_id: str, job, stream: bool, arrived: float, delivery=None):
         """The engine run of a parsed job and its first item (a streamed part, or a whole job's
         result); or (None, the response that refuses it): the worker at its limit, or the job
-        failed before its first item."""
+        failed before its first item. `arrived`: when the request came (`time.perf_counter()`),
+        where the job's timings begin."""
         if not self.admission.enter():
             return None, self.busy()
         try:
-            run = Run(lambda: self.engine.run(job_id, job, stream, delivery=delivery), self.admission.leave)
+            run = Run(lambda: self.engine.run(job_id, job, stream, delivery=delivery, arrived=arrived),
+                      self.admission.leave)
         except BaseException:  # no thread, so no one else frees the place
             self.admission.leave()
             raise
@@ -282,7 +286,7 @@ def create_app(settings: Settings, engine: Engine | None = None, health: Health 
 
     @api.post("/v1/audio/speech")
     async def speech(request: Request):
-        job_id = uuid.uuid4().hex
+        arrived, job_id = time.perf_counter(), uuid.uuid4().hex
         try:
             door.check_serving()
             asked = openai_api.speech_request(await json_body(request), settings.f5_model)
@@ -296,7 +300,7 @@ def create_app(settings: Settings, engine: Engine | None = None, health: Health 
             return door.failure(exc, job_id)
         # SSE carries the audio as base64: four bytes on the wire for three of audio
         delivery = BodyDelivery(LB_PAYLOAD_BYTES * 3 // 4 if asked.stream_format == "sse" else LB_PAYLOAD_BYTES)
-        run, first = await door.begin(job_id, job, asked.streamed, delivery)
+        run, first = await door.begin(job_id, job, asked.streamed, arrived, delivery)
         if run is None:
             return first
         headers = {"X-Seed": str(job.seed)}
@@ -315,7 +319,7 @@ def create_app(settings: Settings, engine: Engine | None = None, health: Health 
 
     @api.post("/v1/jobs")
     async def jobs(request: Request):
-        job_id = uuid.uuid4().hex
+        arrived, job_id = time.perf_counter(), uuid.uuid4().hex
         try:
             door.check_serving()
             body = await json_body(request)
@@ -329,7 +333,7 @@ def create_app(settings: Settings, engine: Engine | None = None, health: Health 
             job = parse_job_input(body["input"], settings, streamed=False)
         except Exception as exc:  # noqa: BLE001
             return door.failure(exc, job_id)
-        run, result = await door.begin(job_id, job, False)
+        run, result = await door.begin(job_id, job, False, arrived)
         if run is None:
             return result
         return JSONResponse({"id": job_id, "status": "COMPLETED", "output": result.answer()})
@@ -450,12 +454,14 @@ async def streamed(door: Door, run: Run, item, job_id: str, fmt: str, stream_for
         run.cancel()  # a client gone (the response cancelled) or an end: the run lets go either way
 
 
-def serve(settings: Settings, load: Callable[[], None], model: Callable[[], object]) -> None:
-    """Serve on PORT (and /ping on PORT_HEALTH too) until stopped; `load` loads the model in the
-    background at start, `model()` then says whether it can serve."""
+def serve(settings: Settings, load: Callable[[Engine], None], model: Callable[[], object]) -> None:
+    """Serve on PORT (and /ping on PORT_HEALTH too) until stopped; `load(engine)` loads the model
+    in the background at start (and warms the door's engine: /ping says ready after that),
+    `model()` then says whether it can serve."""
     health = Health()
-    threading.Thread(target=health.start, args=(load, model), name="load", daemon=True).start()
     app = create_app(settings, health=health)
+    threading.Thread(target=health.start, args=(partial(load, app.state.door.engine), model), name="load",
+                     daemon=True).start()
     if settings.port_health is not None and settings.port_health != settings.port:
         ping_only = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
         ping_only.add_api_route("/ping", next(r.endpoint for r in app.routes if getattr(r, "path", "") == "/ping"))

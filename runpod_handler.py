@@ -23,14 +23,16 @@ import os
 import re
 import sys
 import threading
+import time
+import types
 import uuid
 from collections.abc import Iterator
 from functools import partial
 
-import engine
 import loaded_model
+import text_normalization
 from config import Settings, get_settings, in_job_queue
-from engine import Engine, StreamPart
+from engine import Engine, StreamPart, warm_up as synthesize_once
 from errors import preview, to_runpod_result
 
 log = logging.getLogger("f5worker.handler")
@@ -46,23 +48,25 @@ class Worker:
     def __init__(self, settings: Settings, storage=None, progress=None):
         self.engine, self.progress = Engine(settings, storage), progress
 
-    def __call__(self, job: dict) -> dict:
-        """The job's result, or its error."""
-        return next(self.results(job, stream=False))  # not streamed: the one item is the result
+    def __call__(self, job: dict, arrived: float | None = None) -> dict:
+        """The job's result, or its error. `arrived`: when the job reached the worker
+        (`time.perf_counter()`; now by default), where its timings begin."""
+        return next(self.results(job, stream=False, arrived=arrived))  # not streamed: the one item is the result
 
-    def stream(self, job: dict) -> Iterator[dict]:
+    def stream(self, job: dict, arrived: float | None = None) -> Iterator[dict]:
         """The job's pieces of audio as they are made, then its result (`"type": "done"`); a
         failure ends the stream with an error item, whatever was sent before it."""
-        yield from self.results(job, stream=True)
+        yield from self.results(job, stream=True, arrived=arrived)
 
-    def results(self, job: dict, stream: bool) -> Iterator[dict]:
+    def results(self, job: dict, stream: bool, arrived: float | None = None) -> Iterator[dict]:
         job_id = str(job.get("id", "")) if isinstance(job, dict) else ""
         if not JOB_ID.fullmatch(job_id):
             job_id = uuid.uuid4().hex
         report = partial(self.report_progress, job, job_id) if self.progress is not None and isinstance(job, dict) \
             else None
         try:
-            for item in self.engine.run(job_id, job.get("input") if isinstance(job, dict) else None, stream, report):
+            for item in self.engine.run(job_id, job.get("input") if isinstance(job, dict) else None, stream, report,
+                                        arrived=arrived):
                 if isinstance(item, StreamPart):
                     yield stream_item(item)
                 else:
@@ -99,24 +103,33 @@ SDK_CONFIG: dict = {}
 
 
 def worker() -> Worker:
+    """The process's worker: built by `main` at start, before the load, so that no job builds it."""
     global _worker
     if _worker is None:
-        import runpod
-
-        _worker = Worker(get_settings(), progress=None if runs_locally() else runpod.serverless.progress_update)
+        _worker = Worker(get_settings(), progress=None if runs_locally() else progress_update)
     return _worker
 
 
+def progress_update(job: dict, update: dict) -> None:
+    """RunPod's `progress_update`; the SDK is imported by then (`main` imports it before it
+    starts taking jobs), so the worker can be built before it."""
+    import runpod
+
+    runpod.serverless.progress_update(job, update)
+
+
 def handler(job: dict) -> dict:
-    """RunPod's entry point."""
-    return worker()(job)
+    """RunPod's entry point. The job's clock starts here, before anything its caller waits for."""
+    arrived = time.perf_counter()
+    return worker()(job, arrived)
 
 
 def stream_handler(job: dict) -> Iterator[dict]:
     """RunPod's entry point with STREAM on (a generator, started with `return_aggregate_stream`).
     The SDK ends a stream at an item with `error`, but takes no `refresh_worker` from one: a
     failure that needs a fresh worker asks for it through the configuration the SDK reads."""
-    for item in worker().stream(job):
+    arrived = time.perf_counter()  # the SDK's first next(): the job's clock starts here
+    for item in worker().stream(job, arrived):
         if item.pop("refresh_worker", False):
             SDK_CONFIG["refresh_worker"] = True
         yield item
@@ -176,23 +189,67 @@ def configure_logging(level: str) -> None:
     os.environ.setdefault("RUNPOD_LOG_LEVEL", "WARN" if runs_locally() else "INFO")
 
 
-def load_at_start() -> None:
-    """Load the model (and with WARMUP, run one tiny synthesis: CUDA kernels, cuBLAS and cuDNN
-    handles) while the RunPod SDK imports and fetches the first job. Jobs that arrive meanwhile
-    wait for this load, not for a second one."""
+def load_at_start(engine: Engine) -> None:
+    """Load the model while the RunPod SDK imports and fetches the first job (or, at the HTTP
+    door, while /ping answers 204), then with WARMUP (the default) `warm_up` the door's `engine`.
+    Jobs that arrive meanwhile wait for this load, not for a second one."""
+    settings = get_settings()
     try:
-        model = loaded_model.get_model(get_settings())
+        model = loaded_model.get_model(settings)
     except Exception as exc:  # the first job loads again and reports the error to its caller
         log.error("loading the model at start failed: %s: %s", type(exc).__name__, exc)
         return
-    if not get_settings().warmup:
+    if not settings.warmup:
         return
     try:
-        engine.warm_up(model, get_settings().max_batch_frames)
+        warm_up(engine, model)
         age = loaded_model.process_age()
         log.info("warm-up done%s", f" {age:.2f} s after the process started" if age is not None else "")
     except Exception as exc:  # noqa: BLE001 - a job reports its own errors
         log.error("warm-up failed: %s: %s", type(exc).__name__, exc)
+
+
+def warm_up(engine: Engine, model) -> None:
+    """Pay at start what a fresh worker's first job paid and later jobs did not (a fresh process's
+    first and second jobs, 2-core CPU, tiny model; docs/benchmarks.md): a first synthesis (the
+    sampling loop's thread; on a GPU also CUDA kernels, cuBLAS and cuDNN handles), the English
+    text normalisation grammar (1.8 s there; a text's first number or symbol loads it) and the
+    S3 client (0.6 s). Left to the jobs that need them: Chinese text's grammar and pinyin
+    dictionary (0.8 s), the number reader of another language (0.1 s), Whisper for a voice sent
+    without its transcript. The encoders cost a first call no more than a later one."""
+    synthesize_once(model, engine.settings.max_batch_frames)
+    grammars = engine.grammars
+    # Only a grammar the volume holds: compiling one (half a minute) is `prefetch`'s work, and a
+    # first job that needs it would compile it anyway.
+    if text_normalization.grammar_is_complete(text_normalization.grammar_dir(grammars.root, "en"), "en"):
+        grammars.get("en")
+    engine.delivery  # noqa: B018 - a cached property: builds the S3 client
+
+
+def import_sdk():
+    """The RunPod SDK, without the probe of the CPU that its import runs for its debug output
+    (py-cpuinfo starts a second Python that busies a core for a second: 1.2 s of the SDK's 1.8 s
+    import, `python -X importtime`). On the 2-core CPU that probe took a core from the load, and
+    the first job came about a second later with it. The SDK is told the CPU's name from
+    /proc/cpuinfo instead; a later `import cpuinfo` gets the real library."""
+    stand_in = types.ModuleType("cpuinfo")
+    stand_in.get_cpu_info = cpu_name
+    placed = sys.modules.setdefault("cpuinfo", stand_in) is stand_in
+    try:
+        import runpod
+    finally:
+        if placed:
+            del sys.modules["cpuinfo"]
+    return runpod
+
+
+def cpu_name() -> dict:
+    """What the SDK reads of py-cpuinfo's answer: the CPU's name (none: the SDK says it is unknown)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            return {"brand_raw": next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))}
+    except (OSError, StopIteration, IndexError):
+        return {}
 
 
 def exit_now(code) -> None:
@@ -217,9 +274,13 @@ def main() -> None:
 
         http_server.serve(settings, load=load_at_start, model=lambda: loaded_model.get_model(settings))
         exit_now(0)
-    # Seconds of loading overlap the SDK's import and start-up (seconds too) instead of following them.
-    threading.Thread(target=load_at_start, name="load", daemon=True).start()
-    import runpod
+    # Seconds of loading overlap the SDK's import and start-up (seconds too) instead of following
+    # them; the worker is built first (milliseconds), so that the warm-up warms its engine. The
+    # two threads share one GIL, yet on the 2-core CPU no other order paid: the SDK imported in
+    # the load thread after the load gave the first job 0.5 s later, torch imported first and
+    # the SDK after it within the noise of this order (docs/benchmarks.md).
+    threading.Thread(target=load_at_start, args=(worker().engine,), name="load", daemon=True).start()
+    runpod = import_sdk()
 
     if settings.stream:
         # One job from the command line runs the handler as a plain function, not as a stream.

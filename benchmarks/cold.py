@@ -1,5 +1,6 @@
 """Cold start in fresh processes: stock, the worker itself (`python runpod_handler.py`, the SDK
-included) and a bare `import torch`, from process spawn to model ready and to first audio."""
+included) and a bare `import torch`, from process spawn to model ready and to first audio; and a
+fresh worker's first jobs against its later ones, timed from the handler's call."""
 
 from __future__ import annotations
 
@@ -44,6 +45,63 @@ def run_worker(cfg: dict, env: dict) -> dict:
     if proc.returncode != 0 or "first_audio" not in marks:
         return {"error": next((l for l in reversed(tail) if l.strip()), "?")}
     return marks
+
+
+#: The RunPod SDK with its start() replaced: once the load at start (and the warm-up) is done, it
+#: calls the streaming handler on FIRST_JOBS_INPUT's job three times, timing each from the call to
+#: its first piece and to its result, and prints them with the job's own timings.
+SDK_TIMING_JOBS = """
+import json, os, sys, threading, time
+
+_here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.remove(_here)
+del sys.modules["runpod"]
+import runpod as _real  # the real SDK, imported as the worker imports it
+sys.path.insert(0, _here)
+
+
+def start(config):
+    main = sys.modules["__main__"]
+    [load] = [t for t in threading.enumerate() if t.name == "load"] or [None]
+    if load is not None:
+        load.join()
+    job = json.load(open(os.environ["FIRST_JOBS_INPUT"]))
+    rows = []
+    for n in range(3):
+        called, first = time.perf_counter(), None
+        for item in main.stream_handler({"id": f"first-jobs-{n}", "input": job["input"]}):
+            if first is None and item.get("type") == "audio":
+                first = time.perf_counter() - called
+            last = item
+        rows.append({"to_first_audio": first, "to_result": time.perf_counter() - called,
+                     "timings": last.get("timings", {}), "error": last.get("error")})
+    print("FIRST_JOBS " + json.dumps(rows), flush=True)
+    sys.exit(0)
+
+
+_real.serverless.start = start
+"""
+
+
+def first_jobs(cfg: dict, env: dict) -> list[dict] | dict:
+    """A fresh worker's first three streamed jobs once its start is done (`python runpod_handler.py`,
+    the SDK's start() replaced by SDK_TIMING_JOBS), each timed from the handler's call to its
+    first audio and to its result, beside its own `timings`. The text has a symbol and a digit,
+    so it reaches the English grammar as a text with a number does."""
+    job = {"input": {"text": "Hello from F5-TTS, streamed in pieces as they are made.", "ref_text": cfg["ref_text"],
+                     "nfe_step": cfg["nfe"], "voice_base64": base64.b64encode(Path(cfg["ref"]).read_bytes()).decode()}}
+    with tempfile.TemporaryDirectory() as folder:
+        Path(folder, "runpod").mkdir()
+        Path(folder, "runpod", "__init__.py").write_text(SDK_TIMING_JOBS)
+        Path(folder, "job.json").write_text(json.dumps(job))
+        timed_env = {**env, "STREAM": "true", "FIRST_JOBS_INPUT": str(Path(folder, "job.json")),
+                     "PYTHONPATH": os.pathsep.join([folder, env["PYTHONPATH"]])}
+        proc = subprocess.run([sys.executable, str(ROOT / "runpod_handler.py")], cwd=folder, env=timed_env,
+                              capture_output=True, text=True, timeout=900)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("FIRST_JOBS ")]
+    if proc.returncode != 0 or not lines:
+        return {"error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
+    return json.loads(lines[-1][len("FIRST_JOBS "):])
 
 
 def measure(args, arch, env):
@@ -92,7 +150,7 @@ def measure(args, arch, env):
         if "load_log" in measured[0]:
             results[name]["load_log"] = [m["load_log"] for m in measured]
     return {"device": device, "arch": arch, "page_cache": "dropped" if args.drop_caches else "warm",
-            "runs": args.runs or 1, "results": results}
+            "runs": args.runs or 1, "results": results, "first_jobs": first_jobs(cfg, child_env)}
 
 
 def _has_cuda():
@@ -124,3 +182,15 @@ def report(result):
               f"{s['first_audio'] / o['first_audio']:.2f}x sooner")
     print("stock: a script that imports f5-tts and loads as its infer_batch_process callers do; ours: the worker"
           " itself (`python runpod_handler.py`, RunPod SDK included) on one test_input.json job")
+    jobs = result.get("first_jobs")
+    if isinstance(jobs, dict):
+        print(f"a fresh worker's first jobs: failed: {jobs['error']}")
+    elif jobs:
+        print("a fresh worker's first jobs, its start done (seconds from the handler's call; the job's own timings):")
+        for n, job in enumerate(jobs, 1):
+            if job["error"]:
+                print(f"  job {n}: failed: {job['error']}")
+                continue
+            t = job["timings"]
+            print(f"  job {n}: first audio {job['to_first_audio']:.3f} (timings {t.get('first_audio', 0):.3f}), "
+                  f"result {job['to_result']:.3f} (timings {t.get('total', 0):.3f}, normalize {t.get('normalize', 0):.3f})")

@@ -49,6 +49,10 @@ TEST_ENV = {
     "S3_MAX_ATTEMPTS": "2",
     "LOG_LEVEL": "INFO",
     "ASR_MODEL": ASR_REPO,
+    # The warm-up (on by default) costs each worker process a synthesis and a grammar's load at
+    # start: the tests that start workers to test something else do without; those of the
+    # warm-up unset it.
+    "WARMUP": "false",
 }
 os.environ.update(TEST_ENV)
 # One thread for torch's CPU kernels, here and in every process a test starts: the tiny model's
@@ -57,7 +61,7 @@ os.environ.update(TEST_ENV)
 # machine). Set it in the environment to use more.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 for name in ("WRITE_LOCAL_OUTPUT", "RUNPOD_WEBHOOK_GET_JOB", "RUNPOD_LOG_LEVEL", "REQUIRE_VOLUME", "F5_CKPT_FILE",
-             "F5_VOCAB_FILE", "COMPILE", "WARMUP"):
+             "F5_VOCAB_FILE", "COMPILE"):
     os.environ.pop(name, None)
 
 import cache_env  # noqa: E402  (after the environment above)

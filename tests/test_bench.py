@@ -4,7 +4,7 @@ import json
 import shutil
 
 import pytest
-from conftest import run_py, subprocess_env
+from conftest import link_grammars, run_py, subprocess_env
 
 
 def test_bench_runs_on_a_cpu_and_matches_stock(tmp_path, first_compiled_worker):
@@ -27,8 +27,10 @@ def test_bench_runs_on_a_cpu_and_matches_stock(tmp_path, first_compiled_worker):
     assert ours["first_call_s"] > ours["s"]  # the eager first synthesis and the compile came first
 
 
+@pytest.mark.usefixtures("grammars_on_volume")  # the compiled grammars that link_grammars links
 def test_bench_cold_starts_stock_and_the_worker_itself(tmp_path):
     out = tmp_path / "cold.json"
+    link_grammars(tmp_path / "models")  # its first jobs' text reaches the English grammar
     result = run_py(["bench.py", "--cold", "--arch", "tiny", "--device", "cpu", "--nfe", "4",
                      "--models-dir", str(tmp_path / "models"), "--json", str(out)], env=subprocess_env(MODELS_DIR=None),
                     timeout=600)
@@ -39,6 +41,12 @@ def test_bench_cold_starts_stock_and_the_worker_itself(tmp_path):
     ours = results["ours"]
     assert 0 < ours["ready"] < ours["first_audio"], ours
     assert "loaded tiny from" in ours["load_log"][0] and "after the process started" in ours["load_log"][0]
+    # A fresh worker's first jobs, timed from the handler's call: the job's own timings count from there too.
+    jobs = json.loads(out.read_text())["first_jobs"]
+    assert len(jobs) == 3 and not any(job["error"] for job in jobs), jobs
+    for job in jobs:
+        assert 0 < job["timings"]["first_audio"] <= job["to_first_audio"] + 0.001 <= job["to_result"] + 0.001
+    assert "a fresh worker's first jobs" in result.stdout
     stock = results["stock"]  # stock imports all of f5-tts: it needs requirements-bench.txt, CI lacks it
     if "error" in stock:
         assert "requirements-bench.txt" in stock["error"] and "stock" in result.stdout, stock

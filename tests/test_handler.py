@@ -3,6 +3,7 @@ to S3 or inline; errors as one clear string; the job directory always removed.""
 
 import base64
 import io
+import time
 from pathlib import Path
 
 import numpy as np
@@ -368,3 +369,37 @@ def test_text_that_normalises_to_nothing_is_one_sentence(monkeypatch, raw, where
         Engine(s).spoken(parsed, script_of(parsed))
     assert raised.value.message == (f"Invalid input: {where} nothing left to speak once its numbers and symbols are "
                                     "read; send words, or normalize: false.")
+
+
+def test_the_queue_door_starts_a_job_s_clock_before_it_looks_up_the_worker(monkeypatch):
+    """Whatever the handler does before the engine's run (finding the worker, building one were
+    there none) is in the job's timings: the arrival is stamped first."""
+    import runpod_handler
+
+    seen = {}
+
+    class Recording:
+        def __call__(self, job, arrived=None):
+            seen["arrived"] = arrived
+            return {}
+
+        def stream(self, job, arrived=None):
+            seen["arrived"] = arrived
+            yield {"type": "done"}
+
+    def worker():
+        seen["looked_up"] = time.perf_counter()
+        return Recording()
+
+    monkeypatch.setattr(runpod_handler, "worker", worker)
+    for call in (runpod_handler.handler, lambda job: list(runpod_handler.stream_handler(job))):
+        seen.clear()
+        call({"id": "clock"})
+        assert seen["arrived"] <= seen["looked_up"]
+
+
+def test_a_job_s_timings_count_from_its_arrival(inline_worker, ref_wav_bytes):
+    out = inline_worker(job(voice_base64=base64.b64encode(ref_wav_bytes).decode(), ref_text=REF_TEXT),
+                        arrived=time.perf_counter() - 10)
+    assert "error" not in out, out
+    assert out["timings"]["total"] >= 10

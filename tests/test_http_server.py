@@ -311,8 +311,10 @@ class PretendEngine:
 
     def __init__(self):
         self.closed = threading.Event()
+        self.runs = []  # (the arrival the door gave, the run's start)
 
-    def run(self, job_id, job, stream, progress=None, delivery=None):
+    def run(self, job_id, job, stream, progress=None, delivery=None, arrived=None):
+        self.runs.append((arrived, time.perf_counter()))
         try:
             for n in range(500):
                 time.sleep(0.02)
@@ -363,6 +365,18 @@ def test_ping_says_starting_ready_broken_and_auth_guards_the_rest(pretend):
     door.health = health
 
 
+def test_a_request_s_clock_starts_when_it_arrives(pretend):
+    """The engine's run counts from the request's arrival: reading and parsing its body and
+    starting its thread are in the job's timings."""
+    url, engine, _ = pretend
+    engine.runs.clear()
+    sent = time.perf_counter()
+    with httpx.stream("POST", f"{url}/v1/audio/speech", json=SPEECH, headers=AUTH) as answer:
+        next(answer.iter_bytes())
+    [(arrived, started)] = engine.runs
+    assert sent <= arrived <= started
+
+
 def test_past_the_limit_429_at_once_and_a_client_gone_frees_its_run(pretend):
     url, engine, door = pretend
     with httpx.Client(base_url=url, headers=AUTH, timeout=10) as one, httpx.Client(base_url=url, headers=AUTH) as two:
@@ -388,8 +402,9 @@ def test_past_the_limit_429_at_once_and_a_client_gone_frees_its_run(pretend):
 
 
 def test_serve_http_starts_the_server_instead_of_the_queue_worker(tmp_path):
+    """With the default warm-up: /ping says ready only once it is done."""
     port, health_port = free_port(), free_port()
-    env = subprocess_env(SERVE="http", PORT=port, PORT_HEALTH=health_port)
+    env = subprocess_env(SERVE="http", PORT=port, PORT_HEALTH=health_port, WARMUP=None)
     process = subprocess.Popen([sys.executable, "runpod_handler.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     try:
@@ -413,6 +428,7 @@ def test_serve_http_starts_the_server_instead_of_the_queue_worker(tmp_path):
         output = process.communicate(timeout=20)[0]
     assert process.returncode == -signal.SIGTERM, output  # uvicorn stops, then dies of the signal it caught
     assert "serving HTTP on port" in output and "ready to serve" in output
+    assert output.index("loaded tiny from") < output.index("warm-up done") < output.index("ready to serve")
 
 
 def test_a_failure_mid_stream_ends_sse_with_an_error_event_and_audio_cut_short(pretend):

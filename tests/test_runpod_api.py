@@ -159,20 +159,28 @@ class serverless:
         if load is not None:
             load.join(120)
         print("LOAD_THREAD_DONE", load is None or not load.is_alive(), flush=True)
-        job = {"id": "fake-sdk", "input": {"text": "Hello.", "ref_text": %r, "nfe_step": 4,
+        worker = sys.modules["__main__"]._worker
+        print("WORKER_BUILT_BEFORE_THE_FIRST_JOB", worker is not None)
+        print("GRAMMAR_LOADED_BEFORE_THE_FIRST_JOB", worker is not None and "en" in worker.engine.grammars._loaded)
+        print("S3_CLIENT_BUILT_BEFORE_THE_FIRST_JOB", worker is not None and "storage" in vars(worker.engine))
+        # "F5-TTS" reaches the English grammar, as a text's first number or symbol does
+        job = {"id": "fake-sdk", "input": {"text": "Hello from F5-TTS.", "ref_text": %r, "nfe_step": 4,
                                           "voice_base64": base64.b64encode(open(%r, "rb").read()).decode()}}
-        print("RESULT " + json.dumps(config["handler"](job)))
+        before = set(sys.modules)
+        result = config["handler"](job)
+        print("IMPORTED_BY_THE_FIRST_JOB " + json.dumps(sorted(set(sys.modules) - before)))
+        print("RESULT " + json.dumps(result))
 """
 
 
 @pytest.fixture(scope="module")
-def worker_on_a_fake_sdk(tmp_path_factory):
-    """`runpod_handler.py` with WARMUP on and an SDK of our own: one process that both tests below
-    read (its result, its log)."""
+def worker_on_a_fake_sdk(tmp_path_factory, s3_server):
+    """`runpod_handler.py` with the default WARMUP (on), the bucket, and an SDK of our own: one
+    process that the tests below read (its result, its log)."""
     folder = tmp_path_factory.mktemp("fake-sdk")
     (folder / "runpod").mkdir()
     (folder / "runpod" / "__init__.py").write_text(FAKE_SDK % (REF_TEXT, str(REF_WAV)))
-    env = subprocess_env(WARMUP="true", S3_BUCKET=None, WRITE_LOCAL_OUTPUT="false", LOG_LEVEL="INFO",
+    env = subprocess_env(WARMUP=None, WRITE_LOCAL_OUTPUT="false", LOG_LEVEL="INFO",
                          PYTHONPATH=f"{folder}{os.pathsep}{ROOT}")
     result = run_py(["runpod_handler.py"], env=env)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -189,7 +197,7 @@ def test_the_worker_loads_the_model_while_the_sdk_starts_and_the_job_uses_that_l
     assert re.search(r"ready [0-9.]+ s after the process started", log)
 
 
-def test_warmup_synthesizes_once_after_the_load_at_start(worker_on_a_fake_sdk):
+def test_the_default_warm_up_runs_once_after_the_load_at_start(worker_on_a_fake_sdk):
     result = worker_on_a_fake_sdk
     assert "LOAD_THREAD_DONE True" in result.stdout  # the SDK waited for it, as RunPod's first job would
     log = result.stdout + result.stderr
@@ -197,6 +205,19 @@ def test_warmup_synthesizes_once_after_the_load_at_start(worker_on_a_fake_sdk):
     assert log.count("loaded tiny from") == 1
     assert log.index("loaded tiny from") < log.index("warm-up done")
     assert '"error"' not in next(l for l in result.stdout.splitlines() if l.startswith("RESULT "))
+
+
+def test_a_fresh_worker_s_first_job_does_no_first_time_work(worker_on_a_fake_sdk):
+    """What a first job paid and later jobs did not is paid at start: the worker is built, the
+    grammar loaded (once, by the warm-up), the S3 client made, and the job imports nothing but
+    the codec of its first request's host name (10 ms, beside a round trip to the bucket)."""
+    result = worker_on_a_fake_sdk
+    assert "WORKER_BUILT_BEFORE_THE_FIRST_JOB True" in result.stdout
+    assert "GRAMMAR_LOADED_BEFORE_THE_FIRST_JOB True" in result.stdout
+    assert "S3_CLIENT_BUILT_BEFORE_THE_FIRST_JOB True" in result.stdout
+    assert result.stderr.count("loaded the en text normalisation grammar") == 1
+    imported = next(line for line in result.stdout.splitlines() if line.startswith("IMPORTED_BY_THE_FIRST_JOB "))
+    assert set(json.loads(imported.split(" ", 1)[1])) <= {"encodings.idna", "stringprep"}
 
 
 EXITING_SDK = """
@@ -224,3 +245,19 @@ def test_exit_after_a_local_job_keeps_its_status_while_threads_run_torch(tmp_pat
     result = run_py(["runpod_handler.py"], env=env)
     assert result.returncode == 1, (result.returncode, result.stderr[-2000:])
     assert "the local job failed" in result.stdout and "terminate called" not in result.stderr
+
+
+def test_the_sdk_is_imported_without_its_probe_of_the_cpu():
+    """py-cpuinfo's probe (a second Python that busies a core for a second) is left out of the
+    SDK's import: the library is never imported then, the SDK still has the CPU's name, and a
+    later import gets the real library."""
+    script = ("import sys, runpod_handler\n"
+              "runpod = runpod_handler.import_sdk()\n"
+              "from runpod.serverless.utils import rp_debugger\n"
+              "print('PROBED', 'cpuinfo' in sys.modules)\n"
+              "print('NAME', rp_debugger.PROCESSOR == runpod_handler.cpu_name()['brand_raw'])\n"
+              "import cpuinfo\n"
+              "print('REAL', hasattr(cpuinfo, 'get_cpu_info_json'))\n")
+    result = run_py(["-c", script], env=subprocess_env(S3_BUCKET=None))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["PROBED", "False", "NAME", "True", "REAL", "True"]

@@ -5,6 +5,7 @@ with an error item and leave nothing behind."""
 import base64
 import io
 import threading
+import time
 from contextlib import closing
 
 import numpy as np
@@ -336,3 +337,9 @@ def test_a_streamed_answer_within_the_limit_counts_its_pieces(voice):
     over = list(streaming_worker(max_inline_bytes=pieces + whole - 1).stream(job(voice, output_format="mp3")))
     assert over[-1]["error"].startswith("A streamed job's pieces and its audio together is ")
     assert job_dirs() == []
+
+
+def test_a_streamed_job_s_first_audio_counts_from_its_arrival(voice):
+    """What came before the engine's run (here, ten seconds of it) is in the job's timings."""
+    *_, done = streaming_worker().stream(job(voice, text="Hello there."), arrived=time.perf_counter() - 10)
+    assert 10 <= done["timings"]["first_audio"] <= done["timings"]["total"]
