@@ -68,25 +68,27 @@ class Transcriber:
     def hear(self, waves: list[np.ndarray], rate: int, language: str | None) -> list[Heard]:
         """What is said in each of `waves` (a verified job's chunks, batched in one call), with each
         word's time from Whisper's cross-attention (transformers' pipeline, `return_timestamps="word"`).
-        `language`: what the chunks are written in; one the model does not know is detected instead.
-        Greedy decoding: the same audio is heard the same way, so a verified job is reproducible."""
-        if language is not None and f"<|{language}|>" not in (getattr(self.model.generation_config, "lang_to_id", None)
-                                                              or {}):
-            language = None
+        `language`: what the chunks are written in; one the model does not know is detected instead
+        (an English-only model is told neither language nor task: it refuses both). Greedy
+        decoding: the same audio is heard the same way, so a verified job is reproducible."""
+        config = self.model.generation_config
+        if not getattr(config, "is_multilingual", True):
+            asked = {}
+        else:
+            known = getattr(config, "lang_to_id", None) or {}
+            asked = {"language": language if f"<|{language}|>" in known else None, "task": "transcribe"}
         audio = [resample(wave, rate, WHISPER_RATE) for wave in waves]
         # Whisper hears 30 s at a time: a longer chunk (rare: chunks are sized to about 22 s with
-        # their reference) is heard in strided windows, on its own.
+        # their reference) is heard on its own, by the pipeline's long-form decoding.
         short = [n for n, a in enumerate(audio) if len(a) <= WINDOW_SECONDS * WHISPER_RATE]
         heard: dict[int, Heard] = {}
-        for members, extra in ((short, {}), ([n for n in range(len(audio)) if n not in short],
-                                             {"chunk_length_s": WINDOW_SECONDS})):
+        for members in (short, [n for n in range(len(audio)) if n not in short]):
             if not members:
                 continue
             with self.lock, self.torch.inference_mode():
                 out = self.pipeline([{"raw": audio[n], "sampling_rate": WHISPER_RATE} for n in members],
-                                    batch_size=len(members) if not extra else 1, return_timestamps="word",
-                                    generate_kwargs={"language": language, "task": "transcribe", "num_beams": 1},
-                                    **extra)
+                                    batch_size=len(members) if members is short else 1, return_timestamps="word",
+                                    generate_kwargs={**asked, "num_beams": 1})
             for n, said in zip(members, out):
                 words = [(w["text"].strip(), float(w["timestamp"][0] or 0.0),
                           None if w["timestamp"][1] is None else float(w["timestamp"][1]))

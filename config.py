@@ -85,7 +85,12 @@ class Settings(BaseModel):
     #: The Whisper model that hears the output; None: ASR_MODEL (one model in memory and on the volume).
     verify_asr_model_override: Optional[str] = Field(None, alias="VERIFY_ASR_MODEL")
     #: A chunk heard with more errors than this (word error rate; character error rate for Chinese
-    #: and Japanese) is sampled again. See `verification.MAX_ERROR` for why 0.2.
+    #: and Japanese) is sampled again. Why 0.2: F5-TTS's own evaluation hears about 2% of words
+    #: (and 1.5% of Chinese characters) wrong with Whisper large-v3 in speech that is right, so a
+    #: chunk of 10-40 words holds a misheard word now and then, well under the bound; what F5-TTS
+    #: gets wrong (a dropped clause, a repeated phrase, an ending cut off, the reference's
+    #: transcript spoken first) is a fifth of a chunk or more. In a chunk of a few words (a stream's
+    #: first) one wrong word is over it: sampled again, as F5-TTS's lost first words should be.
     verify_max_error: float = Field(0.2, gt=0.0, le=1.0, alias="VERIFY_MAX_ERROR")
     #: Samplings of one chunk at most, the first included: each retry costs a sampling and a hearing.
     verify_attempts: int = Field(3, ge=1, le=5, alias="VERIFY_ATTEMPTS")

@@ -52,8 +52,8 @@ log = logging.getLogger("f5worker.http")
 #: too: sending ref_text fixes it), an unknown voice 404, the worker's own faults 503 where a
 #: retry (elsewhere) may succeed, else 500.
 STATUS = ((VoiceNotFound, 404), (InvalidInput, 400), (LimitExceeded, 400), (AudioError, 400),
-          (VoiceFetchError, 400), (TranscriptUnavailable, 400), (VerifyUnavailable, 400), (StorageError, 503), (DiskSpaceError, 503),
-          (ModelLoadError, 503), (GpuError, 503))
+          (VoiceFetchError, 400), (TranscriptUnavailable, 400), (VerifyUnavailable, 400), (StorageError, 503),
+          (DiskSpaceError, 503), (ModelLoadError, 503), (GpuError, 503))
 #: A busy worker's answer: try again in this many seconds (the balancer may pick another worker).
 RETRY_AFTER_S = 1
 #: Mel frames per second of audio (24 kHz, hop 256), for SSE usage.

@@ -29,6 +29,7 @@ import uuid
 from collections.abc import Iterator
 from functools import partial
 
+import asr
 import loaded_model
 import text_normalization
 from config import Settings, get_settings, in_job_queue
@@ -214,9 +215,10 @@ def warm_up(engine: Engine, model) -> None:
     first and second jobs, 2-core CPU, tiny model; docs/benchmarks.md): a first synthesis (the
     sampling loop's thread; on a GPU also CUDA kernels, cuBLAS and cuDNN handles), the English
     text normalisation grammar (1.8 s there; a text's first number or symbol loads it) and the
-    S3 client (0.6 s). Left to the jobs that need them: Chinese text's grammar and pinyin
-    dictionary (0.8 s), the number reader of another language (0.1 s), Whisper for a voice sent
-    without its transcript. The encoders cost a first call no more than a later one."""
+    S3 client (0.6 s); with VERIFY, the Whisper that hears the jobs. Left to the jobs that need
+    them: Chinese text's grammar and pinyin dictionary (0.8 s), the number reader of another
+    language (0.1 s), Whisper for a voice sent without its transcript (unless VERIFY loaded it).
+    The encoders cost a first call no more than a later one."""
     synthesize_once(model, engine.settings.max_batch_frames)
     grammars = engine.grammars
     # Only a grammar the volume holds: compiling one (half a minute) is `prefetch`'s work, and a
@@ -224,6 +226,8 @@ def warm_up(engine: Engine, model) -> None:
     if text_normalization.grammar_is_complete(text_normalization.grammar_dir(grammars.root, "en"), "en"):
         grammars.get("en")
     engine.delivery  # noqa: B018 - a cached property: builds the S3 client
+    if engine.settings.verify:  # every job is heard: its Whisper loads now, not in the first job
+        asr.get_listener(engine.settings)
 
 
 def import_sdk():

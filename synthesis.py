@@ -407,7 +407,7 @@ def run(model: LoadedModel, ref_audio: np.ndarray | list[np.ndarray], plan: Plan
 
 def pieces(model: LoadedModel, ref_audio: np.ndarray | list[np.ndarray], plan: Plan, params: SynthesisParams,
            progress: Callable[..., None] | None = None, lead_alone: bool = False,
-           verify: Callable | None = None) -> Iterator[Piece]:
+           verify=None) -> Iterator[Piece]:
     """Sample `plan`'s batches (through the model's sampling loop, `batching`, beside other jobs'
     rows), and give out the audio in reading order as soon as a chunk and all before it are
     decoded. `ref_audio`: the reference, or one per voice of the plan. Joined, the pieces are
@@ -416,10 +416,10 @@ def pieces(model: LoadedModel, ref_audio: np.ndarray | list[np.ndarray], plan: P
     (a stream) only the first until the caller asks for a second piece: nothing competes with
     the first audio. Closing the generator drops what is not yet sampled.
 
-    `verify(chunks, waves, resample)` (`verification.Verifier`) sees each batch's waves as they are
-    decoded, before anything is given out, and returns them with any chunk it had sampled again
-    (`resample(chunks, seed)`, one request in the place of the batch) in its place: the cross-fades,
-    spans and pieces are made of the waves it keeps."""
+    `verify` (`verification.Verifier`) hears each batch's waves as they are decoded, before any
+    of them is given out, and settles them group by group (`settle`): those heard right at once,
+    then those it sampled again (`resample(chunks, seed)`: one request, in the place of the batch)
+    and put right; the cross-fades, spans and pieces are made of the waves it keeps."""
     import torch
 
     import batching
@@ -459,35 +459,37 @@ def pieces(model: LoadedModel, ref_audio: np.ndarray | list[np.ndarray], plan: P
                 submit(plan.batches[1:], 1)
             batch, request = queued[n]
             made_waves = request.result()
-            if verify is not None:
-                made_waves = verify(batch, made_waves, lambda chunks, seed, of=request: resampled(of, chunks, seed))
-            for chunk, wave in zip(batch, made_waves):
-                waves[chunk.index] = wave
-                decoded += wave.size
-            made = done + len(waves)
-            if progress is not None and made < len(plan.chunks):
-                progress(chunks_done=made, chunks=len(plan.chunks), audio_s=round(decoded / model.sample_rate, 2))
-            while done in waves:
-                chunk, wave = plan.chunks[done], waves.pop(done)
-                audio = fader.add(wave)
-                span = (start + fader.lead, start + fader.lead + len(wave))
-                if not chunk.fade_after:  # the run ends: its held end, then the pause
-                    silence = np.zeros(chunk.pause_after, dtype=np.float32)
-                    audio = np.concatenate([audio, fader.finish(), silence])
-                if not np.isfinite(audio).all():  # never deliver NaN or infinity as audio
-                    raise SynthesisError(
-                        "The model produced invalid audio (NaN or infinite samples); the job was not completed.")
-                yield Piece(chunk.index, chunk.text, audio, start, span)
-                start, done = start + len(audio), done + 1
+            settled = [list(zip(batch, made_waves))] if verify is None else \
+                verify.settle(batch, made_waves, lambda chunks, seed, of=request: resampled(of, chunks, seed))
+            for group in settled:
+                for chunk, wave in group:
+                    waves[chunk.index] = wave
+                    decoded += wave.size
+                made = done + len(waves)
+                if progress is not None and made < len(plan.chunks):
+                    progress(chunks_done=made, chunks=len(plan.chunks), audio_s=round(decoded / model.sample_rate, 2))
+                while done in waves:
+                    chunk, wave = plan.chunks[done], waves.pop(done)
+                    audio = fader.add(wave)
+                    span = (start + fader.lead, start + fader.lead + len(wave))
+                    if not chunk.fade_after:  # the run ends: its held end, then the pause
+                        silence = np.zeros(chunk.pause_after, dtype=np.float32)
+                        audio = np.concatenate([audio, fader.finish(), silence])
+                    if not np.isfinite(audio).all():  # never deliver NaN or infinity as audio
+                        raise SynthesisError(
+                            "The model produced invalid audio (NaN or infinite samples); the job was not completed.")
+                    yield Piece(chunk.index, chunk.text, audio, start, span)
+                    start, done = start + len(audio), done + 1
     finally:
         loop.cancel([request for _, request in queued] + retries)
         model.served.set()  # a background compile waiting for a first synthesis may begin
 
 
 def stream(model: LoadedModel, ref_audio: np.ndarray | list[np.ndarray], plan: Plan,
-           params: SynthesisParams, verify: Callable | None = None) -> Iterator[Piece]:
+           params: SynthesisParams, verify=None) -> Iterator[Piece]:
     """`pieces` for a stream: the first batch alone until the caller has the first piece, then
     the rest sampled ahead (in the sampling loop's thread) while the caller sends each piece.
     Closing this generator stops the sampling after the batch under way. With `verify`, a piece
-    is sent once its chunk has been heard (and sampled again if it had to be)."""
+    is sent once its chunk is settled (heard right, or sampled again as often as allowed), and
+    never waits for the retries of a chunk after it."""
     return pieces(model, ref_audio, plan, params, lead_alone=True, verify=verify)

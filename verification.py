@@ -6,8 +6,10 @@ F5-TTS's known failures are wrong words rather than noise (a dropped or repeated
 word of a short phrase lost, a sudden end, the reference's transcript leaking in), which a caller
 otherwise finds only by listening. The comparison is a word error rate (a character error rate
 for Chinese and Japanese, which are written without spaces), computed by jiwer on both texts
-brought to one form: numbers and symbols read as words by the same normaliser that wrote the
-spoken text (Whisper writes "23" for "twenty-three"), then case and punctuation folded away.
+brought to one form: numbers and symbols read as words, in context, by the same normaliser that
+wrote the spoken text (Whisper writes "2023" for "twenty twenty-three"), Traditional Chinese
+characters as Simplified (Whisper writes either for Mandarin), case and punctuation folded away,
+and each CJK character a token of its own.
 
 Seeds: attempt 0 of every chunk is the job's seed (a verified job whose chunks all pass is the
 unverified job's audio, bit for bit); attempt k is `attempt_seed(seed, k)`, the same for every
@@ -19,16 +21,10 @@ from __future__ import annotations
 import re
 import time
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
-
-#: VERIFY_MAX_ERROR's default. A chunk is a sentence or two (10-30 words), and F5-TTS's own
-#: evaluation finds about 2% WER over whole utterances with Whisper large-v3: one word Whisper
-#: mishears in a ten-word chunk is already 10%, and must not cost a re-sampling. A dropped clause,
-#: a repeated phrase of three words or a truncated ending in a chunk of 15 words is 20% or more.
-MAX_ERROR = 0.2
 
 #: Characters written without spaces between words: a chunk mostly of these is compared by
 #: characters, and each of them is a word of the word timings.
@@ -91,7 +87,7 @@ def units(text: str) -> list[tuple[str, bool]]:
     alone joins the word it touches ("「你好」"), else the word before it ("Well — yes")."""
     found = [(m.group(), m.start(), m.end()) for m in _UNIT.finditer(text)]
     words: list[list] = []  # [word, spaced]
-    carried = ""  # punctuation that leads the next word
+    carried, carried_spaced = "", True  # punctuation that leads the next word, and its spacing
     for n, (unit, start, end) in enumerate(found):
         spaced = start == 0 or text[start - 1].isspace()
         if any(ch.isalnum() for ch in unit):
@@ -128,9 +124,15 @@ def whisper_language(text: str, text_language: str | None) -> str | None:
 
 
 def _folded(text: str) -> list[str]:
-    """Case and punctuation folded away: the words that remain."""
+    """The tokens compared: case and punctuation folded away, Traditional Chinese characters as
+    Simplified, each CJK character a token of its own (the text says 写代码, Whisper may hear 寫代碼)."""
+    import zhconv
+
+    if _HAN.search(text):
+        text = zhconv.convert(text, "zh-cn")
     text = unicodedata.normalize("NFKC", text).casefold()
-    return "".join(ch if unicodedata.category(ch)[0] in "LNM" else " " for ch in text).split()
+    return "".join(f" {ch} " if _HAN.match(ch) else ch if unicodedata.category(ch)[0] in "LNM" else " "
+                   for ch in text).split()
 
 
 def _needs_reading(text: str) -> bool:
@@ -155,8 +157,23 @@ class Comparer:
             return [[ch for word in ws for ch in word] for ws in words]
         return words
 
+    def error(self, text: str, heard: str, metric: str) -> float:
+        """The error rate of `heard` against `text`, each read whole: a number's reading depends on
+        its neighbours ("in 2023" is "in twenty twenty-three", "2023" alone "two thousand and
+        twenty-three")."""
+        import jiwer
+
+        ref, hyp = (t for [t] in (self.tokens([text], metric), self.tokens([heard], metric)))
+        if not ref:
+            return 0.0
+        if not hyp:
+            return 1.0
+        return float(jiwer.process_words(" ".join(ref), " ".join(hyp)).wer)
+
     def compare(self, text: str, heard: Heard, duration: float) -> tuple[float, str, list[Word]]:
-        """The error of `heard` against `text`, and each word of `text` timed by what was heard."""
+        """The error of `heard` against `text`, and each word of `text` timed by what was heard:
+        the spoken words and the heard ones aligned word by word (a number read alone may read
+        otherwise than in its sentence, and goes untimed at worst: its time is then interpolated)."""
         import jiwer
 
         metric = metric_of(text)
@@ -170,17 +187,14 @@ class Comparer:
             step = (end - start) / max(len(toks), 1)
             hyp += [(tok, start + k * step, start + (k + 1) * step) for k, tok in enumerate(toks)]
         times: list[list[float]] = [[] for _ in spoken]
-        if not ref:
-            return 0.0, metric, _filled(spoken, times, duration)
-        if not hyp:
-            return 1.0, metric, _filled(spoken, times, duration)
-        out = jiwer.process_words(" ".join(t for _, t in ref), " ".join(t for t, _, _ in hyp))
-        for chunk in out.alignments[0]:
-            if chunk.type in ("equal", "substitute"):
-                for r, h in zip(range(chunk.ref_start_idx, chunk.ref_end_idx),
-                                range(chunk.hyp_start_idx, chunk.hyp_end_idx)):
-                    times[ref[r][0]] += [hyp[h][1], hyp[h][2]]
-        return float(out.wer), metric, _filled(spoken, times, duration)
+        if ref and hyp:
+            out = jiwer.process_words(" ".join(t for _, t in ref), " ".join(t for t, _, _ in hyp))
+            for chunk in out.alignments[0]:
+                if chunk.type in ("equal", "substitute"):
+                    for r, h in zip(range(chunk.ref_start_idx, chunk.ref_end_idx),
+                                    range(chunk.hyp_start_idx, chunk.hyp_end_idx)):
+                        times[ref[r][0]] += [hyp[h][1], hyp[h][2]]
+        return self.error(text, heard.text, metric), metric, _filled(spoken, times, duration)
 
 
 def _filled(spoken: list[tuple[str, bool]], times: list[list[float]], duration: float) -> list[Word]:
@@ -211,6 +225,11 @@ def _filled(spoken: list[tuple[str, bool]], times: list[list[float]], duration: 
     return words
 
 
+#: Chunks heard in one ASR call at most. Each is padded to Whisper's 30 s, and word timestamps
+#: keep every decoding step's cross-attention: whisper-large-v3-turbo's 4 layers x 20 heads x
+#: 1500 frames, 0.24 MB a token in fp16, so 16 chunks of 60 tokens hold 0.23 GB (a batch of short
+#: chunks of a dialogue may hold 40 and more).
+HEAR_BATCH = 16
 #: `hear(waves, rate, language)`: what the ASR heard in each wave.
 Hear = Callable[[list[np.ndarray], int, "str | None"], list[Heard]]
 #: `resample(chunks, seed)`: the chunks sampled again with `seed`, their waves in that order.
@@ -235,13 +254,27 @@ class Verifier:
     seconds: float = 0.0  # checking and re-sampling, all batches
     hearing_seconds: float = 0.0  # of which the ASR's
 
-    def __call__(self, chunks: list, waves: list[np.ndarray], resample: Resample) -> list[np.ndarray]:
-        """`waves` of `chunks` (one batch) with each chunk over the bound replaced by its best attempt."""
-        started = time.perf_counter()
+    def settle(self, chunks: list, waves: list[np.ndarray], resample: Resample) -> Iterator[list[tuple]]:
+        """The chunks of one batch as they are settled, in groups of (chunk, the wave kept): first
+        those heard right at once, then after each re-sampling those it put right (and, after the
+        last allowed, the rest with their best attempts). A stream sends a chunk once it and those
+        before it are settled: it never waits for the retries of a chunk after it."""
+        clock = time.perf_counter()
         waves = list(waves)
         best = dict(zip(range(len(chunks)), self._checked(chunks, waves, self.seed)))
-        for attempt in range(1, self.attempts):
-            failing = [n for n, check in best.items() if check.error > self.max_error]
+        failing = [n for n, check in best.items() if check.error > self.max_error]
+        for attempt in range(1, self.attempts + 1):
+            settled = [n for n in best if n not in failing] if attempt == 1 else \
+                [n for n in failing_before if n not in failing]
+            if attempt == self.attempts:
+                settled += failing  # no attempt left: their best attempts
+                failing = []
+            for n in settled:
+                self.checks[chunks[n].index] = best[n]
+            if settled:
+                self.seconds += time.perf_counter() - clock
+                yield [(chunks[n], waves[n]) for n in settled]
+                clock = time.perf_counter()
             if not failing:
                 break
             seed = attempt_seed(self.seed, attempt)
@@ -250,10 +283,13 @@ class Verifier:
                 check.attempts = best[n].attempts = attempt + 1
                 if check.error < best[n].error:  # a tie keeps the earlier attempt
                     best[n], waves[n] = check, wave
-        for n, check in best.items():
-            self.checks[chunks[n].index] = check
-        self.seconds += time.perf_counter() - started
-        return waves
+            failing_before, failing = failing, [n for n in failing if best[n].error > self.max_error]
+        self.seconds += time.perf_counter() - clock
+
+    def __call__(self, chunks: list, waves: list[np.ndarray], resample: Resample) -> list[np.ndarray]:
+        """`waves` of `chunks` (one batch) with each chunk over the bound replaced by its best attempt."""
+        kept = {chunk.index: wave for group in self.settle(chunks, waves, resample) for chunk, wave in group}
+        return [kept[chunk.index] for chunk in chunks]
 
     def _checked(self, chunks: list, waves: list[np.ndarray], seed: int) -> list[Check]:
         groups: dict[str | None, list[int]] = {}
@@ -261,9 +297,11 @@ class Verifier:
             groups.setdefault(whisper_language(chunk.text, self.text_language), []).append(n)
         heard: dict[int, Heard] = {}
         started = time.perf_counter()
-        for language, members in groups.items():  # one ASR call per language, batched
-            for n, said in zip(members, self.hear([waves[n] for n in members], self.rate, language)):
-                heard[n] = said
+        for language, members in groups.items():  # batched, HEAR_BATCH chunks at a time, per language
+            for at in range(0, len(members), HEAR_BATCH):
+                some = members[at:at + HEAR_BATCH]
+                for n, said in zip(some, self.hear([waves[n] for n in some], self.rate, language)):
+                    heard[n] = said
         self.hearing_seconds += time.perf_counter() - started
         checks = []
         for n, chunk in enumerate(chunks):

@@ -141,4 +141,5 @@ def test_bench_verify_times_the_job_unverified_heard_and_resampled(tmp_path):
     assert row["plain"]["verify_s"] == 0 and row["heard"]["verify_asr_s"] > 0
     assert row["retried"]["samplings"] == 3  # random weights are heard wrong: every attempt made
     assert row["heard"]["overhead"] == row["heard"]["synthesis_s"] / row["plain"]["synthesis_s"] - 1
-    assert "verify's cost" in result.stdout
+    assert 0 < row["first_audio_s"]["plain"] < row["first_audio_s"]["heard"]  # the first piece is heard first
+    assert "verify's cost" in result.stdout and "one streamed: first audio" in result.stdout

@@ -21,6 +21,8 @@ import asr
 import captions
 import verification
 from config import ConfigError, Settings, get_settings
+from engine import script_of
+from job_schema import parse_job_input
 from runpod_handler import Worker
 from verification import Comparer, Heard, Verifier, attempt_seed
 
@@ -69,16 +71,39 @@ def test_numbers_heard_as_digits_are_read_by_the_normaliser_before_comparing():
 
     def reading(texts):  # stands for the job's normaliser; asked only of what holds digits or symbols
         read.extend(texts)
-        return [{"23": "twenty-three", "$5.": "five dollars."}.get(t, t) for t in texts]
+        return [t.replace("23", "twenty-three").replace("$5", "five dollars") for t in texts]
 
     heard = Heard("I owe 23 people $5.", [("I", 0, .2), ("owe", .2, .4), ("23", .4, .8), ("people", .8, 1),
                                           ("$5.", 1, 1.4)])
     error, _, words = Comparer(reading).compare("I owe twenty-three people five dollars.", heard, 1.5)
-    assert error == 0.0 and read == ["23", "$5."]
+    # the heard words one by one, for their times; the whole heard text, for the error
+    assert error == 0.0 and read == ["23", "$5.", "I owe 23 people $5."]
     # a heard word that reads as several shares its time among them
     assert [(w.word, w.start, w.end) for w in words] == [
         ("I", 0, .2), ("owe", .2, .4), ("twenty-three", .4, .8), ("people", .8, 1), ("five", 1, 1.2),
         ("dollars.", 1.2, 1.4)]
+
+
+@pytest.mark.usefixtures("grammars_on_volume")
+@pytest.mark.parametrize("written, heard", [
+    ("At 3:30 pm, it was 1,000 km away, in 2023.", "At 3:30 PM it was 1,000 km away in 2023."),
+    ("我们用 Python 写代码，very good。", "我們用Python寫代碼, very good"),  # Traditional, spaced otherwise
+    ("He said 你好 to me and left.", "He said 你好 to me and left."),
+])
+def test_what_was_said_right_is_heard_right_with_the_jobs_own_normaliser(written, heard, monkeypatch):
+    """Through the engine's comparer: a number is read in its sentence ("in 2023" is not "2023"
+    alone), Traditional characters are Simplified, and a CJK character is a token wherever it is."""
+    from engine import Engine
+    from synthesis import SynthesisParams
+
+    monkeypatch.setattr(asr, "get_listener", lambda settings: SimpleNamespace(hear=None))
+    engine = Engine(get_settings())
+    job = parse_job_input({"text": written, "voice_base64": "UklGRg==", "ref_text": "Hi.", "verify": True},
+                          get_settings())
+    spoken = engine.spoken(job, script_of(job)).lines[0].text  # what the model was told to say
+    comparer = engine.verifier(job, SynthesisParams(), RATE).comparer
+    words = [(w, n * 0.2, n * 0.2 + 0.2) for n, w in enumerate(heard.split())]
+    assert comparer.compare(spoken, Heard(heard, words), 3.0)[0] == 0.0
 
 
 def test_words_the_asr_missed_are_timed_between_their_neighbours():
@@ -185,6 +210,41 @@ def test_a_tie_keeps_the_earlier_attempt_and_one_attempt_means_no_resampling():
     assert not alone.summary()["passed"]
 
 
+def test_a_batch_is_settled_as_its_chunks_are_put_right_and_retried_together():
+    """What heard right goes out first; two chunks heard wrong are sampled again in one request;
+    each goes out as soon as it is right (a stream's piece never waits for a later chunk's retries)."""
+    texts = ["One two three.", "Four five six.", "Seven eight nine."]
+    listener = Scripted(texts, {0: ["One."], 2: ["Seven.", "Seven eight."]})
+    verifier = Verifier(listener.hear, Comparer(same), RATE, seed=3, max_error=0.1, attempts=3)
+    requests = []
+
+    def resample(chunks, seed):
+        requests.append(([c.index for c in chunks], seed))
+        return [np.full(RATE, c.index, np.float32) + 0.5 for c in chunks]
+
+    chunks, waves = chunks_and_waves(texts)
+    groups = [[chunk.index for chunk, _ in group] for group in verifier.settle(chunks, waves, resample)]
+    assert groups == [[1], [0], [2]]
+    assert requests == [([0, 2], attempt_seed(3, 1)), ([2], attempt_seed(3, 2))]
+    assert [verifier.checks[i].attempts for i in range(3)] == [2, 1, 3] and verifier.summary()["passed"]
+
+
+def test_silence_cut_moves_the_words_with_the_audio():
+    from engine import Speech, post_process
+    from synthesis import Chunk, Plan
+
+    rate, sound = 1000, np.full(1000, 0.5, np.float32)
+    wave = np.concatenate([sound, np.zeros(3000, np.float32), sound])  # a 3 s pause between two words
+    words = [verification.PlacedWord("One", 100, 900, False, True, 0),
+             verification.PlacedWord("two", 4100, 4900, False, True, 0)]
+    plan = Plan([Chunk(0, "One two", 0)], [], [], [0], len(wave))
+    cut = post_process(Speech(wave, [(0, len(wave))], words=words), plan, rate, remove_silence=True)
+    shortened = len(wave) - len(cut.wave)
+    assert shortened > 1000  # the pause was cut
+    assert [(w.start, w.end) for w in cut.words] == [(100, 900), (4100 - shortened, 4900 - shortened)]
+    assert cut.spans == [(0, len(cut.wave))]
+
+
 def test_attempt_seeds_follow_from_the_jobs_seed():
     assert attempt_seed(5, 0) == 5
     seeds = [attempt_seed(5, k) for k in range(1, 5)]
@@ -243,6 +303,11 @@ def job(**fields):
     return {"id": "verify-" + ("-".join(sorted(fields)) or "plain"),
             "input": {"text": TEXT, "voice_base64": voice(), "ref_text": SHORT_REF_TEXT, "nfe_step": 4, "seed": 5,
                       "return_base64": True, **fields}}
+
+
+def parse_clock(text: str) -> float:
+    h, m, sec = text.split(":")
+    return int(h) * 3600 + int(m) * 60 + float(sec)
 
 
 def worker(**settings) -> Worker:
@@ -319,26 +384,14 @@ def test_a_job_whose_chunks_all_pass_is_the_unverified_audio_with_every_word_tim
         for _ in caption["text"].split():
             word = next(placed)
             assert caption["start_s"] <= word["start_s"] <= word["end_s"] <= caption["end_s"]
-    cues = re.findall(r"<(\d\d:\d\d:\d\d\.\d\d\d)>", out["captions_text"])
-    assert len(cues) >= len(spoken) - len(out["captions"]) - 2  # a time before nearly every word after a cue's first
-    assert out["captions_local_path"].endswith(".vtt") if "captions_local_path" in out else True
-    assert job_dirs() == []
-
-
-@pytest.mark.usefixtures("tiny_model")
-def test_word_times_follow_the_audio_when_silence_is_removed(plain, monkeypatch):
-    lengths = lengths_of(plain)
-    monkeypatch.setattr(asr, "get_listener", lambda settings: ByLength(lengths))
-    out = worker()(job(verify=True, remove_silence=True))
-    assert "error" not in out, out
-    duration = out["duration_s"]
-    starts = [w["start_s"] for w in out["words"]]
-    assert starts == sorted(starts) and all(0 <= w["start_s"] <= w["end_s"] <= duration + 1e-6 for w in out["words"])
+    # the subtitle file: each cue's words after its first led by their own start, to the millisecond
+    cues = [block.split("\n")[1] for block in out["captions_text"].split("\n\n")[1:]]
     placed = iter(out["words"])
-    for caption in out["captions"]:  # the captions moved with the cuts, and the words with them
-        for _ in caption["text"].split():
-            word = next(placed)
-            assert caption["start_s"] - 1e-6 <= word["start_s"] <= word["end_s"] <= caption["end_s"] + 1e-6
+    for caption, cue in zip(out["captions"], cues):
+        words = [next(placed) for _ in caption["text"].split()]
+        expected = [w["start_s"] for w in words[1:] if caption["start_s"] < round(w["start_s"], 3) < caption["end_s"]]
+        assert [parse_clock(t) for t in re.findall(r"<([\d:.]+)>", cue)] == pytest.approx(expected, abs=6e-4)
+    assert out["captions_local_path"].endswith(".vtt") and job_dirs() == []
 
 
 @pytest.mark.usefixtures("tiny_model")
@@ -375,6 +428,35 @@ def test_the_real_asr_hears_each_chunk_with_word_times(plain):
     assert "verify" in out["timings"] and out["timings"]["verify_asr"] > 0
 
 
+def test_a_chunk_over_whispers_window_and_an_english_only_model_are_heard(tiny_model, monkeypatch):
+    """A chunk longer than the 30 s Whisper hears at once is heard whole (long-form decoding); a
+    model that knows only English is told neither language nor task, which it would refuse."""
+    from config import get_settings as settings
+
+    listener = asr.get_listener(settings())
+    rng = np.random.default_rng(0)
+    long_one, short_one = ((0.1 * rng.standard_normal(seconds * RATE)).astype(np.float32) for seconds in (35, 2))
+    heard = listener.hear([short_one, long_one], RATE, "en")
+    assert len(heard) == 2 and all(h.text for h in heard)
+    assert max(end or start for _, start, end in heard[1].words) > 30  # words past the first window
+    monkeypatch.setattr(listener.model.generation_config, "is_multilingual", False)
+    assert listener.hear([short_one], RATE, "en")[0].text
+
+
+@pytest.mark.usefixtures("tiny_model")
+def test_with_verify_on_for_the_endpoint_the_warm_up_loads_its_whisper(monkeypatch):
+    import loaded_model
+    import runpod_handler
+    from engine import Engine
+
+    asked = []
+    monkeypatch.setattr(asr, "get_listener", lambda settings: asked.append(settings.verify_asr_model))
+    for verify in (False, True):
+        engine = Engine(get_settings().model_copy(update={"verify": verify, "s3_bucket": None}))
+        runpod_handler.warm_up(engine, loaded_model.get_model(get_settings()))
+    assert asked == [get_settings().asr_model]  # once: VERIFY=true's
+
+
 # --- limits and bad input ------------------------------------------------------------------------
 
 
@@ -389,11 +471,10 @@ def test_verify_without_an_asr_model_is_one_sentence_before_any_synthesis(sampli
 @pytest.mark.usefixtures("tiny_model")
 def test_a_dialogue_of_many_tiny_segments_is_verified_in_bounded_work(monkeypatch, sampling_calls):
     class Deaf:
-        calls = waves = 0
+        calls: list = []  # chunks heard in each call
 
         def hear(self, waves, rate, language):
-            self.calls += 1
-            self.waves += len(waves)
+            self.calls.append(len(waves))
             return [Heard("", []) for _ in waves]
 
     deaf = Deaf()
@@ -405,9 +486,11 @@ def test_a_dialogue_of_many_tiny_segments_is_verified_in_bounded_work(monkeypatc
                                           "verify": True}})
     assert "error" not in out, out
     assert out["chunks"] == 40 and not out["verification"]["passed"]
-    # every chunk heard twice, re-sampled once: the work is chunks x VERIFY_ATTEMPTS, and the
-    # hearing is batched as the sampling is
-    assert sum(sampling_calls) == 2 * 40 and deaf.waves == 2 * 40 and deaf.calls <= 2 * out["batches"]
+    # every chunk heard twice, re-sampled once: the work is chunks x VERIFY_ATTEMPTS; the hearing is
+    # batched as the sampling is, at most HEAR_BATCH chunks a call (Whisper's memory)
+    assert sum(sampling_calls) == 2 * 40 and sum(deaf.calls) == 2 * 40
+    assert max(sampling_calls) > verification.HEAR_BATCH == max(deaf.calls)  # the cap at work
+    assert len(deaf.calls) == sum(-(-rows // verification.HEAR_BATCH) for rows in sampling_calls)
     assert {w.get("voice") for w in out["words"]} == {"a", "b"} and all(w["interpolated"] for w in out["words"])
 
 
