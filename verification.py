@@ -33,7 +33,7 @@ _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 #: with the word it follows or precedes, as a caption shows it).
 _UNIT = re.compile(f"[{_CJK}][^\\s{_CJK}\\w]*|[^\\s{_CJK}]+")
 _KANA = re.compile("[\u3040-\u30ff]")
-_HAN = re.compile(f"[{_CJK}]")
+_CJK_CHAR = re.compile(f"[{_CJK}]")
 
 
 def attempt_seed(seed: int, attempt: int) -> int:
@@ -107,7 +107,7 @@ def units(text: str) -> list[tuple[str, bool]]:
 def metric_of(text: str) -> str:
     """cer for a text mostly in CJK characters, else wer."""
     letters = [ch for ch in text if ch.isalnum()]
-    cjk = sum(1 for ch in letters if _HAN.match(ch))
+    cjk = sum(1 for ch in letters if _CJK_CHAR.match(ch))
     return "cer" if letters and cjk * 2 >= len(letters) else "wer"
 
 
@@ -128,10 +128,10 @@ def _folded(text: str) -> list[str]:
     Simplified, each CJK character a token of its own (the text says 写代码, Whisper may hear 寫代碼)."""
     import zhconv
 
-    if _HAN.search(text):
+    if _CJK_CHAR.search(text):
         text = zhconv.convert(text, "zh-cn")
     text = unicodedata.normalize("NFKC", text).casefold()
-    return "".join(f" {ch} " if _HAN.match(ch) else ch if unicodedata.category(ch)[0] in "LNM" else " "
+    return "".join(f" {ch} " if _CJK_CHAR.match(ch) else ch if unicodedata.category(ch)[0] in "LNM" else " "
                    for ch in text).split()
 
 
