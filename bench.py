@@ -69,6 +69,8 @@ def parse_args():
                    "engine unverified, verified with one attempt (heard, none sampled again) and with three")
     p.add_argument("--asr-model", help="with --verify: a Whisper in the models dir's hub cache to hear with (default: "
                    "a tiny random one written there)")
+    p.add_argument("--first-jobs", type=int, default=10, help="with --cold: a fresh worker's first jobs timed "
+                   "after its start (default 10: the issue's first ten requests)")
     p.add_argument("--drop-caches", action="store_true", help="drop the page cache before each cold start (root)")
     p.add_argument("--json", help="also write the results here")
     return p.parse_args()

@@ -17,6 +17,7 @@ architecture shares it, and a numerical check against the eager blocks at load c
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -41,8 +42,14 @@ EXAMPLE_ROWS, EXAMPLE_FRAMES = 2, 16
 
 
 class CompiledBlocksError(Exception):
-    """A package that cannot be used: missing, stale, partial, corrupt, or one that disagrees
-    with the eager blocks."""
+    """A package that cannot be used. `spoilt`: missing, partial, stale or corrupt, so building it
+    again mends it; else it is whole but does not load, run or agree with this worker's eager
+    blocks, which a rebuild of the same code would not change (another checkpoint, another GPU's
+    memory): it stays for the workers it serves."""
+
+    def __init__(self, message: str, spoilt: bool = True):
+        super().__init__(message)
+        self.spoilt = spoilt
 
 
 def compiled_root(artifacts_dir: Path) -> Path:
@@ -62,6 +69,22 @@ def device_kind(device: str) -> str:
     return f"cpu-{torch.backends.cpu.get_cpu_capability().lower()}"
 
 
+def host_cpu() -> str:
+    """What names the CPU the code is built on: inductor compiles C++ with -march=native, the
+    host-side wrapper of a CUDA package too, and a network volume is shared by hosts of several
+    CPUs; a package built for another one could die of an illegal instruction, which no check
+    catches. A digest of the first processor's vendor, family, model and flags (unknown: "")."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            first = info.read().split("\n\n", 1)[0]
+    except OSError:
+        return ""
+    fields = dict(line.split(":", 1) for line in first.splitlines() if ":" in line)
+    named = {key.strip(): value.strip() for key, value in fields.items()
+             if key.strip() in ("vendor_id", "cpu family", "model", "model name", "flags", "Features", "CPU part")}
+    return hashlib.sha256(json.dumps(named, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def key_fields(net, device: str, dtype) -> dict:
     """Everything the compiled code of `net`'s blocks depends on."""
     import torch
@@ -70,6 +93,7 @@ def key_fields(net, device: str, dtype) -> dict:
     processor = block.attn.processor
     return {
         "format": FORMAT, "torch": torch.__version__, "f5_tts": version("f5-tts"), "device": device_kind(device),
+        "host_cpu": host_cpu(),
         "dtype": str(dtype).removeprefix("torch."), "block": f"{type(block).__module__}.{type(block).__qualname__}",
         "heads": block.attn.heads, "rotary_dim": int(net.rotary_embed.inv_freq.numel()) * 2,
         "attention": {name: getattr(processor, name, None) for name in ("pe_attn_head", "attn_backend", "attn_mask_enabled")},
@@ -146,6 +170,8 @@ def build(net, device: str, dtype, folder: Path, fields: dict) -> None:
     # Readers check without the lock: with the old manifest gone, none tries the old packages
     # while they are replaced.
     (folder / "manifest.json").unlink(missing_ok=True)
+    for stale in folder.glob(".*.tmp"):  # a builder killed mid-way (the lock is ours: none is alive)
+        stale.unlink(missing_ok=True)
     # A copy: exporting swaps the module's parameters for fake ones while it traces, and
     # requests run the real block meanwhile.
     block = copy.deepcopy(net.transformer_blocks[0])
@@ -173,10 +199,11 @@ def build(net, device: str, dtype, folder: Path, fields: dict) -> None:
     log.info("built the compiled DiT blocks into %s in %.1f s", folder, time.perf_counter() - started)
 
 
-def load(net, device: str, dtype, folder: Path, fields: dict) -> list[CompiledBlock]:
+def load(net, device: str, dtype, folder: Path, fields: dict, lock=None) -> list[CompiledBlock]:
     """The compiled blocks of `net` from `folder`, checked: the manifest's key, each package's
-    sha256, and each block's output against the eager block on a small input in both forms.
-    Raises CompiledBlocksError saying what is wrong."""
+    sha256, and each block's output against the eager block on a small input in both forms (under
+    `lock`, the model's, when requests may be running the eager blocks meanwhile). Raises
+    CompiledBlocksError saying what is wrong."""
     import torch
 
     try:
@@ -215,9 +242,10 @@ def load(net, device: str, dtype, folder: Path, fields: dict) -> list[CompiledBl
                                       False, True, True)
                 runners[form] = runner
             compiled.append(CompiledBlock(runners))
-        check(net, eager, compiled, device, dtype)
-    except RuntimeError as exc:  # what the runners raise, loading or running
-        raise CompiledBlocksError(f"it does not load or run: {first_line(exc)}") from None
+        with lock or contextlib.nullcontext():
+            check(net, eager, compiled, device, dtype)
+    except (RuntimeError, TypeError, ValueError) as exc:  # what the runners raise, loading or running
+        raise CompiledBlocksError(f"it does not load or run: {first_line(exc)}", spoilt=False) from exc
     return compiled
 
 
@@ -241,39 +269,49 @@ def check(net, eager: list, compiled: list, device: str, dtype) -> None:
                 diff = float((got - want).norm() / want.norm())
                 if not diff < tolerance:  # NaN included
                     raise CompiledBlocksError(f"block {i} ({'masked' if masked else 'one row'}) differs from the eager "
-                                              f"block by {diff:.2g} (more than {tolerance:g})")
+                                              f"block by {diff:.2g} (more than {tolerance:g})", spoilt=False)
 
 
 def load_if_built(net, device: str, dtype, root: Path) -> list[CompiledBlock] | None:
     """At model load: the compiled blocks when a usable package is on the volume; None (one log
     line saying why) otherwise, and the worker builds one after its first synthesis."""
     started = time.perf_counter()
-    fields = key_fields(net, device, dtype)
-    folder = root / key_of(fields)
+    folder = root
     try:
+        fields = key_fields(net, device, dtype)
+        folder = root / key_of(fields)
         blocks = load(net, device, dtype, folder, fields)
     except Exception as exc:  # noqa: BLE001 - never fatal: the worker serves eagerly meanwhile
         why = exc if isinstance(exc, CompiledBlocksError) else f"{type(exc).__name__}: {first_line(exc)}"
-        log.log(logging.INFO if not folder.exists() else logging.WARNING,
-                "not using the compiled DiT blocks in %s: %s; building them after the first synthesis", folder, why)
+        log.log(logging.INFO if folder == root or not folder.exists() else logging.WARNING,
+                "not using the compiled DiT blocks in %s: %s; compiling them after the first synthesis", folder, why)
         return None
     log.info("loaded the compiled DiT blocks from %s in %.2f s", folder, time.perf_counter() - started)
     return blocks
 
 
-def build_and_load(net, device: str, dtype, root: Path) -> tuple[list[CompiledBlock], bool]:
-    """The compiled blocks, built first unless a usable package is there once the lock is held
-    (another worker may have built it meanwhile): (the blocks, whether this call built them).
-    A package that cannot be used is built again over. Raises what building raises."""
+#: How long a worker waits for another's build (a cold build took about a minute here) before it
+#: compiles with torch.compile instead: a builder that hangs must not leave the rest eager for life.
+LOCK_TIMEOUT_S = 600
+
+
+def build_and_load(net, device: str, dtype, root: Path, lock=None) -> tuple[list[CompiledBlock], bool]:
+    """The compiled blocks, built first unless a usable package is there once the build lock is
+    held (another worker may have built it meanwhile): (the blocks, whether this call built them).
+    A spoilt package is built again over; one that is whole but unusable here is left for the
+    workers it serves. `lock`: the model's, held while the blocks are checked against the eager
+    ones. Raises CompiledBlocksError, filelock's Timeout, or what building raises."""
     from filelock import FileLock
 
     fields = key_fields(net, device, dtype)
     folder = root / key_of(fields)
     root.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder) + ".lock"):
+    with FileLock(str(folder) + ".lock", timeout=LOCK_TIMEOUT_S):
         try:
-            return load(net, device, dtype, folder, fields), False
+            return load(net, device, dtype, folder, fields, lock), False
         except CompiledBlocksError as exc:
+            if not exc.spoilt:
+                raise
             log.info("building the compiled DiT blocks into %s (%s)", folder, exc)
         build(net, device, dtype, folder, fields)
-        return load(net, device, dtype, folder, fields), True
+        return load(net, device, dtype, folder, fields, lock), True

@@ -450,8 +450,9 @@ def job_result(job: JobInput, script: Script, references: list[Reference], plan:
     )
 
 
-def warm_up(model, max_batch_frames: int) -> None:
+def synthesize_once(model, max_batch_frames: int) -> None:
     """One tiny synthesis (CUDA kernels, cuBLAS and cuDNN handles) before the first job needs them."""
     t = np.arange(model.sample_rate) / model.sample_rate
     tone = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
-    synthesis.synthesize(model, tone, "Warm up.", "Warm up.", SynthesisParams(nfe_step=2, seed=0), max_batch_frames)
+    synthesis.synthesize(model, tone, "Warm up.", "Warm up.", SynthesisParams(nfe_step=2, seed=0), max_batch_frames,
+                         serves=False)

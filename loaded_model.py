@@ -3,7 +3,9 @@ lazily, from the files `model_cache` resolves on the volume.
 
 Loading overlaps what it can: the weights are read ahead (and their sha256 checked) while torch
 and f5-tts import; on a GPU the fp16 copy is loaded (half the bytes); COMPILE compiles the DiT
-blocks in the background once a first synthesis has been served.
+blocks in the background once a first job's synthesis has been served, unless blocks compiled
+ahead of time for this kind of worker are on the volume (`compiled_blocks`): those are loaded with
+the model.
 """
 
 from __future__ import annotations
@@ -151,18 +153,21 @@ def load_files(files: ModelFiles, requested_device: str = "auto", started: float
     phases["weights"] = time.perf_counter()
     vocoder = load_vocoder(files.vocoder_dir, device)
     phases["vocoder"] = time.perf_counter()
-    seconds = phases["vocoder"] - started
+    compiling = (device.startswith("cuda") if compile_blocks is None else compile_blocks) and files.backbone == "DiT"
+    blocks = None  # E2-TTS's UNetT runs its layers eagerly (CUDA graphs still apply)
+    if compiling and compiled_dir is not None:
+        blocks = compiled_blocks.load_if_built(cfm.transformer, device, dtype, compiled_dir)
+        phases["compiled blocks"] = time.perf_counter()
+    seconds = time.perf_counter() - started
     marks = [started, *phases.values()]
     age = process_age()
     log.info("loaded %s from %s on %s (%s) in %.2f s (%s)%s", files.name, checkpoint, device, dtype, seconds,
              ", ".join(f"{name} {b - a:.2f} s" for name, a, b in zip(phases, marks, marks[1:])),
              f"; ready {age:.2f} s after the process started" if age is not None else "")
     model = LoadedModel(cfm, vocoder, files, device, dtype, seconds, checkpoint, cuda_graphs=cuda_graphs)
-    if not ((device.startswith("cuda") if compile_blocks is None else compile_blocks) and files.backbone == "DiT"):
-        model.compile_done.set()  # E2-TTS's UNetT runs its layers eagerly (CUDA graphs still apply)
-    elif compiled_dir is not None and (blocks := compiled_blocks.load_if_built(cfm.transformer, device, dtype,
-                                                                              compiled_dir)):
+    if blocks:
         model.blocks = blocks  # the first job runs them: nothing to compile
+    if blocks or not compiling:
         model.compile_done.set()
     else:
         compile_in_background(model, compiled_dir)
@@ -281,10 +286,10 @@ def compile_in_background(model: LoadedModel, compiled_dir: Path | None = None) 
         started = time.perf_counter()
         try:
             model.blocks, built = compiled_blocks.build_and_load(model.cfm.transformer, model.device, model.dtype,
-                                                                 compiled_dir)
+                                                                 compiled_dir, model.lock)
         except Exception as exc:  # noqa: BLE001 - an optimisation: torch.compile, or eager, still serve
             log.warning("COMPILE: the compiled DiT blocks could not be had (%s: %s); compiling them with torch.compile",
-                        type(exc).__name__, exc)
+                        type(exc).__name__, compiled_blocks.first_line(exc))
             return False
         log.info("%s the compiled DiT blocks in %.1f s; requests now use them", "built" if built else "loaded",
                  time.perf_counter() - started)

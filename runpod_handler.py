@@ -18,6 +18,7 @@ import cache_env  # noqa: E402
 cache_env.configure(settings_or_exit())  # next: points every cache at the volume before torch/HF are imported
 
 import base64
+import importlib.machinery
 import logging
 import os
 import re
@@ -33,7 +34,7 @@ import asr
 import loaded_model
 import text_normalization
 from config import Settings, get_settings, in_job_queue
-from engine import Engine, StreamPart, warm_up as synthesize_once
+from engine import Engine, StreamPart, synthesize_once
 from errors import preview, to_runpod_result
 
 log = logging.getLogger("f5worker.handler")
@@ -237,6 +238,7 @@ def import_sdk():
     the first job came about a second later with it. The SDK is told the CPU's name from
     /proc/cpuinfo instead; a later `import cpuinfo` gets the real library."""
     stand_in = types.ModuleType("cpuinfo")
+    stand_in.__spec__ = importlib.machinery.ModuleSpec("cpuinfo", None)  # find_spec() meanwhile finds it
     stand_in.get_cpu_info = cpu_name
     placed = sys.modules.setdefault("cpuinfo", stand_in) is stand_in
     try:

@@ -18,16 +18,11 @@ The network pass mirrors `DiT.forward(..., cfg_infer=True, cache=True)` (F5-TTS)
 from __future__ import annotations
 
 import logging
-import threading
 
 import torch
 import torch.nn.functional as F
 
 log = logging.getLogger("sampler")
-
-#: Held while a call seeds torch's global generator and draws its rows' noise: the sampling loop
-#: and a background compile's warm-up calls both draw, from two threads.
-_NOISE = threading.Lock()
 
 #: CFM.sample's cap on a row's length, in mel frames.
 MAX_FRAMES = 65536
@@ -209,14 +204,15 @@ def sample(
     step_cond = torch.where(cond_mask, cond, torch.zeros_like(cond))
     mask = lens_to_mask(duration) if batch > 1 else None
 
-    # The same noise as CFM.sample: each row drawn after re-seeding, in the model's dtype.
+    # The same noise as CFM.sample, which re-seeds torch's global generator for each row: each row
+    # drawn, in the model's dtype, from a generator of its own seeded the same way (the same
+    # numbers), which nothing another thread draws meanwhile can move (a compile's warm-up,
+    # inductor's autotuning of a build on CUDA, which draws from the global generator).
     noise = []
-    with _NOISE:  # re-seeding is global: a compile's warm-up drawing meanwhile would move our noise
-        for n, row_frames in enumerate(lengths):
-            row_seed = seed[n] if isinstance(seed, list) else seed  # rows of several jobs: each its own
-            if row_seed is not None:
-                torch.manual_seed(row_seed)
-            noise.append(torch.randn(row_frames, cfm.num_channels, device=device, dtype=dtype))
+    for n, row_frames in enumerate(lengths):
+        row_seed = seed[n] if isinstance(seed, list) else seed  # rows of several jobs: each its own
+        generator = None if row_seed is None else torch.Generator(device=device).manual_seed(row_seed)
+        noise.append(torch.randn(row_frames, cfm.num_channels, device=device, dtype=dtype, generator=generator))
     y = torch.nn.utils.rnn.pad_sequence(noise, padding_value=0, batch_first=True).float()
 
     t = time_grid(steps, sway_sampling_coef, device)

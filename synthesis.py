@@ -390,24 +390,27 @@ def synthesize(
     params: SynthesisParams,
     max_batch_frames: int,
     max_output_seconds: float = float("inf"),
+    serves: bool = True,
 ) -> SynthesisResult:
-    """Speech for `text` in the voice of `ref_audio` (mono float32 at the model's rate)."""
+    """Speech for `text` in the voice of `ref_audio` (mono float32 at the model's rate). `serves`:
+    whether this counts as the first synthesis a background compile waits for (a warm-up's does
+    not: the compile would then start as the first jobs come)."""
     plan = plan_synthesis(model, len(ref_audio), ref_text, text, params, max_batch_frames, max_output_seconds)
-    return run(model, ref_audio, plan, params)
+    return run(model, ref_audio, plan, params, serves=serves)
 
 
 def run(model: LoadedModel, ref_audio: np.ndarray | list[np.ndarray], plan: Plan, params: SynthesisParams,
-        progress: Callable[..., None] | None = None) -> SynthesisResult:
+        progress: Callable[..., None] | None = None, serves: bool = True) -> SynthesisResult:
     """All of `plan`'s audio. After each batch but the last, `progress(chunks_done=, chunks=,
     audio_s=)` (seconds made so far, before cross-fades): the last one's news is the result itself."""
-    made = list(pieces(model, ref_audio, plan, params, progress))
+    made = list(pieces(model, ref_audio, plan, params, progress, serves=serves))
     audio = np.concatenate([p.audio for p in made])
     return SynthesisResult(audio, model.sample_rate, len(plan.chunks), len(plan.batches), [p.span for p in made])
 
 
 def pieces(model: LoadedModel, ref_audio: np.ndarray | list[np.ndarray], plan: Plan, params: SynthesisParams,
            progress: Callable[..., None] | None = None, lead_alone: bool = False,
-           verify=None) -> Iterator[Piece]:
+           verify=None, serves: bool = True) -> Iterator[Piece]:
     """Sample `plan`'s batches (through the model's sampling loop, `batching`, beside other jobs'
     rows), and give out the audio in reading order as soon as a chunk and all before it are
     decoded. `ref_audio`: the reference, or one per voice of the plan. Joined, the pieces are
@@ -482,7 +485,8 @@ def pieces(model: LoadedModel, ref_audio: np.ndarray | list[np.ndarray], plan: P
                     start, done = start + len(audio), done + 1
     finally:
         loop.cancel([request for _, request in queued] + retries)
-        model.served.set()  # a background compile waiting for a first synthesis may begin
+        if serves:
+            model.served.set()  # a background compile waiting for a first synthesis may begin
 
 
 def stream(model: LoadedModel, ref_audio: np.ndarray | list[np.ndarray], plan: Plan,

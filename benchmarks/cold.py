@@ -48,7 +48,7 @@ def run_worker(cfg: dict, env: dict) -> dict:
 
 
 #: The RunPod SDK with its start() replaced: once the load at start (and the warm-up) is done, it
-#: calls the streaming handler on FIRST_JOBS_INPUT's job three times, timing each from the call to
+#: calls the streaming handler on FIRST_JOBS_INPUT's job FIRST_JOBS_COUNT times, timing each from the call to
 #: its first piece and to its result, and prints them with the job's own timings.
 SDK_TIMING_JOBS = """
 import json, os, sys, threading, time
@@ -67,7 +67,7 @@ def start(config):
         load.join()
     job = json.load(open(os.environ["FIRST_JOBS_INPUT"]))
     rows = []
-    for n in range(3):
+    for n in range(int(os.environ["FIRST_JOBS_COUNT"])):
         called, first = time.perf_counter(), None
         for item in main.stream_handler({"id": f"first-jobs-{n}", "input": job["input"]}):
             if first is None and item.get("type") == "audio":
@@ -83,8 +83,8 @@ _real.serverless.start = start
 """
 
 
-def first_jobs(cfg: dict, env: dict) -> list[dict] | dict:
-    """A fresh worker's first three streamed jobs once its start is done (`python runpod_handler.py`,
+def first_jobs(cfg: dict, env: dict, count: int) -> list[dict] | dict:
+    """A fresh worker's first `count` streamed jobs once its start is done (`python runpod_handler.py`,
     the SDK's start() replaced by SDK_TIMING_JOBS), each timed from the handler's call to its
     first audio and to its result, beside its own `timings`. The text has a symbol and a digit,
     so it reaches the English grammar as a text with a number does."""
@@ -95,6 +95,7 @@ def first_jobs(cfg: dict, env: dict) -> list[dict] | dict:
         Path(folder, "runpod", "__init__.py").write_text(SDK_TIMING_JOBS)
         Path(folder, "job.json").write_text(json.dumps(job))
         timed_env = {**env, "STREAM": "true", "FIRST_JOBS_INPUT": str(Path(folder, "job.json")),
+                     "FIRST_JOBS_COUNT": str(count),
                      "PYTHONPATH": os.pathsep.join([folder, env["PYTHONPATH"]])}
         proc = subprocess.run([sys.executable, str(ROOT / "runpod_handler.py")], cwd=folder, env=timed_env,
                               capture_output=True, text=True, timeout=900)
@@ -150,7 +151,7 @@ def measure(args, arch, env):
         if "load_log" in measured[0]:
             results[name]["load_log"] = [m["load_log"] for m in measured]
     return {"device": device, "arch": arch, "page_cache": "dropped" if args.drop_caches else "warm",
-            "runs": args.runs or 1, "results": results, "first_jobs": first_jobs(cfg, child_env)}
+            "runs": args.runs or 1, "results": results, "first_jobs": first_jobs(cfg, child_env, args.first_jobs)}
 
 
 def _has_cuda():
@@ -186,11 +187,16 @@ def report(result):
     if isinstance(jobs, dict):
         print(f"a fresh worker's first jobs: failed: {jobs['error']}")
     elif jobs:
-        print("a fresh worker's first jobs, its start done (seconds from the handler's call; the job's own timings):")
+        done = sorted(job["to_result"] for job in jobs[len(jobs) // 2:] if not job["error"])
+        steady = done[len(done) // 2] if done else None  # the later half's median: the steady state
+        print("a fresh worker's first jobs, its start done (seconds from the handler's call; the job's own timings;"
+              " against the later half's median, the steady state):")
         for n, job in enumerate(jobs, 1):
             if job["error"]:
                 print(f"  job {n}: failed: {job['error']}")
                 continue
             t = job["timings"]
+            over = f", {job['to_result'] / steady - 1:+.0%} of steady" if steady else ""
             print(f"  job {n}: first audio {job['to_first_audio']:.3f} (timings {t.get('first_audio', 0):.3f}), "
-                  f"result {job['to_result']:.3f} (timings {t.get('total', 0):.3f}, normalize {t.get('normalize', 0):.3f})")
+                  f"result {job['to_result']:.3f} (timings {t.get('total', 0):.3f}, normalize "
+                  f"{t.get('normalize', 0):.3f}){over}")

@@ -31,7 +31,7 @@ def test_bench_runs_on_a_cpu_and_matches_stock(tmp_path, first_compiled_worker):
 def test_bench_cold_starts_stock_and_the_worker_itself(tmp_path):
     out = tmp_path / "cold.json"
     link_grammars(tmp_path / "models")  # its first jobs' text reaches the English grammar
-    result = run_py(["bench.py", "--cold", "--arch", "tiny", "--device", "cpu", "--nfe", "4",
+    result = run_py(["bench.py", "--cold", "--arch", "tiny", "--device", "cpu", "--nfe", "4", "--first-jobs", "3",
                      "--models-dir", str(tmp_path / "models"), "--json", str(out)], env=subprocess_env(MODELS_DIR=None),
                     timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -46,7 +46,7 @@ def test_bench_cold_starts_stock_and_the_worker_itself(tmp_path):
     assert len(jobs) == 3 and not any(job["error"] for job in jobs), jobs
     for job in jobs:
         assert 0 < job["timings"]["first_audio"] <= job["to_first_audio"] + 0.001 <= job["to_result"] + 0.001
-    assert "a fresh worker's first jobs" in result.stdout
+    assert "a fresh worker's first jobs" in result.stdout and "of steady" in result.stdout
     stock = results["stock"]  # stock imports all of f5-tts: it needs requirements-bench.txt, CI lacks it
     if "error" in stock:
         assert "requirements-bench.txt" in stock["error"] and "stock" in result.stdout, stock

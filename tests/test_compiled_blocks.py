@@ -132,3 +132,55 @@ def test_a_build_that_fails_leaves_the_worker_on_torch_compile(tiny_model, tmp_p
         model.compile_thread.join(120)
     assert "the compiled DiT blocks could not be had (OSError" in caplog.text and "with torch.compile" in caplog.text
     assert model.compile_done.is_set() and compiled == list(model.cfm.transformer.transformer_blocks) == model.blocks
+
+
+def test_a_whole_package_this_worker_cannot_use_is_left_for_the_others(aot_volume, tiny_net, tmp_path, monkeypatch):
+    """Blocks that disagree with this worker's eager ones (another checkpoint of the architecture,
+    say), and a package whose manifest vouches for bytes that are no package, are not spoilt: no
+    rebuild over what other workers use; this one compiles with torch.compile instead."""
+    import torch
+
+    env, _ = aot_volume
+    folder, fields = package_folder(env_models(env), tiny_net)
+    root = tmp_path / "compiled"
+    shutil.copytree(folder, root / folder.name)
+
+    def disagreeing(net, eager, compiled, device, dtype):  # as a block of other weights would
+        raise compiled_blocks.CompiledBlocksError("block 0 (one row) differs from the eager block by 0.5",
+                                                  spoilt=False)
+
+    monkeypatch.setattr(compiled_blocks, "check", disagreeing)
+    monkeypatch.setattr(compiled_blocks, "build", lambda *args: pytest.fail("a whole package was built over"))
+    with pytest.raises(compiled_blocks.CompiledBlocksError, match="differs from the eager block"):
+        compiled_blocks.build_and_load(tiny_net, "cpu", torch.float32, root)
+    assert (root / folder.name / "manifest.json").is_file()
+    monkeypatch.undo()
+    garbage = root / folder.name / "one_row.pt2"
+    garbage.write_bytes(b"PK not a package at all")
+    manifest = json.loads((root / folder.name / "manifest.json").read_text())
+    manifest["files"]["one_row"]["sha256"] = hub_cache.sha256_of(garbage)
+    (root / folder.name / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(compiled_blocks.CompiledBlocksError, match="it does not load or run") as err:
+        compiled_blocks.load(tiny_net, "cpu", torch.float32, root / folder.name, fields)
+    assert not err.value.spoilt
+
+
+def test_the_check_refuses_blocks_that_disagree_with_the_eager_ones(tiny_net):
+    import torch
+
+    wrong = [lambda x, t, mask=None, rope=None: torch.zeros_like(x)] * len(tiny_net.transformer_blocks)
+    with pytest.raises(compiled_blocks.CompiledBlocksError, match="differs from the eager block") as err:
+        compiled_blocks.check(tiny_net, list(tiny_net.transformer_blocks), wrong, "cpu", torch.float32)
+    assert not err.value.spoilt
+
+
+def test_the_key_names_the_host_cpu(tiny_net, monkeypatch):
+    """Inductor builds with -march=native: a package of another CPU's code could die of an illegal
+    instruction, past every check."""
+    import torch
+
+    here = compiled_blocks.key_fields(tiny_net, "cpu", torch.float32)
+    assert here["host_cpu"] and here["host_cpu"] == compiled_blocks.host_cpu()
+    monkeypatch.setattr(compiled_blocks, "host_cpu", lambda: "another-cpu")
+    there = compiled_blocks.key_fields(tiny_net, "cpu", torch.float32)
+    assert compiled_blocks.key_of(there) != compiled_blocks.key_of(here)

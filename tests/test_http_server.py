@@ -2,6 +2,7 @@
 moto's S3), spoken to by the official `openai` client; and a second one over an engine that only
 pretends, for the limits (auth, 429, a client that goes away)."""
 
+import asyncio
 import base64
 import io
 import json
@@ -365,16 +366,23 @@ def test_ping_says_starting_ready_broken_and_auth_guards_the_rest(pretend):
     door.health = health
 
 
-def test_a_request_s_clock_starts_when_it_arrives(pretend):
+def test_a_request_s_clock_starts_when_it_arrives(pretend, monkeypatch):
     """The engine's run counts from the request's arrival: reading and parsing its body and
-    starting its thread are in the job's timings."""
+    starting its thread are in the job's timings (a body read slowly shows it)."""
     url, engine, _ = pretend
     engine.runs.clear()
+    read = http_server.json_body
+
+    async def slow_body(request):
+        await asyncio.sleep(0.2)
+        return await read(request)
+
+    monkeypatch.setattr(http_server, "json_body", slow_body)
     sent = time.perf_counter()
     with httpx.stream("POST", f"{url}/v1/audio/speech", json=SPEECH, headers=AUTH) as answer:
         next(answer.iter_bytes())
     [(arrived, started)] = engine.runs
-    assert sent <= arrived <= started
+    assert sent <= arrived and started - arrived >= 0.2
 
 
 def test_past_the_limit_429_at_once_and_a_client_gone_frees_its_run(pretend):

@@ -162,3 +162,19 @@ def test_an_unreachable_hub_is_one_sentence_that_says_what_to_do(monkeypatch, tm
         assert "the Hugging Face hub could not be reached (ConnectionError)" in message
         assert "`python model_cache.py prefetch`" in message and "F5_MODEL=tiny" in message
         assert "Internet connection" not in message and message.count(". ") <= 2
+
+
+def test_the_warm_up_does_not_let_a_background_compile_begin_a_jobs_synthesis_does():
+    """A compile waits for a first synthesis (it takes the CPU and the GIL); the warm-up's is not
+    one, or the compile would start just as the first jobs come."""
+    import numpy as np
+
+    import engine
+    import synthesis
+
+    model = loaded_model.load_model(get_settings().model_copy(update={"compile": False}))
+    engine.synthesize_once(model, get_settings().max_batch_frames)
+    assert not model.served.is_set()
+    tone = (0.3 * np.sin(np.arange(model.sample_rate) / 5.0)).astype(np.float32)
+    synthesis.synthesize(model, tone, "Hi there.", "Hello.", synthesis.SynthesisParams(nfe_step=2), 24_000)
+    assert model.served.is_set()
