@@ -53,9 +53,14 @@ def aot_volume(tiny_net):
 
 def test_two_first_workers_build_one_package_over_a_corrupt_one_and_both_use_it(aot_volume, tiny_net):
     env, workers = aot_volume
-    for seen in workers:  # each passed the corrupt package over at load, and served eagerly meanwhile
-        assert any(line.startswith("WARNING not using the compiled DiT blocks") and "does not match its sha256" in line
-                   for line in seen["logs"]), seen["logs"]
+    passed_over = [[line for line in seen["logs"] if line.startswith("WARNING not using the compiled DiT blocks")]
+                   for seen in workers]
+    # Each passed the package over at load and served eagerly meanwhile: the corrupt one, or, when
+    # the other had begun to build over it (its first synthesis done first), one without a manifest.
+    assert all(len(lines) == 1 and ("does not match its sha256" in lines[0] or "there is no manifest" in lines[0])
+               for lines in passed_over), passed_over
+    assert any("does not match its sha256" in lines[0] for lines in passed_over), passed_over  # the builder's
+    for seen in workers:
         assert not seen["compiled_at_load"] and seen["diff_during"] < 1e-6
         assert seen["uses_compiled"] and max(seen["diffs"]) < 1e-4, seen
     built = [any(line.startswith("INFO built the compiled DiT blocks") for line in seen["logs"]) for seen in workers]
