@@ -32,6 +32,11 @@ from benchmarks import cold, concurrent, dialogue, normalization, resample, stre
 from benchmarks.inputs import prepare_models
 
 
+#: The measurements that need a model, by their flag; none given: `warm`.
+MEASUREMENTS = (("cold", cold), ("concurrent", concurrent), ("stream", streaming), ("dialogue", dialogue),
+                ("verify", verify), ("voice_cache", voice_cache))
+
+
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", help="F5TTS_v1_Base (default on a GPU) or tiny (default on a CPU)")
@@ -104,27 +109,12 @@ def main():
     on_gpu = torch.cuda.is_available() and args.device != "cpu"
     arch = args.arch or ("F5TTS_v1_Base" if on_gpu else "tiny")
     env = prepare_models(arch)
-    if args.cold:
-        result = cold.measure(args, arch, env)
-        cold.report(result)
-    elif args.concurrent:
-        result = concurrent.measure(args, arch, env)
-        concurrent.report(result)
-    elif args.stream:
-        result = streaming.measure(args, arch)
-        streaming.report(result)
-    elif args.dialogue:
-        result = dialogue.measure(args, arch)
-        dialogue.report(result)
-    elif args.verify:
-        result = verify.measure(args, arch)
-        verify.report(result)
-    elif args.voice_cache:
-        result = voice_cache.measure(args, arch)
-        voice_cache.report(result)
-    else:
-        result = warm.measure(args, arch)
-        warm.report(result)
+    chosen = [module for flag, module in MEASUREMENTS if getattr(args, flag)]
+    measurement = chosen[0] if chosen else warm
+    # the two that start worker processes need the models' environment
+    result = measurement.measure(args, arch, env) if measurement in (cold, concurrent) else \
+        measurement.measure(args, arch)
+    measurement.report(result)
     result.update(date=time.strftime("%Y-%m-%d"), command=" ".join(["python", *sys.argv]))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

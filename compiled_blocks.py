@@ -26,6 +26,7 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
+import proc_stat
 from atomic import write_atomic
 from hub_cache import sha256_of
 
@@ -74,15 +75,9 @@ def host_cpu() -> str:
     host-side wrapper of a CUDA package too, and a network volume is shared by hosts of several
     CPUs; a package built for another one could die of an illegal instruction, which no check
     catches. A digest of the first processor's vendor, family, model and flags (unknown: "")."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            first = info.read().split("\n\n", 1)[0]
-    except OSError:
-        return ""
-    fields = dict(line.split(":", 1) for line in first.splitlines() if ":" in line)
-    named = {key.strip(): value.strip() for key, value in fields.items()
-             if key.strip() in ("vendor_id", "cpu family", "model", "model name", "flags", "Features", "CPU part")}
-    return hashlib.sha256(json.dumps(named, sort_keys=True).encode()).hexdigest()[:16]
+    named = {key: value for key, value in proc_stat.first_cpu().items()
+             if key in ("vendor_id", "cpu family", "model", "model name", "flags", "Features", "CPU part")}
+    return hashlib.sha256(json.dumps(named, sort_keys=True).encode()).hexdigest()[:16] if named else ""
 
 
 def key_fields(net, device: str, dtype) -> dict:

@@ -32,6 +32,7 @@ from functools import partial
 
 import asr
 import loaded_model
+import proc_stat
 import text_normalization
 from config import Settings, get_settings, in_job_queue
 from engine import Engine, StreamPart, synthesize_once
@@ -251,11 +252,8 @@ def import_sdk():
 
 def cpu_name() -> dict:
     """What the SDK reads of py-cpuinfo's answer: the CPU's name (none: the SDK says it is unknown)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            return {"brand_raw": next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))}
-    except (OSError, StopIteration, IndexError):
-        return {}
+    name = proc_stat.first_cpu().get("model name")
+    return {"brand_raw": name} if name else {}
 
 
 def exit_now(code) -> None:

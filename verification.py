@@ -286,11 +286,6 @@ class Verifier:
             failing_before, failing = failing, [n for n in failing if best[n].error > self.max_error]
         self.seconds += time.perf_counter() - clock
 
-    def __call__(self, chunks: list, waves: list[np.ndarray], resample: Resample) -> list[np.ndarray]:
-        """`waves` of `chunks` (one batch) with each chunk over the bound replaced by its best attempt."""
-        kept = {chunk.index: wave for group in self.settle(chunks, waves, resample) for chunk, wave in group}
-        return [kept[chunk.index] for chunk in chunks]
-
     def _checked(self, chunks: list, waves: list[np.ndarray], seed: int) -> list[Check]:
         groups: dict[str | None, list[int]] = {}
         for n, chunk in enumerate(chunks):

@@ -149,7 +149,8 @@ def pytest_unconfigure(config):
 @pytest.fixture(scope="session")
 def first_compiled_worker(tiny_model):
     """A fresh volume with the tiny model on which a first COMPILE=true worker ran, compiling cold
-    (see compiled_volume.py): (the worker's environment, what it saw). Once per session."""
+    (see compiled_volume.py): (the worker's environment, what it saw). Once per test process:
+    its tests are test_compile.py's, one file, so it is made once."""
     from compiled_volume import run_worker
 
     models = SESSION_DIR / "compiled-volume" / "models"

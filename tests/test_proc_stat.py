@@ -1,4 +1,5 @@
-"""A process's start time from /proc/<pid>/stat, read in one place."""
+"""What /proc says, read in one place: a process's start time (/proc/<pid>/stat), the CPU
+(/proc/cpuinfo)."""
 
 import os
 import subprocess
@@ -10,7 +11,10 @@ import pytest
 import proc_stat
 import scratch
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="Linux's /proc")
+# The worker's hosts (RunPod's, CI's) are Linux; elsewhere there is no /proc, and the worker does
+# without what it says (process_age is None, the compiled blocks' key names no CPU).
+pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(),
+                                reason="no /proc on this system: what it says is read on Linux only")
 
 
 def test_start_ticks_reads_field_22_after_a_command_name_with_spaces_and_parentheses(tmp_path):
@@ -32,3 +36,9 @@ def test_start_ticks_reads_field_22_after_a_command_name_with_spaces_and_parenth
 
 def test_self_is_this_process():
     assert proc_stat.start_ticks("self") == proc_stat.start_ticks(os.getpid())
+
+
+def test_first_cpu_is_the_first_processor_s_fields():
+    text = Path("/proc/cpuinfo").read_text()
+    first = proc_stat.first_cpu()
+    assert first["processor"] == "0" and first and all(f"{key}\t" in text or f"{key}:" in text for key in first)

@@ -152,6 +152,12 @@ class Scripted:
         return out
 
 
+def settled(verifier, chunks, waves, resample) -> list[np.ndarray]:
+    """The waves `verifier` keeps of one batch, in the batch's order."""
+    kept = {chunk.index: wave for group in verifier.settle(chunks, waves, resample) for chunk, wave in group}
+    return [kept[chunk.index] for chunk in chunks]
+
+
 def chunks_and_waves(texts):
     chunks = [SimpleNamespace(index=n, text=t) for n, t in enumerate(texts)]
     return chunks, [np.full(RATE, n, np.float32) for n in range(len(texts))]
@@ -168,7 +174,7 @@ def test_a_chunk_heard_wrong_is_sampled_again_with_the_next_seed_and_the_better_
         return [np.full(RATE, c.index, np.float32) + 0.5 for c in chunks]  # a new wave of the same chunk
 
     chunks, waves = chunks_and_waves(texts)
-    kept = verifier(chunks, waves, resample)
+    kept = settled(verifier, chunks, waves, resample)
     assert resampled == [([1], attempt_seed(42, 1))]  # only the chunk heard wrong, once it was right
     assert kept[1][1] == 1.5 and kept[0] is waves[0] and kept[2] is waves[2]
     summary = verifier.summary()
@@ -189,7 +195,7 @@ def test_a_chunk_never_heard_right_ends_with_its_best_attempt_after_the_last_all
         return [np.full(RATE, c.index, np.float32) + len(seeds) / 10 for c in chunks]
 
     chunks, waves = chunks_and_waves(texts)
-    kept = verifier(chunks, waves, resample)
+    kept = settled(verifier, chunks, waves, resample)
     assert seeds == [attempt_seed(7, 1), attempt_seed(7, 2)]  # VERIFY_ATTEMPTS samplings in all, no more
     assert listener.heard[0] == 3 and listener.calls == 3
     assert kept[0][0] == pytest.approx(0.2)  # the third attempt: one word missing, the best of them
@@ -203,10 +209,10 @@ def test_a_tie_keeps_the_earlier_attempt_and_one_attempt_means_no_resampling():
     listener = Scripted(texts, {0: ["Alpha beta.", "Alpha gamma."]})
     verifier = Verifier(listener.hear, Comparer(same), RATE, seed=1, max_error=0.2, attempts=2)
     chunks, waves = chunks_and_waves(texts)
-    kept = verifier(chunks, waves, lambda c, seed: [w + 0.5 for w in waves])
+    kept = settled(verifier, chunks, waves, lambda c, seed: [w + 0.5 for w in waves])
     assert kept[0] is waves[0] and verifier.checks[0].seed == 1 and verifier.checks[0].attempts == 2
     alone = Verifier(Scripted(texts, {0: ["Alpha."]}).hear, Comparer(same), RATE, 1, 0.2, attempts=1)
-    alone(chunks, waves, lambda c, seed: pytest.fail("VERIFY_ATTEMPTS=1 samples nothing again"))
+    settled(alone, chunks, waves, lambda c, seed: pytest.fail("VERIFY_ATTEMPTS=1 samples nothing again"))
     assert not alone.summary()["passed"]
 
 
